@@ -1,0 +1,1 @@
+//! netlink-sync: learn links, addresses, routes and neighbours from Linux.

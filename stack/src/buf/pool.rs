@@ -1,0 +1,613 @@
+//! The frame pool: fixed-size frames in one contiguous region, with per-frame metadata.
+//!
+//! The region is either owned heap memory (tests, the in-memory driver, TAP) or memory that someone
+//! else mapped (the AF_XDP UMEM), so that a frame index is also a UMEM offset: `index * frame_size`.
+//! A received frame is processed in place and a reply or forward can leave from the same frame.
+//!
+//! Invariants:
+//! - a [`Frame`] handle is owned by exactly one place (it is neither `Clone` nor `Copy`); an extra
+//!   owner is made explicitly with [`Pool::share`], which bumps the reference count;
+//! - `off + len <= frame_size` for every frame's data window, so accessors never panic;
+//! - the free list never holds more than `frames` entries and is allocated once: alloc and free are
+//!   O(1) and never touch the heap.
+
+use core::any::Any;
+use core::fmt;
+
+/// Sentinel for "no next frame" in a chain.
+const NONE: u32 = u32::MAX;
+
+/// An owned handle to one frame of a [`Pool`].
+///
+/// Dropping a handle without giving it back to the pool leaks the frame (the pool's accounting shows
+/// it); every path in the stack hands frames back with [`Pool::free`] or passes them on.
+#[derive(Debug, PartialEq, Eq, Hash)]
+#[must_use = "a frame must be freed or passed on"]
+pub struct Frame(u32);
+
+impl Frame {
+    /// The frame's index in its pool.
+    pub fn index(&self) -> u32 {
+        self.0
+    }
+
+    /// Re-creates a handle from an index a driver got back from its rings (e.g. an AF_XDP
+    /// descriptor). The caller transfers ownership: the index must not be owned elsewhere.
+    pub fn from_index(index: u32) -> Frame {
+        Frame(index)
+    }
+
+    /// Gives up the handle and returns its index, for a driver that puts the frame on a ring.
+    pub fn into_index(self) -> u32 {
+        self.0
+    }
+}
+
+/// Per-frame metadata.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    /// Start of the data window within the frame.
+    off: u32,
+    /// Length of the data window.
+    len: u32,
+    /// Owners of the frame; 0 means free.
+    refs: u16,
+    /// Next frame of a chain (reassembled datagrams), or `NONE`.
+    next: u32,
+    /// Free-form per-frame annotation (e.g. checksum already verified).
+    flags: u32,
+}
+
+impl Meta {
+    const FREE: Meta = Meta {
+        off: 0,
+        len: 0,
+        refs: 0,
+        next: NONE,
+        flags: 0,
+    };
+}
+
+/// Where the frames live.
+enum Region {
+    Heap(Box<[u8]>),
+    External {
+        base: *mut u8,
+        len: usize,
+        _owner: Box<dyn Any>,
+    },
+}
+
+/// Pool construction errors.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PoolError {
+    /// Frame size must be a power of two between 256 and 65536.
+    #[error("frame size {0} is not a power of two in 256..=65536")]
+    BadFrameSize(usize),
+    /// Headroom must leave at least 64 bytes of data room.
+    #[error("headroom {headroom} leaves no data room in a {frame_size}-byte frame")]
+    BadHeadroom {
+        /// Requested headroom.
+        headroom: usize,
+        /// Frame size.
+        frame_size: usize,
+    },
+    /// A pool needs at least one frame and at most 2^31.
+    #[error("frame count {0} is out of range")]
+    BadCount(usize),
+    /// The external region is smaller than `frames * frame_size`.
+    #[error("region of {len} bytes cannot hold {frames} frames of {frame_size} bytes")]
+    RegionTooSmall {
+        /// Region length.
+        len: usize,
+        /// Frames requested.
+        frames: usize,
+        /// Frame size.
+        frame_size: usize,
+    },
+}
+
+/// Pool statistics, for metrics and leak checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Frames in the pool.
+    pub capacity: usize,
+    /// Frames currently free.
+    pub free: usize,
+    /// Allocations that failed because the pool was empty.
+    pub alloc_failures: u64,
+    /// Frees of a frame that was already free (an accounting bug somewhere; never a crash).
+    pub double_frees: u64,
+}
+
+/// A pool of fixed-size frames with headroom. See the module docs for invariants.
+pub struct Pool {
+    region: Region,
+    frame_size: usize,
+    headroom: u32,
+    meta: Box<[Meta]>,
+    free: Vec<u32>,
+    alloc_failures: u64,
+    double_frees: u64,
+}
+
+// SAFETY: the external region is only reached through `&self`/`&mut self` of the pool that owns its
+// keep-alive object, so moving the pool to another thread moves exclusive access with it. The keep-alive
+// (e.g. an mmap owner) is only dropped, never used; drivers that hand in a non-`Send` owner must not move
+// the pool across threads (documented on `from_external`).
+unsafe impl Send for Pool {}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("frames", &self.meta.len())
+            .field("frame_size", &self.frame_size)
+            .field("headroom", &self.headroom)
+            .field("free", &self.free.len())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// Default frame size: 2 KiB holds a 1500-byte MTU frame after the headroom.
+    pub const DEFAULT_FRAME_SIZE: usize = 2048;
+    /// Default headroom: room for Ethernet (14) + IPv4 with options (60) + TCP with options (60).
+    pub const DEFAULT_HEADROOM: usize = 192;
+
+    fn check(frames: usize, frame_size: usize, headroom: usize) -> Result<(), PoolError> {
+        if !frame_size.is_power_of_two() || !(256..=65536).contains(&frame_size) {
+            return Err(PoolError::BadFrameSize(frame_size));
+        }
+        if headroom + 64 > frame_size {
+            return Err(PoolError::BadHeadroom {
+                headroom,
+                frame_size,
+            });
+        }
+        if frames == 0 || frames > (1 << 31) {
+            return Err(PoolError::BadCount(frames));
+        }
+        Ok(())
+    }
+
+    fn build(region: Region, frames: usize, frame_size: usize, headroom: usize) -> Pool {
+        let mut free = Vec::with_capacity(frames);
+        // Hand out low indices first (LIFO free list): keeps the working set in cache.
+        free.extend((0..frames as u32).rev());
+        Pool {
+            region,
+            frame_size,
+            headroom: headroom as u32,
+            meta: vec![Meta::FREE; frames].into_boxed_slice(),
+            free,
+            alloc_failures: 0,
+            double_frees: 0,
+        }
+    }
+
+    /// A heap-backed pool of `frames` frames of `frame_size` bytes, `headroom` reserved at the front
+    /// of each freshly allocated frame.
+    pub fn new(frames: usize, frame_size: usize, headroom: usize) -> Result<Pool, PoolError> {
+        Self::check(frames, frame_size, headroom)?;
+        let region = Region::Heap(vec![0u8; frames * frame_size].into_boxed_slice());
+        Ok(Self::build(region, frames, frame_size, headroom))
+    }
+
+    /// A pool over memory mapped by someone else (the AF_XDP UMEM). Frame `i` is
+    /// `base + i * frame_size`. `owner` is kept alive as long as the pool and dropped after it.
+    ///
+    /// The pool starts with every frame free; a driver that lends frames to the kernel (fill ring)
+    /// allocates them from the pool like anyone else.
+    ///
+    /// # Safety
+    /// `base..base + len` must be valid for reads and writes for the pool's whole life, not be
+    /// accessed by anything but this pool while a frame is owned through it (the kernel only touches
+    /// frames the driver lent it), and `owner` must keep the mapping alive. If `owner` is not `Send`,
+    /// the pool must not be moved to another thread.
+    pub unsafe fn from_external(
+        base: *mut u8,
+        len: usize,
+        frames: usize,
+        frame_size: usize,
+        headroom: usize,
+        owner: Box<dyn Any>,
+    ) -> Result<Pool, PoolError> {
+        Self::check(frames, frame_size, headroom)?;
+        if frames
+            .checked_mul(frame_size)
+            .is_none_or(|need| need > len)
+        {
+            return Err(PoolError::RegionTooSmall {
+                len,
+                frames,
+                frame_size,
+            });
+        }
+        let region = Region::External {
+            base,
+            len,
+            _owner: owner,
+        };
+        Ok(Self::build(region, frames, frame_size, headroom))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.region {
+            Region::Heap(b) => b,
+            // SAFETY: `from_external`'s contract: the region is valid for the pool's life.
+            Region::External { base, len, .. } => unsafe { core::slice::from_raw_parts(*base, *len) },
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.region {
+            Region::Heap(b) => b,
+            // SAFETY: as in `bytes`, and `&mut self` gives exclusive access.
+            Region::External { base, len, .. } => unsafe {
+                core::slice::from_raw_parts_mut(*base, *len)
+            },
+        }
+    }
+
+    /// Base address of the region (for drivers that register it with the kernel).
+    pub fn region_ptr(&mut self) -> *mut u8 {
+        self.bytes_mut().as_mut_ptr()
+    }
+
+    /// Number of frames.
+    pub fn capacity(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// Size of each frame in bytes.
+    pub fn frame_size(&self) -> usize {
+        self.frame_size
+    }
+
+    /// Headroom of a fresh frame.
+    pub fn headroom(&self) -> usize {
+        self.headroom as usize
+    }
+
+    /// Frames currently free.
+    pub fn available(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Statistics.
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            capacity: self.capacity(),
+            free: self.available(),
+            alloc_failures: self.alloc_failures,
+            double_frees: self.double_frees,
+        }
+    }
+
+    /// Takes a frame: data window empty, starting after the headroom.
+    pub fn alloc(&mut self) -> Option<Frame> {
+        match self.free.pop() {
+            Some(i) => {
+                self.meta[i as usize] = Meta {
+                    off: self.headroom,
+                    len: 0,
+                    refs: 1,
+                    next: NONE,
+                    flags: 0,
+                };
+                Some(Frame(i))
+            }
+            None => {
+                self.alloc_failures += 1;
+                None
+            }
+        }
+    }
+
+    /// Adds an owner to `frame` (e.g. TCP keeps a sent segment until it is acknowledged while the
+    /// driver transmits it). Both handles must be freed.
+    pub fn share(&mut self, frame: &Frame) -> Frame {
+        let m = &mut self.meta[frame.0 as usize];
+        m.refs = m.refs.saturating_add(1);
+        Frame(frame.0)
+    }
+
+    /// Number of owners of `frame`.
+    pub fn refs(&self, frame: &Frame) -> u16 {
+        self.meta[frame.0 as usize].refs
+    }
+
+    /// Gives a frame (and, when the last owner lets go, the rest of its chain) back.
+    pub fn free(&mut self, frame: Frame) {
+        let mut i = frame.0;
+        while i != NONE {
+            let Some(m) = self.meta.get_mut(i as usize) else {
+                self.double_frees += 1;
+                return;
+            };
+            if m.refs == 0 {
+                self.double_frees += 1;
+                return;
+            }
+            m.refs -= 1;
+            if m.refs > 0 {
+                return;
+            }
+            let next = m.next;
+            m.next = NONE;
+            self.free.push(i);
+            i = next;
+        }
+    }
+
+    fn range(&self, i: u32) -> core::ops::Range<usize> {
+        let m = &self.meta[i as usize];
+        let start = i as usize * self.frame_size + m.off as usize;
+        start..start + m.len as usize
+    }
+
+    /// The frame's data window.
+    pub fn data(&self, frame: &Frame) -> &[u8] {
+        let r = self.range(frame.0);
+        &self.bytes()[r]
+    }
+
+    /// The frame's data window, writable.
+    pub fn data_mut(&mut self, frame: &Frame) -> &mut [u8] {
+        let r = self.range(frame.0);
+        &mut self.bytes_mut()[r]
+    }
+
+    /// The whole frame buffer, for drivers that copy a received frame in.
+    pub fn buffer_mut(&mut self, frame: &Frame) -> &mut [u8] {
+        let start = frame.0 as usize * self.frame_size;
+        let end = start + self.frame_size;
+        &mut self.bytes_mut()[start..end]
+    }
+
+    /// Offset of the data window within the frame.
+    pub fn data_offset(&self, frame: &Frame) -> usize {
+        self.meta[frame.0 as usize].off as usize
+    }
+
+    /// Length of the data window.
+    pub fn len(&self, frame: &Frame) -> usize {
+        self.meta[frame.0 as usize].len as usize
+    }
+
+    /// Bytes free before the data window.
+    pub fn headroom_of(&self, frame: &Frame) -> usize {
+        self.meta[frame.0 as usize].off as usize
+    }
+
+    /// Bytes free after the data window.
+    pub fn tailroom_of(&self, frame: &Frame) -> usize {
+        let m = &self.meta[frame.0 as usize];
+        self.frame_size - m.off as usize - m.len as usize
+    }
+
+    /// Sets the data window. Returns `false` (and changes nothing) if it does not fit the frame.
+    pub fn set_window(&mut self, frame: &Frame, off: usize, len: usize) -> bool {
+        if off.checked_add(len).is_none_or(|end| end > self.frame_size) {
+            return false;
+        }
+        let m = &mut self.meta[frame.0 as usize];
+        m.off = off as u32;
+        m.len = len as u32;
+        true
+    }
+
+    /// Grows the window by `n` bytes at the front (to write a header) and returns the new front.
+    pub fn push_front(&mut self, frame: &Frame, n: usize) -> Option<&mut [u8]> {
+        let m = self.meta[frame.0 as usize];
+        if n > m.off as usize {
+            return None;
+        }
+        self.set_window(frame, m.off as usize - n, m.len as usize + n);
+        let r = self.range(frame.0);
+        Some(&mut self.bytes_mut()[r.start..r.start + n])
+    }
+
+    /// Shrinks the window by `n` bytes at the front (header consumed). `false` if shorter than `n`.
+    pub fn pull_front(&mut self, frame: &Frame, n: usize) -> bool {
+        let m = self.meta[frame.0 as usize];
+        if n > m.len as usize {
+            return false;
+        }
+        self.set_window(frame, m.off as usize + n, m.len as usize - n)
+    }
+
+    /// Grows the window by `n` bytes at the back and returns them.
+    pub fn push_back(&mut self, frame: &Frame, n: usize) -> Option<&mut [u8]> {
+        let m = self.meta[frame.0 as usize];
+        if !self.set_window(frame, m.off as usize, m.len as usize + n) {
+            return None;
+        }
+        let r = self.range(frame.0);
+        Some(&mut self.bytes_mut()[r.end - n..r.end])
+    }
+
+    /// Cuts the window to `len` bytes (no-op if already shorter).
+    pub fn truncate(&mut self, frame: &Frame, len: usize) {
+        let m = &mut self.meta[frame.0 as usize];
+        if (len as u32) < m.len {
+            m.len = len as u32;
+        }
+    }
+
+    /// Copies `src` into a fresh frame after the headroom. `None` if the pool is empty or `src` does
+    /// not fit.
+    pub fn alloc_from(&mut self, src: &[u8]) -> Option<Frame> {
+        if src.len() + self.headroom() > self.frame_size {
+            return None;
+        }
+        let f = self.alloc()?;
+        self.push_back(&f, src.len())
+            .expect("checked: src fits after the headroom")
+            .copy_from_slice(src);
+        Some(f)
+    }
+
+    /// Per-frame flags.
+    pub fn flags(&self, frame: &Frame) -> u32 {
+        self.meta[frame.0 as usize].flags
+    }
+
+    /// Sets per-frame flags.
+    pub fn set_flags(&mut self, frame: &Frame, flags: u32) {
+        self.meta[frame.0 as usize].flags = flags;
+    }
+
+    /// Appends `tail` (and its chain) at the end of `head`'s chain. The chain owns `tail`.
+    pub fn chain_append(&mut self, head: &Frame, tail: Frame) {
+        let mut i = head.0;
+        while self.meta[i as usize].next != NONE {
+            i = self.meta[i as usize].next;
+        }
+        self.meta[i as usize].next = tail.into_index();
+    }
+
+    /// Detaches and returns the frame after `frame` in its chain.
+    pub fn chain_split(&mut self, frame: &Frame) -> Option<Frame> {
+        let m = &mut self.meta[frame.0 as usize];
+        let next = core::mem::replace(&mut m.next, NONE);
+        (next != NONE).then_some(Frame(next))
+    }
+
+    /// Total data length over a chain.
+    pub fn chain_len(&self, head: &Frame) -> usize {
+        self.chain_iter(head).map(<[u8]>::len).sum()
+    }
+
+    /// Number of frames in a chain.
+    pub fn chain_count(&self, head: &Frame) -> usize {
+        self.chain_iter(head).count()
+    }
+
+    /// The data windows of a chain, in order.
+    pub fn chain_iter<'a>(&'a self, head: &Frame) -> ChainIter<'a> {
+        ChainIter {
+            pool: self,
+            next: head.0,
+        }
+    }
+
+    /// Copies a chain's data into `out`, returning the number of bytes copied (at most `out.len()`).
+    pub fn chain_copy_to(&self, head: &Frame, out: &mut [u8]) -> usize {
+        let mut n = 0;
+        for seg in self.chain_iter(head) {
+            let take = seg.len().min(out.len() - n);
+            out[n..n + take].copy_from_slice(&seg[..take]);
+            n += take;
+            if n == out.len() {
+                break;
+            }
+        }
+        n
+    }
+}
+
+/// Iterator over the data windows of a frame chain.
+pub struct ChainIter<'a> {
+    pool: &'a Pool,
+    next: u32,
+}
+
+impl<'a> Iterator for ChainIter<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.next == NONE {
+            return None;
+        }
+        let i = self.next;
+        self.next = self.pool.meta[i as usize].next;
+        let r = self.pool.range(i);
+        Some(&self.pool.bytes()[r])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_free_accounting() {
+        let mut p = Pool::new(4, 2048, 192).unwrap();
+        let a = p.alloc().unwrap();
+        let b = p.alloc().unwrap();
+        assert_eq!(p.available(), 2);
+        assert_eq!(p.headroom_of(&a), 192);
+        assert_eq!(p.len(&a), 0);
+        p.free(a);
+        p.free(b);
+        assert_eq!(p.available(), 4);
+        // A forged double free is counted, never a panic or a corrupted free list.
+        p.free(Frame::from_index(0));
+        p.free(Frame::from_index(99));
+        assert_eq!(p.stats().double_frees, 2);
+        assert_eq!(p.available(), 4);
+    }
+
+    #[test]
+    fn exhaustion_is_counted() {
+        let mut p = Pool::new(1, 256, 0).unwrap();
+        let a = p.alloc().unwrap();
+        assert!(p.alloc().is_none());
+        assert_eq!(p.stats().alloc_failures, 1);
+        p.free(a);
+    }
+
+    #[test]
+    fn window_operations_stay_in_bounds() {
+        let mut p = Pool::new(1, 256, 16).unwrap();
+        let f = p.alloc().unwrap();
+        p.push_back(&f, 10).unwrap().copy_from_slice(&[7; 10]);
+        assert_eq!(p.push_front(&f, 4).unwrap().len(), 4);
+        assert_eq!(p.len(&f), 14);
+        assert!(p.push_front(&f, 13).is_none());
+        assert!(p.push_back(&f, 1000).is_none());
+        assert!(p.pull_front(&f, 4));
+        assert_eq!(p.data(&f), &[7; 10]);
+        assert!(!p.pull_front(&f, 11));
+        assert!(!p.set_window(&f, 250, 7));
+        p.truncate(&f, 3);
+        assert_eq!(p.data(&f), &[7; 3]);
+        p.free(f);
+    }
+
+    #[test]
+    fn shared_frames_need_every_owner_to_free() {
+        let mut p = Pool::new(2, 256, 0).unwrap();
+        let a = p.alloc().unwrap();
+        let a2 = p.share(&a);
+        assert_eq!(p.refs(&a), 2);
+        p.free(a);
+        assert_eq!(p.available(), 1);
+        p.free(a2);
+        assert_eq!(p.available(), 2);
+    }
+
+    #[test]
+    fn chains_iterate_copy_and_free_together() {
+        let mut p = Pool::new(3, 256, 0).unwrap();
+        let a = p.alloc_from(b"abc").unwrap();
+        let b = p.alloc_from(b"de").unwrap();
+        let c = p.alloc_from(b"f").unwrap();
+        p.chain_append(&a, b);
+        p.chain_append(&a, c);
+        assert_eq!(p.chain_len(&a), 6);
+        assert_eq!(p.chain_count(&a), 3);
+        let mut out = [0u8; 5];
+        assert_eq!(p.chain_copy_to(&a, &mut out), 5);
+        assert_eq!(&out, b"abcde");
+        p.free(a);
+        assert_eq!(p.available(), 3);
+    }
+
+    #[test]
+    fn bad_geometry_is_an_error() {
+        assert_eq!(Pool::new(1, 1000, 0).unwrap_err(), PoolError::BadFrameSize(1000));
+        assert!(matches!(Pool::new(1, 256, 200), Err(PoolError::BadHeadroom { .. })));
+        assert_eq!(Pool::new(0, 2048, 0).unwrap_err(), PoolError::BadCount(0));
+    }
+}

@@ -1,0 +1,146 @@
+//! Static configuration of a stack instance and the events that change it at run time.
+//!
+//! A stack serves one interface (one queue of it, in the shared-nothing multi-queue model). Its
+//! addresses, routes and neighbours come from the service config or, through `cnet-netlink`, from the
+//! kernel; either way they arrive as [`ConfigEvent`]s applied between bursts
+//! (`Stack::apply_config`).
+
+use core::net::Ipv4Addr;
+
+pub use smoltcp::wire::EthernetAddress as MacAddr;
+
+/// Limits and knobs of one stack instance. Every random value the stack uses derives from `seed`.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// The interface's MAC address.
+    pub mac: MacAddr,
+    /// IP MTU of the link (bytes of IPv4 packet, not counting Ethernet).
+    pub mtu: usize,
+    /// Seed for every random value (ephemeral ports, IP IDs, hash keys, ISNs).
+    pub seed: u64,
+    /// Packets held per unresolved neighbour (Linux: `unres_qlen`, 3 packets... we count frames).
+    pub arp_queue_per_neighbor: usize,
+    /// Most neighbour entries (static ones included).
+    pub max_neighbors: usize,
+    /// Most datagrams under reassembly at once.
+    pub reassembly_max_datagrams: usize,
+    /// Most frames held by reassembly in total.
+    pub reassembly_max_frames: usize,
+    /// Time a datagram may take to reassemble (RFC 791 suggests 15 s; Linux uses 30 s).
+    pub reassembly_timeout_ms: u64,
+    /// Most datagrams queued per UDP socket.
+    pub udp_rx_queue: usize,
+    /// Destination-unreachable messages allowed per second (token bucket, RFC 1812 4.3.2.8).
+    pub icmp_unreach_per_sec: u32,
+    /// Most frames queued for the driver before output is dropped.
+    pub tx_queue: usize,
+    /// Time an ARP entry stays reachable after confirmation (Linux: `base_reachable_time`, 30 s).
+    pub neighbor_reachable_ms: u64,
+    /// Time between ARP retransmissions while resolving (RFC 1122 2.3.2.1: at most one per second).
+    pub arp_retransmit_ms: u64,
+    /// Requests sent before an address is declared unreachable.
+    pub arp_max_probes: u32,
+    /// Verify checksums of received packets in software (off only where the port verified them).
+    pub rx_checksum: bool,
+}
+
+impl StackConfig {
+    /// Defaults for a stack with this MAC.
+    pub fn new(mac: MacAddr) -> Self {
+        StackConfig {
+            mac,
+            mtu: 1500,
+            seed: 0x00c0_ffee,
+            arp_queue_per_neighbor: 64,
+            max_neighbors: 4096,
+            reassembly_max_datagrams: 64,
+            reassembly_max_frames: 1024,
+            reassembly_timeout_ms: 30_000,
+            udp_rx_queue: 1024,
+            icmp_unreach_per_sec: 100,
+            tx_queue: 4096,
+            neighbor_reachable_ms: 30_000,
+            arp_retransmit_ms: 1_000,
+            arp_max_probes: 3,
+            rx_checksum: true,
+        }
+    }
+}
+
+/// An IPv4 address with its prefix length, as on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IfAddr {
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub prefix_len: u8,
+}
+
+/// An IPv4 route. Routes are keyed like the kernel's: (destination, prefix length, metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// Destination network (host bits are ignored).
+    pub dst: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub prefix_len: u8,
+    /// Next hop, or `None` for a directly connected destination.
+    pub gateway: Option<Ipv4Addr>,
+    /// Lower is preferred among routes of the same prefix.
+    pub metric: u32,
+}
+
+/// A neighbour (ARP) entry given from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbor {
+    /// Its IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// Permanent (static) entries are never aged nor replaced by ARP.
+    pub permanent: bool,
+}
+
+/// Everything the kernel says about the interface, for a full (re)synchronisation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InterfaceSnapshot {
+    /// MAC, if known.
+    pub mac: Option<MacAddr>,
+    /// IP MTU, if known.
+    pub mtu: Option<usize>,
+    /// Operational state.
+    pub up: bool,
+    /// Addresses.
+    pub addrs: Vec<IfAddr>,
+    /// Routes through this interface.
+    pub routes: Vec<Route>,
+    /// Neighbours on this interface.
+    pub neighbors: Vec<Neighbor>,
+}
+
+/// One change to apply to a stack instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigEvent {
+    /// Link state, MTU or MAC changed.
+    Link {
+        /// Operationally up.
+        up: bool,
+        /// IP MTU.
+        mtu: usize,
+        /// MAC.
+        mac: MacAddr,
+    },
+    /// An address was added (a connected route and a gratuitous ARP follow).
+    AddrAdd(IfAddr),
+    /// An address was removed (its connected route goes too).
+    AddrDel(IfAddr),
+    /// A route was added or replaced (same destination, prefix and metric).
+    RouteAdd(Route),
+    /// A route was removed.
+    RouteDel(Route),
+    /// A neighbour was added or changed.
+    NeighborSet(Neighbor),
+    /// A neighbour was removed.
+    NeighborDel(Ipv4Addr),
+    /// Replace all addresses, routes and neighbours (start-up dump, or re-dump after an overrun).
+    Snapshot(Box<InterfaceSnapshot>),
+}

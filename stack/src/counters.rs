@@ -1,0 +1,215 @@
+//! Counters: every packet the stack takes in or gives out, and every drop by its reason.
+//!
+//! Counters are plain `u64`s in a flat array indexed by an enum, cheap enough to bump on every packet.
+//! Their names are stable and become Prometheus metric labels.
+
+macro_rules! reasons {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum $name { $($(#[$vm])* $v,)* }
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+            /// Stable snake_case name (metric label).
+            pub const fn name(self) -> &'static str { match self { $($name::$v => $s,)* } }
+        }
+    };
+}
+
+reasons! {
+    /// Why a frame was dropped.
+    DropReason {
+        /// Shorter than an Ethernet header.
+        EthTruncated => "eth_truncated",
+        /// Destination MAC is neither ours, broadcast, nor multicast we listen to.
+        EthOtherHost => "eth_other_host",
+        /// EtherType we do not handle.
+        EthUnknownType => "eth_unknown_type",
+        /// ARP packet too short or not Ethernet/IPv4.
+        ArpMalformed => "arp_malformed",
+        /// ARP operation other than request/reply.
+        ArpBadOp => "arp_bad_op",
+        /// ARP request for an address that is not ours.
+        ArpNotForUs => "arp_not_for_us",
+        /// Shorter than an IPv4 header or than its own total length.
+        Ipv4Truncated => "ipv4_truncated",
+        /// Version field is not 4.
+        Ipv4BadVersion => "ipv4_bad_version",
+        /// IHL below 5 or beyond the packet.
+        Ipv4BadHeaderLen => "ipv4_bad_header_len",
+        /// Total length below the header length.
+        Ipv4BadTotalLen => "ipv4_bad_total_len",
+        /// Header checksum mismatch.
+        Ipv4BadChecksum => "ipv4_bad_checksum",
+        /// Source is broadcast, multicast, loopback or zero where that is not allowed.
+        Ipv4BadSource => "ipv4_bad_source",
+        /// Destination is not one of our addresses (we do not forward).
+        Ipv4NotForUs => "ipv4_not_for_us",
+        /// TTL was zero on arrival.
+        Ipv4TtlZero => "ipv4_ttl_zero",
+        /// Protocol we do not handle.
+        Ipv4UnknownProtocol => "ipv4_unknown_protocol",
+        /// A fragment overlapping one already held (the whole datagram is dropped).
+        FragOverlap => "frag_overlap",
+        /// A fragment that is malformed (length not a multiple of 8, beyond 64 KiB, ...).
+        FragMalformed => "frag_malformed",
+        /// Reassembly gave up: time limit reached.
+        FragTimeout => "frag_timeout",
+        /// Reassembly memory limit reached.
+        FragNoMemory => "frag_no_memory",
+        /// ICMP shorter than its header or with a bad checksum.
+        IcmpMalformed => "icmp_malformed",
+        /// ICMP type we do not act on.
+        IcmpIgnored => "icmp_ignored",
+        /// ICMP error with no matching socket.
+        IcmpErrorNoSocket => "icmp_error_no_socket",
+        /// Echo reply with no matching ping socket.
+        IcmpEchoNoSocket => "icmp_echo_no_socket",
+        /// UDP shorter than its header, or length field inconsistent.
+        UdpMalformed => "udp_malformed",
+        /// UDP checksum mismatch.
+        UdpBadChecksum => "udp_bad_checksum",
+        /// No socket bound to the destination port.
+        UdpNoSocket => "udp_no_socket",
+        /// The socket's receive queue is full.
+        UdpQueueFull => "udp_queue_full",
+        /// TCP not yet handled by this build.
+        TcpUnsupported => "tcp_unsupported",
+        /// No route to the destination.
+        NoRoute => "no_route",
+        /// Queue of packets waiting for ARP resolution is full.
+        ArpQueueFull => "arp_queue_full",
+        /// ARP resolution failed; the packets waiting for it are dropped.
+        ArpUnresolved => "arp_unresolved",
+        /// Interface is down.
+        LinkDown => "link_down",
+        /// No frame left in the pool for an output packet.
+        PoolEmpty => "pool_empty",
+        /// Output packet larger than the MTU with DF set.
+        NeedFragmentation => "need_fragmentation",
+        /// Too many output frames pending for the driver.
+        TxQueueFull => "tx_queue_full",
+    }
+}
+
+reasons! {
+    /// Packets and events that are not drops.
+    Event {
+        /// Frames received.
+        RxFrames => "rx_frames",
+        /// Bytes received (frame bytes).
+        RxBytes => "rx_bytes",
+        /// Frames handed to the driver.
+        TxFrames => "tx_frames",
+        /// Bytes handed to the driver.
+        TxBytes => "tx_bytes",
+        /// ARP requests answered.
+        ArpRepliesSent => "arp_replies_sent",
+        /// ARP requests sent (resolution and probes).
+        ArpRequestsSent => "arp_requests_sent",
+        /// Gratuitous ARPs sent.
+        ArpGratuitousSent => "arp_gratuitous_sent",
+        /// IPv4 packets delivered locally.
+        Ipv4Delivered => "ipv4_delivered",
+        /// Datagrams reassembled from fragments.
+        FragReassembled => "frag_reassembled",
+        /// Fragments created on output.
+        FragCreated => "frag_created",
+        /// Echo requests answered.
+        IcmpEchoReplies => "icmp_echo_replies",
+        /// Destination-unreachable messages sent.
+        IcmpUnreachSent => "icmp_unreach_sent",
+        /// Destination-unreachable messages suppressed by the rate limit.
+        IcmpUnreachRateLimited => "icmp_unreach_rate_limited",
+        /// ICMP errors delivered to a socket.
+        IcmpErrorsDelivered => "icmp_errors_delivered",
+        /// UDP datagrams delivered to a socket.
+        UdpDelivered => "udp_delivered",
+        /// UDP datagrams sent.
+        UdpSent => "udp_sent",
+        /// Configuration events applied.
+        ConfigEvents => "config_events",
+    }
+}
+
+/// The counter array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counters {
+    drops: [u64; DropReason::ALL.len()],
+    events: [u64; Event::ALL.len()],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            drops: [0; DropReason::ALL.len()],
+            events: [0; Event::ALL.len()],
+        }
+    }
+}
+
+impl Counters {
+    /// Counts one drop.
+    #[inline]
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r as usize] += 1;
+    }
+
+    /// Counts `n` occurrences of an event.
+    #[inline]
+    pub fn add(&mut self, e: Event, n: u64) {
+        self.events[e as usize] += n;
+    }
+
+    /// Drops counted for `r`.
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+
+    /// Occurrences of `e`.
+    pub fn get(&self, e: Event) -> u64 {
+        self.events[e as usize]
+    }
+
+    /// All drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Every non-zero counter as `(name, value)`: drops as `drop_<reason>`.
+    pub fn nonzero(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        let ev = Event::ALL
+            .iter()
+            .map(|e| (e.name().to_string(), self.get(*e)));
+        let dr = DropReason::ALL
+            .iter()
+            .map(|r| (format!("drop_{}", r.name()), self.drops(*r)));
+        ev.chain(dr).filter(|(_, v)| *v != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_counted() {
+        let mut seen = std::collections::HashSet::new();
+        for r in DropReason::ALL {
+            assert!(seen.insert(r.name()));
+        }
+        for e in Event::ALL {
+            assert!(seen.insert(e.name()));
+        }
+        let mut c = Counters::default();
+        c.drop(DropReason::UdpNoSocket);
+        c.add(Event::RxFrames, 3);
+        let v: Vec<_> = c.nonzero().collect();
+        assert_eq!(
+            v,
+            vec![("rx_frames".into(), 3), ("drop_udp_no_socket".into(), 1)]
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Helpers for integration tests against the Linux kernel in network namespaces.
