@@ -1,9 +1,13 @@
 //! # cnet-drivers: ports that move bursts of frames between a device and the stack's pool
 //!
 //! - [`Port`]: the burst interface every driver implements;
+//! - [`mem`]: an in-memory link joining two ports, with seeded impairments;
+//! - [`pcap`]: a wrapper that records any port's traffic to a pcap file.
 
 #![deny(missing_docs)]
 
 mod port;
+pub mod mem;
+pub mod pcap;
 
 pub use port::{Port, PortError, PortInfo};

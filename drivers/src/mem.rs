@@ -1,0 +1,1 @@
+//! In-memory link between two ports with seeded impairments (being written).

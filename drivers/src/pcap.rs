@@ -1,0 +1,1 @@
+//! pcap recording wrapper for any port (being written).
