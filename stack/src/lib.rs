@@ -24,12 +24,23 @@
 
 #![deny(missing_docs)]
 
+pub mod arp;
 pub mod buf;
 pub mod config;
 pub mod counters;
+mod eth;
+pub mod hash;
+pub mod icmp;
+pub mod ipv4;
+mod stack;
 pub mod time;
+pub mod udp;
+pub mod wire;
 
 pub use buf::{Batch, Frame, Pool, BURST};
 pub use config::{ConfigEvent, IfAddr, MacAddr, Neighbor, Route, StackConfig};
 pub use counters::{Counters, DropReason, Event};
+pub use icmp::{EchoReply, IcmpError, PingHandle};
+pub use stack::{BindError, SendError, Stack};
 pub use time::{Duration, Instant};
+pub use udp::{UdpDatagram, UdpHandle};

@@ -448,6 +448,26 @@ impl Pool {
         Some(f)
     }
 
+    /// Copies `len` bytes from `from`'s window at `from_off` to `to`'s window at `to_off`.
+    /// Returns `false` (copying nothing) if either range is outside its window.
+    pub fn copy_between(
+        &mut self,
+        from: &Frame,
+        from_off: usize,
+        to: &Frame,
+        to_off: usize,
+        len: usize,
+    ) -> bool {
+        let (src, dst) = (self.range(from.0), self.range(to.0));
+        if from_off + len > src.len() || to_off + len > dst.len() {
+            return false;
+        }
+        let start = src.start + from_off;
+        self.bytes_mut()
+            .copy_within(start..start + len, dst.start + to_off);
+        true
+    }
+
     /// Per-frame flags.
     pub fn flags(&self, frame: &Frame) -> u32 {
         self.meta[frame.0 as usize].flags

@@ -1,0 +1,275 @@
+//! IPv4 input and output (RFC 791, RFC 1122 3.2.1).
+//!
+//! Input validates each header, drops what is not for us, hands fragments to [`reassembly`], and
+//! splits the burst by protocol into L4 sub-bursts whose frames' windows start at the L4 header.
+//! Output prepends a 20-byte header into headroom, or fragments to the path MTU (copying: this is
+//! the slow path; payloads up to the MTU leave from the frame they were written in).
+
+pub mod reassembly;
+pub mod route;
+
+use crate::buf::{Batch, Frame, BURST};
+use crate::counters::{DropReason, Event};
+use crate::stack::Stack;
+use crate::time::Instant;
+use crate::wire::{parse_ipv4, Ipv4Error, Ipv4Header, IPV4_HLEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use arrayvec::ArrayVec;
+use core::net::Ipv4Addr;
+use reassembly::{Key, Outcome};
+
+/// TTL of packets we originate (RFC 1700 default, as Linux).
+pub const DEFAULT_TTL: u8 = 64;
+
+/// An L4 packet on its way up: the frame's window (or chain) is the L4 header and payload.
+#[derive(Debug)]
+pub(crate) struct L4Packet {
+    pub frame: Frame,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    /// Length of the IP header the window starts after (to quote it in ICMP errors).
+    pub ip_hdr_len: usize,
+    /// L4 length (over the whole chain).
+    pub len: usize,
+    /// Sent to a broadcast address.
+    pub broadcast: bool,
+    /// A frame chain (reassembled), not a single frame.
+    pub chained: bool,
+}
+
+pub(crate) type L4Batch = ArrayVec<L4Packet, BURST>;
+
+impl Stack {
+    pub(crate) fn ipv4_input(&mut self, batch: &mut Batch, now: Instant) {
+        let mut icmp = L4Batch::new();
+        let mut udp = L4Batch::new();
+        let verify = self.cfg.rx_checksum;
+        for f in batch.drain() {
+            let info = match parse_ipv4(self.pool.data(&f), verify) {
+                Ok(i) => i,
+                Err(e) => {
+                    let r = match e {
+                        Ipv4Error::Truncated => DropReason::Ipv4Truncated,
+                        Ipv4Error::BadVersion => DropReason::Ipv4BadVersion,
+                        Ipv4Error::BadHeaderLen => DropReason::Ipv4BadHeaderLen,
+                        Ipv4Error::BadTotalLen => DropReason::Ipv4BadTotalLen,
+                        Ipv4Error::BadChecksum => DropReason::Ipv4BadChecksum,
+                    };
+                    self.drop_frame(f, r);
+                    continue;
+                }
+            };
+            // Ethernet may pad short packets: the IP total length is authoritative.
+            self.pool.truncate(&f, info.total_len);
+            if info.ttl == 0 {
+                self.drop_frame(f, DropReason::Ipv4TtlZero);
+                continue;
+            }
+            // RFC 1122 3.2.1.3: silently discard packets from broadcast, multicast, loopback,
+            // "this network" or our own addresses.
+            let src = info.src;
+            if src.is_broadcast()
+                || src.is_multicast()
+                || src.is_loopback()
+                || src.is_unspecified()
+                || self.is_local_addr(src)
+                || self.is_broadcast(src)
+            {
+                self.drop_frame(f, DropReason::Ipv4BadSource);
+                continue;
+            }
+            let broadcast = if self.is_local_addr(info.dst) {
+                false
+            } else if self.is_broadcast(info.dst) {
+                true
+            } else {
+                // We are a host, not a router (RFC 1122 3.3.1: forwarding is off).
+                self.drop_frame(f, DropReason::Ipv4NotForUs);
+                continue;
+            };
+            self.counters.add(Event::Ipv4Delivered, 1);
+            let (frame, len, chained) = if info.is_fragment() {
+                self.pool.pull_front(&f, info.hdr_len);
+                let key = Key {
+                    src,
+                    dst: info.dst,
+                    proto: info.proto,
+                    ident: info.ident,
+                };
+                let (outcome, evicted) = self.reassembly.insert(
+                    &mut self.pool,
+                    key,
+                    info.frag_offset,
+                    info.more_frags,
+                    f,
+                    now,
+                );
+                for _ in 0..evicted {
+                    self.counters.drop(DropReason::FragNoMemory);
+                }
+                match outcome {
+                    Outcome::Held => continue,
+                    Outcome::Dropped(r) => {
+                        self.counters.drop(r);
+                        continue;
+                    }
+                    Outcome::Complete(head, len) => {
+                        self.counters.add(Event::FragReassembled, 1);
+                        (head, len, true)
+                    }
+                }
+            } else {
+                self.pool.pull_front(&f, info.hdr_len);
+                let len = info.total_len - info.hdr_len;
+                (f, len, false)
+            };
+            let pkt = L4Packet {
+                frame,
+                src,
+                dst: info.dst,
+                ip_hdr_len: info.hdr_len,
+                len,
+                broadcast,
+                chained,
+            };
+            let sub = match info.proto {
+                PROTO_UDP => &mut udp,
+                PROTO_ICMP => &mut icmp,
+                PROTO_TCP => {
+                    self.drop_frame(pkt.frame, DropReason::TcpUnsupported);
+                    continue;
+                }
+                _ => {
+                    self.proto_unreachable(pkt, now);
+                    continue;
+                }
+            };
+            // Cannot overflow: a sub-burst holds at most as many packets as the burst.
+            if let Err(e) = sub.try_push(pkt) {
+                self.drop_frame(e.element().frame, DropReason::TxQueueFull);
+            }
+        }
+        if !icmp.is_empty() {
+            self.icmp_input(&mut icmp, now);
+        }
+        if !udp.is_empty() {
+            self.udp_input(&mut udp, now);
+        }
+    }
+
+    /// Sends an L4 packet (window or chain = L4 header and payload) from `src` to `dst`.
+    /// Routes it, prepends the IPv4 header, fragments if needed, resolves the next hop.
+    pub(crate) fn ip_output(
+        &mut self,
+        f: Frame,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let broadcast = self.is_broadcast(dst);
+        let next_hop = if broadcast {
+            dst
+        } else {
+            match self.routes.lookup(dst) {
+                Some(h) => h.addr,
+                None => {
+                    self.drop_frame(f, DropReason::NoRoute);
+                    return Err(DropReason::NoRoute);
+                }
+            }
+        };
+        if !self.iface.up {
+            self.drop_frame(f, DropReason::LinkDown);
+            return Err(DropReason::LinkDown);
+        }
+        let len = self.pool.chain_len(&f);
+        let mtu = self.iface.mtu;
+        let single = self.pool.chain_count(&f) == 1;
+        let hdr = Ipv4Header {
+            src,
+            dst,
+            proto,
+            ttl: DEFAULT_TTL,
+            ident: self.next_ident(),
+            dont_frag: false,
+            more_frags: false,
+            frag_offset: 0,
+            payload_len: len as u16,
+        };
+        if single && len + IPV4_HLEN <= mtu {
+            match self.pool.push_front(&f, IPV4_HLEN) {
+                Some(h) => hdr.write(h),
+                None => {
+                    self.drop_frame(f, DropReason::PoolEmpty);
+                    return Err(DropReason::PoolEmpty);
+                }
+            }
+            self.l2_output(f, next_hop, broadcast, now);
+            return Ok(());
+        }
+        if len + IPV4_HLEN > 65535 {
+            self.drop_frame(f, DropReason::NeedFragmentation);
+            return Err(DropReason::NeedFragmentation);
+        }
+        self.fragment_output(f, hdr, len, next_hop, broadcast, now)
+    }
+
+    /// RFC 791 3.2 fragmentation: copies the payload into MTU-sized fragments (8-byte aligned).
+    fn fragment_output(
+        &mut self,
+        f: Frame,
+        mut hdr: Ipv4Header,
+        len: usize,
+        next_hop: Ipv4Addr,
+        broadcast: bool,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let max = (self.iface.mtu - IPV4_HLEN) & !7;
+        let room = self.pool.frame_size() - self.pool.headroom();
+        let per_frag = max.min(room & !7);
+        let needed = len.div_ceil(per_frag);
+        if self.pool.available() < needed {
+            self.drop_frame(f, DropReason::PoolEmpty);
+            return Err(DropReason::PoolEmpty);
+        }
+        // Walk the source chain once, copying consecutive ranges.
+        let mut src = Some(f);
+        let mut src_off = 0usize;
+        let mut offset = 0usize;
+        while offset < len {
+            let chunk = per_frag.min(len - offset);
+            let frag = self.pool.alloc().expect("checked: enough frames available");
+            self.pool.push_back(&frag, chunk).expect("fragment sized to fit the frame");
+            let mut filled = 0;
+            while filled < chunk {
+                let cur = src.as_ref().expect("the chain holds `len` bytes");
+                let cur_len = self.pool.len(cur);
+                if src_off == cur_len {
+                    let next = self.pool.chain_split(cur);
+                    let done = src.take().expect("present");
+                    self.pool.free(done);
+                    src = next;
+                    src_off = 0;
+                    continue;
+                }
+                let take = (cur_len - src_off).min(chunk - filled);
+                let ok = self.pool.copy_between(cur, src_off, &frag, filled, take);
+                debug_assert!(ok, "ranges are inside both windows");
+                filled += take;
+                src_off += take;
+            }
+            hdr.frag_offset = offset as u16;
+            hdr.more_frags = offset + chunk < len;
+            hdr.payload_len = chunk as u16;
+            let h = self.pool.push_front(&frag, IPV4_HLEN).expect("fresh frame has headroom");
+            hdr.write(h);
+            self.counters.add(Event::FragCreated, 1);
+            self.l2_output(frag, next_hop, broadcast, now);
+            offset += chunk;
+        }
+        if let Some(rest) = src {
+            self.pool.free(rest);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,370 @@
+//! UDP (RFC 768, RFC 1122 4.1): sockets bound to (address, port), found by hash, each with a
+//! bounded queue of received datagrams held as frames (zero copy), and an error queue fed by ICMP.
+//!
+//! Demultiplexing: exact (local address, port) first, then (0.0.0.0, port). One hash probe or two
+//! per datagram, whatever the number of sockets.
+
+use crate::buf::{Frame, Pool};
+use crate::counters::{DropReason, Event};
+use crate::icmp::{codes, IcmpError};
+use crate::ipv4::{L4Batch, L4Packet};
+use crate::stack::{BindError, SendError, Stack};
+use crate::time::Instant;
+use crate::wire::checksum::{self, Accumulator};
+use crate::wire::{ETH_HLEN, IPV4_HLEN, PROTO_UDP, UDP_HLEN};
+use core::net::{Ipv4Addr, SocketAddrV4};
+use slab::Slab;
+use std::collections::VecDeque;
+
+/// First ephemeral port (IANA dynamic range, RFC 6335).
+pub const EPHEMERAL_FIRST: u16 = 49152;
+const ERROR_QUEUE: usize = 16;
+
+/// Handle of a UDP socket. A handle of a closed socket stays invalid even if its slot is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UdpHandle {
+    idx: u32,
+    gen: u32,
+}
+
+/// A received datagram: its payload is the frame's window (a chain if it was reassembled).
+#[derive(Debug)]
+pub struct UdpDatagram {
+    /// Payload frame; give it back with `Pool::free`, or send it on (echo) with `udp_send`.
+    pub frame: Frame,
+    /// Sender.
+    pub src: SocketAddrV4,
+    /// Destination it was sent to (our address, or a broadcast address).
+    pub dst: SocketAddrV4,
+    /// Payload length (over the whole chain).
+    pub len: usize,
+}
+
+#[derive(Debug)]
+struct UdpSocket {
+    gen: u32,
+    local: SocketAddrV4,
+    rx: VecDeque<UdpDatagram>,
+    errors: VecDeque<IcmpError>,
+}
+
+/// The socket table.
+#[derive(Debug)]
+pub(crate) struct UdpTable {
+    sockets: Slab<UdpSocket>,
+    by_addr: crate::hash::Map<SocketAddrV4, usize>,
+    next_gen: u32,
+    queue_cap: usize,
+}
+
+impl UdpTable {
+    pub fn new(queue_cap: usize, seed: u64) -> Self {
+        UdpTable {
+            sockets: Slab::new(),
+            by_addr: crate::hash::map(16, seed),
+            next_gen: 1,
+            queue_cap: queue_cap.max(1),
+        }
+    }
+
+    fn get_mut(&mut self, h: UdpHandle) -> Option<&mut UdpSocket> {
+        self.sockets
+            .get_mut(h.idx as usize)
+            .filter(|s| s.gen == h.gen)
+    }
+
+    fn get(&self, h: UdpHandle) -> Option<&UdpSocket> {
+        self.sockets.get(h.idx as usize).filter(|s| s.gen == h.gen)
+    }
+
+    #[inline]
+    fn lookup(&self, dst: SocketAddrV4) -> Option<usize> {
+        self.by_addr
+            .get(&dst)
+            .or_else(|| {
+                self.by_addr
+                    .get(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, dst.port()))
+            })
+            .copied()
+    }
+
+    fn port_in_use(&self, port: u16) -> bool {
+        // Rare path (bind): any address on this port.
+        self.by_addr.keys().any(|a| a.port() == port)
+    }
+
+    pub fn frames_held(&self, pool: &Pool) -> usize {
+        self.sockets
+            .iter()
+            .flat_map(|(_, s)| s.rx.iter())
+            .map(|d| pool.chain_count(&d.frame))
+            .sum()
+    }
+
+    pub fn clear(&mut self, pool: &mut Pool) {
+        for (_, s) in self.sockets.iter_mut() {
+            for d in s.rx.drain(..) {
+                pool.free(d.frame);
+            }
+        }
+    }
+}
+
+impl Stack {
+    /// Binds a UDP socket. Address `0.0.0.0` receives on every address; port 0 picks an ephemeral
+    /// port from the seeded generator.
+    pub fn udp_bind(&mut self, local: SocketAddrV4) -> Result<UdpHandle, BindError> {
+        if !local.ip().is_unspecified() && !self.is_local_addr(*local.ip()) {
+            return Err(BindError::AddrNotAvailable);
+        }
+        let local = if local.port() == 0 {
+            let span = (u16::MAX - EPHEMERAL_FIRST) as u64 + 1;
+            let start = self.rng.next_u64() % span;
+            let port = (0..span)
+                .map(|i| EPHEMERAL_FIRST + ((start + i) % span) as u16)
+                .find(|p| !self.udp.port_in_use(*p))
+                .ok_or(BindError::NoPortLeft)?;
+            SocketAddrV4::new(*local.ip(), port)
+        } else {
+            let wild = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, local.port());
+            if self.udp.by_addr.contains_key(&local) || self.udp.by_addr.contains_key(&wild) {
+                return Err(BindError::AddrInUse);
+            }
+            if local.ip().is_unspecified() && self.udp.port_in_use(local.port()) {
+                return Err(BindError::AddrInUse);
+            }
+            local
+        };
+        let gen = self.udp.next_gen;
+        self.udp.next_gen = self.udp.next_gen.wrapping_add(1).max(1);
+        let cap = self.udp.queue_cap.min(256);
+        let idx = self.udp.sockets.insert(UdpSocket {
+            gen,
+            local,
+            rx: VecDeque::with_capacity(cap),
+            errors: VecDeque::new(),
+        });
+        self.udp.by_addr.insert(local, idx);
+        Ok(UdpHandle {
+            idx: idx as u32,
+            gen,
+        })
+    }
+
+    /// Closes a socket, freeing datagrams not yet received.
+    pub fn udp_close(&mut self, h: UdpHandle) {
+        if self.udp.get(h).is_none() {
+            return;
+        }
+        let s = self.udp.sockets.remove(h.idx as usize);
+        self.udp.by_addr.remove(&s.local);
+        for d in s.rx {
+            self.pool.free(d.frame);
+        }
+    }
+
+    /// The socket's local address.
+    pub fn udp_local_addr(&self, h: UdpHandle) -> Option<SocketAddrV4> {
+        self.udp.get(h).map(|s| s.local)
+    }
+
+    /// Takes the next received datagram.
+    pub fn udp_recv(&mut self, h: UdpHandle) -> Option<UdpDatagram> {
+        self.udp.get_mut(h)?.rx.pop_front()
+    }
+
+    /// Takes up to `max` datagrams at once, appending them to `out`. Returns how many.
+    pub fn udp_recv_batch(&mut self, h: UdpHandle, out: &mut Vec<UdpDatagram>, max: usize) -> usize {
+        let Some(s) = self.udp.get_mut(h) else { return 0 };
+        let n = max.min(s.rx.len());
+        out.extend(s.rx.drain(..n));
+        n
+    }
+
+    /// Datagrams waiting on the socket.
+    pub fn udp_pending(&self, h: UdpHandle) -> usize {
+        self.udp.get(h).map_or(0, |s| s.rx.len())
+    }
+
+    /// Takes the oldest ICMP error reported for datagrams this socket sent.
+    pub fn udp_take_error(&mut self, h: UdpHandle) -> Option<IcmpError> {
+        self.udp.get_mut(h)?.errors.pop_front()
+    }
+
+    /// A frame for a UDP payload: window empty, headroom for Ethernet, IPv4 and UDP headers.
+    pub fn udp_alloc(&mut self) -> Option<Frame> {
+        let f = self.pool.alloc()?;
+        let hr = self.pool.headroom();
+        let ok = self.pool.set_window(&f, hr.max(ETH_HLEN + IPV4_HLEN + UDP_HLEN), 0);
+        debug_assert!(ok);
+        Some(f)
+    }
+
+    /// Sends `payload` (the frame's window, or a chain) to `dst`, zero copy when it fits the MTU:
+    /// the UDP and IP headers are written into the frame's headroom. The frame is consumed even on
+    /// error.
+    pub fn udp_send(
+        &mut self,
+        h: UdpHandle,
+        payload: Frame,
+        dst: SocketAddrV4,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        let Some(local) = self.udp.get(h).map(|s| s.local) else {
+            self.pool.free(payload);
+            return Err(SendError::InvalidHandle);
+        };
+        let len = self.pool.chain_len(&payload);
+        if len + UDP_HLEN + IPV4_HLEN > 65535 {
+            self.pool.free(payload);
+            return Err(SendError::TooLarge);
+        }
+        if self.pool.headroom_of(&payload) < UDP_HLEN + IPV4_HLEN + ETH_HLEN {
+            self.pool.free(payload);
+            return Err(SendError::NoHeadroom);
+        }
+        let src_ip = if local.ip().is_unspecified() {
+            let next_hop = self.routes.lookup(*dst.ip()).map_or(*dst.ip(), |h| h.addr);
+            match self.source_for(next_hop) {
+                Some(a) => a,
+                None => {
+                    self.pool.free(payload);
+                    return Err(SendError::NoAddress);
+                }
+            }
+        } else {
+            *local.ip()
+        };
+        let ulen = (len + UDP_HLEN) as u16;
+        let mut acc = Accumulator::new(checksum::pseudo_header(
+            src_ip,
+            *dst.ip(),
+            PROTO_UDP,
+            ulen as u32,
+        ));
+        let mut hdr = [0u8; UDP_HLEN];
+        hdr[0..2].copy_from_slice(&local.port().to_be_bytes());
+        hdr[2..4].copy_from_slice(&dst.port().to_be_bytes());
+        hdr[4..6].copy_from_slice(&ulen.to_be_bytes());
+        acc.add(&hdr);
+        for seg in self.pool.chain_iter(&payload) {
+            acc.add(seg);
+        }
+        // RFC 768: a computed zero is sent as all ones.
+        let c = match acc.finish() {
+            0 => 0xffff,
+            c => c,
+        };
+        hdr[6..8].copy_from_slice(&c.to_be_bytes());
+        self.pool
+            .push_front(&payload, UDP_HLEN)
+            .expect("headroom checked")
+            .copy_from_slice(&hdr);
+        self.counters.add(Event::UdpSent, 1);
+        self.ip_output(payload, src_ip, *dst.ip(), PROTO_UDP, now)
+            .map_err(SendError::from)
+    }
+
+    /// Copies `data` into pool frames and sends it (datagrams up to 65507 bytes, fragmented as
+    /// needed).
+    pub fn udp_send_slice(
+        &mut self,
+        h: UdpHandle,
+        data: &[u8],
+        dst: SocketAddrV4,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        if self.udp.get(h).is_none() {
+            return Err(SendError::InvalidHandle);
+        }
+        if data.len() + UDP_HLEN + IPV4_HLEN > 65535 {
+            return Err(SendError::TooLarge);
+        }
+        let f = self.build_l4(&[], data)?;
+        self.udp_send(h, f, dst, now)
+    }
+
+    pub(crate) fn udp_deliver_error(&mut self, local: SocketAddrV4, err: IcmpError) -> bool {
+        let Some(idx) = self.udp.lookup(local) else {
+            return false;
+        };
+        let s = &mut self.udp.sockets[idx];
+        if s.errors.len() >= ERROR_QUEUE {
+            s.errors.pop_front();
+        }
+        s.errors.push_back(err);
+        true
+    }
+
+    fn udp_checksum_ok(&self, p: &L4Packet, stored: u16) -> bool {
+        if stored == 0 || !self.cfg.rx_checksum {
+            return true; // RFC 768: zero means the sender computed none.
+        }
+        if !p.chained {
+            let s = checksum::pseudo_header(p.src, p.dst, PROTO_UDP, p.len as u32)
+                + checksum::fold(checksum::sum(self.pool.data(&p.frame))) as u64;
+            return checksum::fold(s) == 0xffff;
+        }
+        let mut acc = Accumulator::new(checksum::pseudo_header(
+            p.src,
+            p.dst,
+            PROTO_UDP,
+            p.len as u32,
+        ));
+        for seg in self.pool.chain_iter(&p.frame) {
+            acc.add(seg);
+        }
+        acc.finish() == 0
+    }
+
+    pub(crate) fn udp_input(&mut self, batch: &mut L4Batch, now: Instant) {
+        for p in batch.drain(..) {
+            let b = self.pool.data(&p.frame);
+            if p.len < UDP_HLEN || b.len() < UDP_HLEN {
+                self.drop_frame(p.frame, DropReason::UdpMalformed);
+                continue;
+            }
+            let sport = u16::from_be_bytes([b[0], b[1]]);
+            let dport = u16::from_be_bytes([b[2], b[3]]);
+            let ulen = u16::from_be_bytes([b[4], b[5]]) as usize;
+            let stored = u16::from_be_bytes([b[6], b[7]]);
+            // RFC 768: the length covers header and data; the IP payload may only be longer.
+            if ulen < UDP_HLEN || ulen > p.len {
+                self.drop_frame(p.frame, DropReason::UdpMalformed);
+                continue;
+            }
+            let mut p = p;
+            if ulen < p.len {
+                if p.chained {
+                    self.drop_frame(p.frame, DropReason::UdpMalformed);
+                    continue;
+                }
+                self.pool.truncate(&p.frame, ulen);
+                p.len = ulen;
+            }
+            if !self.udp_checksum_ok(&p, stored) {
+                self.drop_frame(p.frame, DropReason::UdpBadChecksum);
+                continue;
+            }
+            let dst = SocketAddrV4::new(p.dst, dport);
+            let Some(idx) = self.udp.lookup(dst) else {
+                self.counters.drop(DropReason::UdpNoSocket);
+                self.send_unreachable(p, codes::PORT_UNREACHABLE, now);
+                continue;
+            };
+            let s = &mut self.udp.sockets[idx];
+            if s.rx.len() >= self.udp.queue_cap {
+                self.drop_frame(p.frame, DropReason::UdpQueueFull);
+                continue;
+            }
+            self.pool.pull_front(&p.frame, UDP_HLEN);
+            s.rx.push_back(UdpDatagram {
+                frame: p.frame,
+                src: SocketAddrV4::new(p.src, sport),
+                dst,
+                len: p.len - UDP_HLEN,
+            });
+            self.counters.add(Event::UdpDelivered, 1);
+        }
+    }
+}
