@@ -32,10 +32,14 @@ impl Stack {
                 ETHERTYPE_IPV4 => {
                     self.pool.pull_front(&f, ETH_HLEN);
                     // Cannot fail: `ipv4` receives at most as many frames as `batch` held.
-                    let _ = ipv4.push(f).map_err(|f| self.drop_frame(f, DropReason::TxQueueFull));
+                    let _ = ipv4
+                        .push(f)
+                        .map_err(|f| self.drop_frame(f, DropReason::TxQueueFull));
                 }
                 ETHERTYPE_ARP => {
-                    let _ = arp.push(f).map_err(|f| self.drop_frame(f, DropReason::TxQueueFull));
+                    let _ = arp
+                        .push(f)
+                        .map_err(|f| self.drop_frame(f, DropReason::TxQueueFull));
                 }
                 _ => self.drop_frame(f, DropReason::EthUnknownType),
             }

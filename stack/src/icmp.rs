@@ -242,7 +242,8 @@ impl Stack {
             dst: SocketAddrV4::new(dst, dport),
             mtu,
         };
-        let delivered = proto == PROTO_UDP && self.udp_deliver_error(SocketAddrV4::new(src, sport), err);
+        let delivered =
+            proto == PROTO_UDP && self.udp_deliver_error(SocketAddrV4::new(src, sport), err);
         if delivered {
             self.counters.add(Event::IcmpErrorsDelivered, 1);
             self.pool.free(p.frame);
@@ -323,7 +324,12 @@ impl Stack {
         payload: &[u8],
         now: Instant,
     ) -> Result<(), SendError> {
-        let ident = self.ping.sockets.get(h.0).ok_or(SendError::InvalidHandle)?.ident;
+        let ident = self
+            .ping
+            .sockets
+            .get(h.0)
+            .ok_or(SendError::InvalidHandle)?
+            .ident;
         let mut hdr = [types::ECHO_REQUEST, 0, 0, 0, 0, 0, 0, 0];
         hdr[4..6].copy_from_slice(&ident.to_be_bytes());
         hdr[6..8].copy_from_slice(&seq.to_be_bytes());
@@ -336,7 +342,8 @@ impl Stack {
         self.pool.data_mut(&f)[2..4].copy_from_slice(&c.to_be_bytes());
         let next_hop = self.routes.lookup(dst).map(|h| h.addr).unwrap_or(dst);
         let src = self.source_for(next_hop).ok_or(SendError::NoAddress)?;
-        self.ip_output(f, src, dst, PROTO_ICMP, now).map_err(SendError::from)
+        self.ip_output(f, src, dst, PROTO_ICMP, now)
+            .map_err(SendError::from)
     }
 
     /// Takes the next echo reply; free its frame when done.
@@ -368,7 +375,10 @@ impl Stack {
         let mut rest = &payload[first..];
         while !rest.is_empty() {
             let n = rest.len().min(room);
-            let f = self.pool.alloc_from(&rest[..n]).expect("checked availability");
+            let f = self
+                .pool
+                .alloc_from(&rest[..n])
+                .expect("checked availability");
             self.pool.chain_append(&head, f);
             rest = &rest[n..];
         }

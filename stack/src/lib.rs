@@ -37,6 +37,9 @@ pub mod time;
 pub mod udp;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 pub use buf::{Batch, Frame, Pool, BURST};
 pub use config::{ConfigEvent, IfAddr, MacAddr, Neighbor, Route, StackConfig};
 pub use counters::{Counters, DropReason, Event};

@@ -146,7 +146,8 @@ impl Stack {
             neighbors: NeighborTable::new(cfg.max_neighbors, timing, rng.next_u64()),
             reassembly: Reassembler::new(
                 cfg.reassembly_max_datagrams,
-                cfg.reassembly_max_frames,
+                // Reassembly may never starve the pool (with AF_XDP, the fill ring) of frames.
+                cfg.reassembly_max_frames.min(pool.capacity() / 4),
                 Duration::from_millis(cfg.reassembly_timeout_ms),
                 rng.next_u64(),
             ),
@@ -424,18 +425,9 @@ impl Stack {
         self.reassembly.clear(&mut self.pool);
         self.udp.clear(&mut self.pool);
         self.ping.clear(&mut self.pool);
-        for f in self.neighbors.retain(|_, _| true) {
+        // Only `Incomplete` entries hold packets; they are dropped with them.
+        for f in self.neighbors.retain(|_, e| e.queue.is_empty()) {
             self.pool.free(f);
-        }
-        let ips: Vec<Ipv4Addr> = self.neighbors.iter().map(|(ip, _)| *ip).collect();
-        for ip in ips {
-            if let Some(e) = self.neighbors.get(ip) {
-                if !e.queue.is_empty() {
-                    for f in self.neighbors.remove(ip).into_iter().flatten() {
-                        self.pool.free(f);
-                    }
-                }
-            }
         }
     }
 }

@@ -174,8 +174,15 @@ impl Stack {
     }
 
     /// Takes up to `max` datagrams at once, appending them to `out`. Returns how many.
-    pub fn udp_recv_batch(&mut self, h: UdpHandle, out: &mut Vec<UdpDatagram>, max: usize) -> usize {
-        let Some(s) = self.udp.get_mut(h) else { return 0 };
+    pub fn udp_recv_batch(
+        &mut self,
+        h: UdpHandle,
+        out: &mut Vec<UdpDatagram>,
+        max: usize,
+    ) -> usize {
+        let Some(s) = self.udp.get_mut(h) else {
+            return 0;
+        };
         let n = max.min(s.rx.len());
         out.extend(s.rx.drain(..n));
         n
@@ -195,7 +202,9 @@ impl Stack {
     pub fn udp_alloc(&mut self) -> Option<Frame> {
         let f = self.pool.alloc()?;
         let hr = self.pool.headroom();
-        let ok = self.pool.set_window(&f, hr.max(ETH_HLEN + IPV4_HLEN + UDP_HLEN), 0);
+        let ok = self
+            .pool
+            .set_window(&f, hr.max(ETH_HLEN + IPV4_HLEN + UDP_HLEN), 0);
         debug_assert!(ok);
         Some(f)
     }

@@ -176,7 +176,13 @@ impl Stack {
 
     /// Sends an IPv4 packet (window = IP header onward) to the neighbour `next_hop`, resolving it
     /// first if needed. `broadcast` sends to the Ethernet broadcast address without resolution.
-    pub(crate) fn l2_output(&mut self, f: Frame, next_hop: Ipv4Addr, broadcast: bool, now: Instant) {
+    pub(crate) fn l2_output(
+        &mut self,
+        f: Frame,
+        next_hop: Ipv4Addr,
+        broadcast: bool,
+        now: Instant,
+    ) {
         if !self.iface.up {
             self.drop_frame(f, DropReason::LinkDown);
             return;
@@ -193,7 +199,9 @@ impl Stack {
             }
             res @ (Resolution::Resolve | Resolution::Pending) => {
                 let limit = self.cfg.arp_queue_per_neighbor;
-                if let Err(f) = self.neighbors.enqueue(next_hop, f, limit) {
+                // Like reassembly, resolution may never starve the pool.
+                let total = self.pool.capacity() / 8;
+                if let Err(f) = self.neighbors.enqueue(next_hop, f, limit, total) {
                     self.drop_frame(f, DropReason::ArpQueueFull);
                 }
                 if res == Resolution::Resolve {

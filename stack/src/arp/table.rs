@@ -13,8 +13,8 @@
 
 use crate::buf::Frame;
 use crate::config::MacAddr;
-use crate::time::{Duration, Instant};
 use crate::hash::{map, Map};
+use crate::time::{Duration, Instant};
 use core::net::Ipv4Addr;
 use std::collections::VecDeque;
 
@@ -92,6 +92,8 @@ pub struct Timing {
 pub struct NeighborTable {
     entries: Map<Ipv4Addr, Entry>,
     pending: Vec<Ipv4Addr>,
+    /// Frames queued over all entries.
+    queued: usize,
     max: usize,
     timing: Timing,
 }
@@ -102,6 +104,7 @@ impl NeighborTable {
         NeighborTable {
             entries: map(max.min(1024), seed),
             pending: Vec::with_capacity(64),
+            queued: 0,
             max: max.max(1),
             timing,
         }
@@ -162,16 +165,36 @@ impl NeighborTable {
         Resolution::Resolve
     }
 
-    /// Queues a packet on an `Incomplete` entry, at most `limit` per entry. Gives the frame back when
-    /// there is no room (or no such entry).
-    pub fn enqueue(&mut self, ip: Ipv4Addr, frame: Frame, limit: usize) -> Result<(), Frame> {
+    /// Queues a packet on an `Incomplete` entry, at most `limit` per entry and `total` over all
+    /// entries. Gives the frame back when there is no room (or no such entry).
+    pub fn enqueue(
+        &mut self,
+        ip: Ipv4Addr,
+        frame: Frame,
+        limit: usize,
+        total: usize,
+    ) -> Result<(), Frame> {
+        if self.queued >= total {
+            return Err(frame);
+        }
         match self.entries.get_mut(&ip) {
             Some(e) if e.state == NeighborState::Incomplete && e.queue.len() < limit => {
                 e.queue.push_back(frame);
+                self.queued += 1;
                 Ok(())
             }
             _ => Err(frame),
         }
+    }
+
+    /// Frames queued over all entries.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    fn take_queue(queued: &mut usize, e: &mut Entry) -> VecDeque<Frame> {
+        *queued -= e.queue.len();
+        core::mem::take(&mut e.queue)
     }
 
     /// Evicts a non-permanent entry with nothing queued; Stale first. Rare path (table full).
@@ -210,7 +233,7 @@ impl NeighborTable {
                 e.reachable_until = reachable_until;
                 e.probes = 0;
                 self.pending.retain(|p| *p != ip);
-                (!e.queue.is_empty()).then(|| core::mem::take(&mut e.queue))
+                (!e.queue.is_empty()).then(|| Self::take_queue(&mut self.queued, e))
             }
             None if create => {
                 if self.entries.len() >= self.max && !self.evict_one() {
@@ -246,7 +269,10 @@ impl NeighborTable {
             return self.confirm(ip, mac, true, now);
         }
         self.pending.retain(|p| *p != ip);
-        let queued = self.entries.remove(&ip).map(|e| e.queue);
+        let queued = self
+            .entries
+            .remove(&ip)
+            .map(|mut e| Self::take_queue(&mut self.queued, &mut e));
         self.entries.insert(
             ip,
             Entry {
@@ -264,16 +290,19 @@ impl NeighborTable {
     /// Removes an entry, returning packets that were waiting on it.
     pub fn remove(&mut self, ip: Ipv4Addr) -> Option<VecDeque<Frame>> {
         self.pending.retain(|p| *p != ip);
-        self.entries.remove(&ip).map(|e| e.queue)
+        self.entries
+            .remove(&ip)
+            .map(|mut e| Self::take_queue(&mut self.queued, &mut e))
     }
 
     /// Removes every entry that `keep` rejects, returning their queued packets.
     pub fn retain(&mut self, mut keep: impl FnMut(Ipv4Addr, &Entry) -> bool) -> Vec<Frame> {
         let mut dropped = Vec::new();
+        let queued = &mut self.queued;
         self.entries.retain(|ip, e| {
             let k = keep(*ip, e);
             if !k {
-                dropped.extend(e.queue.drain(..));
+                dropped.extend(Self::take_queue(queued, e));
             }
             k
         });
@@ -306,8 +335,11 @@ impl NeighborTable {
             }
             if e.probes >= self.timing.max_probes {
                 self.pending.swap_remove(i);
-                let e = self.entries.remove(&ip).expect("looked up above");
-                out.push(TimerAction::Failed(ip, e.queue));
+                let mut e = self.entries.remove(&ip).expect("looked up above");
+                out.push(TimerAction::Failed(
+                    ip,
+                    Self::take_queue(&mut self.queued, &mut e),
+                ));
                 continue;
             }
             e.probes += 1;
@@ -341,8 +373,8 @@ mod tests {
         let now = Instant::ZERO;
         assert_eq!(t.resolve(IP, now), Resolution::Resolve);
         assert_eq!(t.resolve(IP, now), Resolution::Pending);
-        t.enqueue(IP, pool.alloc().unwrap(), 1).unwrap();
-        let extra = t.enqueue(IP, pool.alloc().unwrap(), 1).unwrap_err();
+        t.enqueue(IP, pool.alloc().unwrap(), 1, 10).unwrap();
+        let extra = t.enqueue(IP, pool.alloc().unwrap(), 1, 10).unwrap_err();
         pool.free(extra);
         let q = t.confirm(IP, MAC, false, now).unwrap();
         assert_eq!(q.len(), 1);
@@ -404,8 +436,12 @@ mod tests {
         assert!(t.get(Ipv4Addr::new(198, 18, 0, 11)).is_none());
         assert!(t.get(Ipv4Addr::new(198, 18, 0, 10)).is_some());
         let mut pool = Pool::new(1, 256, 0).unwrap();
-        t.enqueue(IP, pool.alloc().unwrap(), 4).unwrap();
-        assert_eq!(t.resolve(Ipv4Addr::new(198, 18, 0, 12), Instant::ZERO), Resolution::Full);
+        t.enqueue(IP, pool.alloc().unwrap(), 4, 10).unwrap();
+        assert_eq!(t.queued(), 1);
+        assert_eq!(
+            t.resolve(Ipv4Addr::new(198, 18, 0, 12), Instant::ZERO),
+            Resolution::Full
+        );
         for f in t.remove(IP).unwrap() {
             pool.free(f);
         }

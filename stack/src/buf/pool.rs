@@ -213,10 +213,7 @@ impl Pool {
         owner: Box<dyn Any>,
     ) -> Result<Pool, PoolError> {
         Self::check(frames, frame_size, headroom)?;
-        if frames
-            .checked_mul(frame_size)
-            .is_none_or(|need| need > len)
-        {
+        if frames.checked_mul(frame_size).is_none_or(|need| need > len) {
             return Err(PoolError::RegionTooSmall {
                 len,
                 frames,
@@ -235,7 +232,9 @@ impl Pool {
         match &self.region {
             Region::Heap(b) => b,
             // SAFETY: `from_external`'s contract: the region is valid for the pool's life.
-            Region::External { base, len, .. } => unsafe { core::slice::from_raw_parts(*base, *len) },
+            Region::External { base, len, .. } => unsafe {
+                core::slice::from_raw_parts(*base, *len)
+            },
         }
     }
 
@@ -626,8 +625,14 @@ mod tests {
 
     #[test]
     fn bad_geometry_is_an_error() {
-        assert_eq!(Pool::new(1, 1000, 0).unwrap_err(), PoolError::BadFrameSize(1000));
-        assert!(matches!(Pool::new(1, 256, 200), Err(PoolError::BadHeadroom { .. })));
+        assert_eq!(
+            Pool::new(1, 1000, 0).unwrap_err(),
+            PoolError::BadFrameSize(1000)
+        );
+        assert!(matches!(
+            Pool::new(1, 256, 200),
+            Err(PoolError::BadHeadroom { .. })
+        ));
         assert_eq!(Pool::new(0, 2048, 0).unwrap_err(), PoolError::BadCount(0));
     }
 }

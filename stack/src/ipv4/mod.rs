@@ -239,7 +239,9 @@ impl Stack {
         while offset < len {
             let chunk = per_frag.min(len - offset);
             let frag = self.pool.alloc().expect("checked: enough frames available");
-            self.pool.push_back(&frag, chunk).expect("fragment sized to fit the frame");
+            self.pool
+                .push_back(&frag, chunk)
+                .expect("fragment sized to fit the frame");
             let mut filled = 0;
             while filled < chunk {
                 let cur = src.as_ref().expect("the chain holds `len` bytes");
@@ -261,7 +263,10 @@ impl Stack {
             hdr.frag_offset = offset as u16;
             hdr.more_frags = offset + chunk < len;
             hdr.payload_len = chunk as u16;
-            let h = self.pool.push_front(&frag, IPV4_HLEN).expect("fresh frame has headroom");
+            let h = self
+                .pool
+                .push_front(&frag, IPV4_HLEN)
+                .expect("fresh frame has headroom");
             hdr.write(h);
             self.counters.add(Event::FragCreated, 1);
             self.l2_output(frag, next_hop, broadcast, now);

@@ -12,8 +12,8 @@
 
 use crate::buf::{Frame, Pool};
 use crate::counters::DropReason;
-use crate::time::{Duration, Instant};
 use crate::hash::{map, Map};
+use crate::time::{Duration, Instant};
 use arrayvec::ArrayVec;
 use core::net::Ipv4Addr;
 
@@ -79,7 +79,7 @@ impl Reassembler {
             slots: (0..max_datagrams).map(|_| None).collect(),
             index: map(max_datagrams, seed),
             frames_held: 0,
-            max_frames: max_frames.max(MAX_FRAGS),
+            max_frames: max_frames.max(1),
             timeout,
         }
     }
@@ -183,7 +183,10 @@ impl Reassembler {
             return (Outcome::Dropped(DropReason::FragOverlap), evicted);
         }
         let pos = d.frags.partition_point(|f| f.offset < offset);
-        let dup = d.frags.get(pos).is_some_and(|f| f.offset == offset && f.len == len);
+        let dup = d
+            .frags
+            .get(pos)
+            .is_some_and(|f| f.offset == offset && f.len == len);
         if dup {
             pool.free(frame);
             return (Outcome::Dropped(DropReason::FragOverlap), evicted);
@@ -265,9 +268,15 @@ mod tests {
         let mut r = Reassembler::new(4, 16, Duration::from_secs(30), 7);
         let now = Instant::ZERO;
         let c = frag(&mut pool, 3, 5);
-        assert!(matches!(r.insert(&mut pool, KEY, 16, false, c, now).0, Outcome::Held));
+        assert!(matches!(
+            r.insert(&mut pool, KEY, 16, false, c, now).0,
+            Outcome::Held
+        ));
         let a = frag(&mut pool, 1, 8);
-        assert!(matches!(r.insert(&mut pool, KEY, 0, true, a, now).0, Outcome::Held));
+        assert!(matches!(
+            r.insert(&mut pool, KEY, 0, true, a, now).0,
+            Outcome::Held
+        ));
         let b = frag(&mut pool, 2, 8);
         let (Outcome::Complete(head, len), _) = r.insert(&mut pool, KEY, 8, true, b, now) else {
             panic!("not complete");
@@ -275,7 +284,10 @@ mod tests {
         assert_eq!(len, 21);
         let mut out = [0u8; 21];
         pool.chain_copy_to(&head, &mut out);
-        assert_eq!(&out[..], &[[1u8; 8].as_slice(), &[2; 8], &[3; 5]].concat()[..]);
+        assert_eq!(
+            &out[..],
+            &[[1u8; 8].as_slice(), &[2; 8], &[3; 5]].concat()[..]
+        );
         pool.free(head);
         assert_eq!(pool.available(), 8);
         assert_eq!(r.frames_held(), 0);
@@ -309,7 +321,10 @@ mod tests {
             r.insert(&mut pool, k, 0, true, f, Instant::from_millis(id as u64));
         }
         assert_eq!(r.in_progress(), 2, "oldest datagrams are evicted");
-        assert_eq!(r.next_deadline(), Some(Instant::from_millis(3) + Duration::from_secs(30)));
+        assert_eq!(
+            r.next_deadline(),
+            Some(Instant::from_millis(3) + Duration::from_secs(30))
+        );
         assert_eq!(r.expire(&mut pool, Instant::from_millis(30_004)), 2);
         assert_eq!(pool.available(), 200);
         let bad = frag(&mut pool, 0, 7);
@@ -326,9 +341,19 @@ mod tests {
         let mut pool = Pool::new(300, 256, 0).unwrap();
         let mut r = Reassembler::new(8, 64, Duration::from_secs(30), 7);
         for i in 0..200usize {
-            let k = Key { ident: (i % 8) as u16, ..KEY };
+            let k = Key {
+                ident: (i % 8) as u16,
+                ..KEY
+            };
             let f = frag(&mut pool, 0, 8);
-            r.insert(&mut pool, k, (i / 8) * 8, true, f, Instant::from_micros(i as u64));
+            r.insert(
+                &mut pool,
+                k,
+                (i / 8) * 8,
+                true,
+                f,
+                Instant::from_micros(i as u64),
+            );
             assert!(r.frames_held() <= 64);
         }
         r.clear(&mut pool);

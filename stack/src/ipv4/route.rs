@@ -192,12 +192,22 @@ mod tests {
         let mut t = RouteTable::default();
         for i in 0..10_000u32 {
             let a = Ipv4Addr::from(0xc600_0000 | (i << 8));
-            t.add(Route { dst: a, prefix_len: 24, gateway: None, metric: 0 });
+            t.add(Route {
+                dst: a,
+                prefix_len: 24,
+                gateway: None,
+                metric: 0,
+            });
         }
         assert_eq!(t.len(), 10_000);
         for i in 0..10_000u32 {
             let a = Ipv4Addr::from(0xc600_0000 | (i << 8));
-            assert!(t.remove(&Route { dst: a, prefix_len: 24, gateway: None, metric: 0 }));
+            assert!(t.remove(&Route {
+                dst: a,
+                prefix_len: 24,
+                gateway: None,
+                metric: 0
+            }));
         }
         assert!(t.is_empty());
         assert!(t.lookup(Ipv4Addr::new(198, 18, 0, 1)).is_none());

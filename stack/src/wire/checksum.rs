@@ -138,7 +138,9 @@ mod tests {
 
     #[test]
     fn verifying_a_correct_packet_gives_zero() {
-        let mut pkt = vec![0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2];
+        let mut pkt = vec![
+            0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+        ];
         let c = checksum(&pkt);
         pkt[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(checksum(&pkt), 0);

@@ -1,0 +1,138 @@
+use super::*;
+use crate::config::Route;
+use crate::counters::{DropReason, Event};
+
+#[test]
+fn datagram_of_64k_is_fragmented_and_reassembled_zero_copy() {
+    let mut p = Pair::new();
+    let ha = p.a.udp_bind("198.18.0.1:5000".parse().unwrap()).unwrap();
+    let hb = p.b.udp_bind("0.0.0.0:6000".parse().unwrap()).unwrap();
+    let data: Vec<u8> = (0..65507u32).map(|i| (i * 31 % 251) as u8).collect();
+    p.a.udp_send_slice(ha, &data, "198.18.0.2:6000".parse().unwrap(), p.now)
+        .unwrap();
+    p.settle();
+    assert_eq!(p.a.counters().get(Event::FragCreated), 45);
+    assert_eq!(p.b.counters().get(Event::FragReassembled), 1);
+    let d = p.b.udp_recv(hb).expect("reassembled datagram delivered");
+    assert_eq!(d.len, data.len());
+    assert_eq!(
+        p.b.pool().chain_count(&d.frame),
+        45,
+        "payload stays in the received frames"
+    );
+    let mut got = vec![0u8; d.len];
+    p.b.pool().chain_copy_to(&d.frame, &mut got);
+    assert_eq!(got, data);
+    // Echo it back as it is: the chain is the payload.
+    p.b.udp_send(hb, d.frame, d.src, p.now).unwrap();
+    p.settle();
+    let back = p.a.udp_recv(ha).unwrap();
+    let mut got = vec![0u8; back.len];
+    p.a.pool().chain_copy_to(&back.frame, &mut got);
+    assert_eq!(got, data);
+    p.a.pool_mut().free(back.frame);
+    p.assert_no_leak();
+}
+
+#[test]
+fn incomplete_datagram_times_out_and_frees_its_frames() {
+    let mut p = Pair::new();
+    p.settle();
+    p.a.apply_config(
+        ConfigEvent::NeighborSet(crate::config::Neighbor {
+            ip: IP_B,
+            mac: MAC_B,
+            permanent: true,
+        }),
+        p.now,
+    );
+    p.b.udp_bind("0.0.0.0:6000".parse().unwrap()).unwrap();
+    let ha = p.a.udp_bind("0.0.0.0:0".parse().unwrap()).unwrap();
+    p.a.udp_send_slice(ha, &[7u8; 4000], "198.18.0.2:6000".parse().unwrap(), p.now)
+        .unwrap();
+    // Lose the middle fragment on the way.
+    let mut out = Batch::new();
+    p.a.poll_tx(&mut out, p.now);
+    let frames: Vec<_> = out.drain().collect();
+    assert_eq!(frames.len(), 3);
+    let mut rx = Batch::new();
+    for (i, f) in frames.into_iter().enumerate() {
+        if i != 1 {
+            let bytes = p.a.pool().data(&f).to_vec();
+            rx.push(p.b.pool_mut().alloc_from(&bytes).unwrap()).unwrap();
+        }
+        p.a.pool_mut().free(f);
+    }
+    p.b.process_rx(&mut rx, p.now);
+    assert!(p.b.frames_held() == 2);
+    p.advance(Duration::from_secs(31));
+    assert_eq!(p.b.counters().drops(DropReason::FragTimeout), 1);
+    assert_eq!(p.b.frames_held(), 0);
+    p.assert_no_leak();
+}
+
+#[test]
+fn gateway_route_sends_to_the_gateways_mac_and_no_route_is_an_error() {
+    let mut p = Pair::new();
+    let h = p.a.udp_bind("0.0.0.0:0".parse().unwrap()).unwrap();
+    let far: core::net::SocketAddrV4 = "198.19.7.7:53".parse().unwrap();
+    assert_eq!(
+        p.a.udp_send_slice(h, b"q", far, p.now),
+        Err(crate::stack::SendError::NoRoute)
+    );
+    p.a.apply_config(
+        ConfigEvent::RouteAdd(Route {
+            dst: Ipv4Addr::UNSPECIFIED,
+            prefix_len: 0,
+            gateway: Some(IP_B),
+            metric: 0,
+        }),
+        p.now,
+    );
+    p.a.udp_send_slice(h, b"q", far, p.now).unwrap();
+    p.settle();
+    // B resolved as the gateway and received the packet, which is not for it: dropped as a host.
+    assert_eq!(p.a.neighbors().get(IP_B).unwrap().mac, MAC_B);
+    assert_eq!(p.b.counters().drops(DropReason::Ipv4NotForUs), 1);
+    p.assert_no_leak();
+}
+
+#[test]
+fn small_mtu_fragments_and_link_down_stops_output() {
+    let mut p = Pair::new();
+    for s in [&mut p.a, &mut p.b] {
+        let mac = s.mac();
+        s.apply_config(
+            ConfigEvent::Link {
+                up: true,
+                mtu: 576,
+                mac,
+            },
+            Instant::ZERO,
+        );
+    }
+    let ha = p.a.udp_bind("0.0.0.0:1".parse().unwrap()).unwrap();
+    let hb = p.b.udp_bind("0.0.0.0:2".parse().unwrap()).unwrap();
+    p.a.udp_send_slice(ha, &[1u8; 1400], "198.18.0.2:2".parse().unwrap(), p.now)
+        .unwrap();
+    p.settle();
+    assert_eq!(p.a.counters().get(Event::FragCreated), 3);
+    assert!(p.wire.iter().all(|f| f.len() <= 576 + 14));
+    let d = p.b.udp_recv(hb).unwrap();
+    assert_eq!(d.len, 1400);
+    p.b.pool_mut().free(d.frame);
+    let mac = p.a.mac();
+    p.a.apply_config(
+        ConfigEvent::Link {
+            up: false,
+            mtu: 576,
+            mac,
+        },
+        p.now,
+    );
+    assert_eq!(
+        p.a.udp_send_slice(ha, b"x", "198.18.0.2:2".parse().unwrap(), p.now),
+        Err(crate::stack::SendError::LinkDown)
+    );
+    p.assert_no_leak();
+}

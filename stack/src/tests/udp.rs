@@ -1,0 +1,129 @@
+use super::*;
+use crate::counters::{DropReason, Event};
+use crate::stack::BindError;
+use crate::wire::UDP_HEADROOM;
+
+#[test]
+fn zero_copy_echo_reuses_the_received_frame() {
+    let mut p = Pair::new();
+    let hb = p.b.udp_bind("198.18.0.2:7".parse().unwrap()).unwrap();
+    let ha = p.a.udp_bind("0.0.0.0:0".parse().unwrap()).unwrap();
+    let local = p.a.udp_local_addr(ha).unwrap();
+    assert!(local.port() >= crate::udp::EPHEMERAL_FIRST);
+    let f = p.a.udp_alloc().unwrap();
+    assert!(p.a.pool().headroom_of(&f) >= UDP_HEADROOM);
+    p.a.pool_mut()
+        .push_back(&f, 5)
+        .unwrap()
+        .copy_from_slice(b"hello");
+    p.a.udp_send(ha, f, "198.18.0.2:7".parse().unwrap(), p.now)
+        .unwrap();
+    p.settle();
+    let d = p.b.udp_recv(hb).unwrap();
+    assert_eq!(d.src, core::net::SocketAddrV4::new(IP_A, local.port()));
+    let idx = d.frame.index();
+    p.b.udp_send(hb, d.frame, d.src, p.now).unwrap();
+    let mut out = Batch::new();
+    p.b.poll_tx(&mut out, p.now);
+    assert_eq!(
+        out.iter().next().unwrap().index(),
+        idx,
+        "reply leaves from the same frame"
+    );
+    for f in out.drain() {
+        let bytes = p.b.pool().data(&f).to_vec();
+        p.b.pool_mut().free(f);
+        let g = p.a.pool_mut().alloc_from(&bytes).unwrap();
+        let mut rx = Batch::new();
+        rx.push(g).unwrap();
+        p.a.process_rx(&mut rx, p.now);
+    }
+    let back = p.a.udp_recv(ha).unwrap();
+    assert_eq!(p.a.pool().data(&back.frame), b"hello");
+    p.a.pool_mut().free(back.frame);
+    p.assert_no_leak();
+}
+
+#[test]
+fn bind_rules_and_stale_handles() {
+    let mut s = stack(MAC_A, IP_A, 16);
+    let h = s.udp_bind("198.18.0.1:53".parse().unwrap()).unwrap();
+    assert_eq!(
+        s.udp_bind("198.18.0.1:53".parse().unwrap()),
+        Err(BindError::AddrInUse)
+    );
+    assert_eq!(
+        s.udp_bind("0.0.0.0:53".parse().unwrap()),
+        Err(BindError::AddrInUse)
+    );
+    assert_eq!(
+        s.udp_bind("198.18.9.9:53".parse().unwrap()),
+        Err(BindError::AddrNotAvailable)
+    );
+    s.udp_close(h);
+    let h2 = s.udp_bind("0.0.0.0:53".parse().unwrap()).unwrap();
+    assert!(s.udp_recv(h).is_none());
+    assert_eq!(
+        s.udp_send_slice(h, b"x", "198.18.0.2:1".parse().unwrap(), Instant::ZERO),
+        Err(crate::stack::SendError::InvalidHandle)
+    );
+    assert!(s.udp_local_addr(h2).is_some());
+}
+
+#[test]
+fn bad_checksum_is_dropped_and_zero_checksum_accepted() {
+    let mut s = stack(MAC_A, IP_A, 16);
+    let _ = feed(&mut s, &[], Instant::ZERO);
+    let h = s.udp_bind("0.0.0.0:7".parse().unwrap()).unwrap();
+    let mut udp = vec![
+        0x30, 0x39, 0x00, 0x07, 0, 12, 0x12, 0x34, b'a', b'b', b'c', b'd',
+    ];
+    feed(
+        &mut s,
+        &[ipv4_frame(crate::wire::PROTO_UDP, &udp, IP_B, IP_A)],
+        Instant::ZERO,
+    );
+    assert_eq!(s.counters().drops(DropReason::UdpBadChecksum), 1);
+    udp[6] = 0;
+    udp[7] = 0;
+    feed(
+        &mut s,
+        &[ipv4_frame(crate::wire::PROTO_UDP, &udp, IP_B, IP_A)],
+        Instant::ZERO,
+    );
+    let d = s.udp_recv(h).unwrap();
+    assert_eq!(s.pool().data(&d.frame), b"abcd");
+    s.pool_mut().free(d.frame);
+    assert_eq!(s.counters().get(Event::UdpDelivered), 1);
+}
+
+#[test]
+fn full_receive_queue_drops_and_counts() {
+    let mut cfg = StackConfig::new(MAC_B);
+    cfg.udp_rx_queue = 4;
+    let mut b = Stack::new(cfg, Pool::new(64, 2048, 192).unwrap());
+    b.apply_config(
+        ConfigEvent::AddrAdd(IfAddr {
+            addr: IP_B,
+            prefix_len: 24,
+        }),
+        Instant::ZERO,
+    );
+    let mut p = Pair::new();
+    p.b = b;
+    let hb = p.b.udp_bind("0.0.0.0:9".parse().unwrap()).unwrap();
+    let ha = p.a.udp_bind("0.0.0.0:0".parse().unwrap()).unwrap();
+    for _ in 0..10 {
+        p.a.udp_send_slice(ha, b"x", "198.18.0.2:9".parse().unwrap(), p.now)
+            .unwrap();
+    }
+    p.settle();
+    assert_eq!(p.b.udp_pending(hb), 4);
+    assert_eq!(p.b.counters().drops(DropReason::UdpQueueFull), 6);
+    let mut v = Vec::new();
+    assert_eq!(p.b.udp_recv_batch(hb, &mut v, 64), 4);
+    for d in v {
+        p.b.pool_mut().free(d.frame);
+    }
+    p.assert_no_leak();
+}
