@@ -1,0 +1,108 @@
+//! `Host`: a stack bound to a port, and the one loop step every runner uses.
+//!
+//! `poll` = receive a burst → `Stack::process_rx` → `Stack::poll_tx` → transmit, repeated until the
+//! port has nothing more to give or the budget is spent. Frames the port could not take stay in the
+//! host's transmit batch, in order, and go first next time; the stack is not asked for more while
+//! they wait, so back-pressure reaches the stack's own bounded queue instead of dropping here.
+
+use crate::port::{Port, PortError};
+use cnet_stack::{Batch, Instant, Stack};
+
+/// What one `poll` moved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollStats {
+    /// Frames received.
+    pub rx: usize,
+    /// Frames handed to the port.
+    pub tx: usize,
+}
+
+impl PollStats {
+    /// True if nothing moved.
+    pub fn is_idle(&self) -> bool {
+        self.rx == 0 && self.tx == 0
+    }
+}
+
+/// A stack and its port.
+#[derive(Debug)]
+pub struct Host<P> {
+    /// The stack.
+    pub stack: Stack,
+    /// The port.
+    pub port: P,
+    rx: Batch,
+    tx: Batch,
+}
+
+/// Bursts taken per `poll` at most, so application work is not starved under load.
+pub const POLL_BUDGET: usize = 16;
+
+impl<P: Port> Host<P> {
+    /// Joins a stack and a port (the stack's pool must be the one the port fills).
+    pub fn new(stack: Stack, port: P) -> Self {
+        Host {
+            stack,
+            port,
+            rx: Batch::new(),
+            tx: Batch::new(),
+        }
+    }
+
+    /// Receives and processes up to [`POLL_BUDGET`] bursts, then flushes output.
+    pub fn poll(&mut self, now: Instant) -> Result<PollStats, PortError> {
+        let mut stats = PollStats::default();
+        for _ in 0..POLL_BUDGET {
+            let n = self.port.rx_burst(self.stack.pool_mut(), &mut self.rx, now)?;
+            if n == 0 {
+                break;
+            }
+            stats.rx += n;
+            self.stack.process_rx(&mut self.rx, now);
+            stats.tx += self.flush(now)?;
+        }
+        stats.tx += self.flush(now)?;
+        Ok(stats)
+    }
+
+    /// Hands everything the stack has to send to the port, as far as the port takes it.
+    pub fn flush(&mut self, now: Instant) -> Result<usize, PortError> {
+        let mut sent = 0;
+        loop {
+            if self.tx.is_empty() && self.stack.poll_tx(&mut self.tx, now) == 0 {
+                return Ok(sent);
+            }
+            let before = self.tx.len();
+            let n = self.port.tx_burst(self.stack.pool_mut(), &mut self.tx, now)?;
+            sent += n;
+            if n < before {
+                return Ok(sent);
+            }
+        }
+    }
+
+    /// The earliest of the stack's and the port's next deadlines.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.stack.poll_timeout(), self.port.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Frames waiting in the host's transmit batch.
+    pub fn tx_waiting(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Frames of the pool held by the stack, the port and this host together.
+    pub fn frames_held(&self) -> usize {
+        self.stack.frames_held() + self.port.frames_held() + self.tx.len() + self.rx.len()
+    }
+
+    /// Frees everything the stack and the host hold (the port keeps its own).
+    pub fn release_all(&mut self) {
+        self.stack.release_all();
+        self.tx.free_all(self.stack.pool_mut());
+        self.rx.free_all(self.stack.pool_mut());
+    }
+}
