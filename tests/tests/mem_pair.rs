@@ -92,13 +92,10 @@ fn datagrams_up_to_64k_are_fragmented_and_reassembled_both_ways() {
     sim.assert_frames_accounted();
 }
 
-fn impaired_run(
-    seed: u64,
-) -> (
-    cnet_tests::EchoCheck,
-    Vec<(String, u64)>,
-    Vec<(String, u64)>,
-) {
+/// Counters of a stack by name.
+type CounterDump = Vec<(String, u64)>;
+
+fn impaired_run(seed: u64) -> (cnet_tests::EchoCheck, CounterDump, CounterDump) {
     let mut sim = Sim::new("echo_impaired", seed, impaired());
     let mut payloads: Vec<Vec<u8>> = (0..300).map(|i| pattern(i, 1 + (i * 97) % 1472)).collect();
     payloads.extend((0..6).map(|i| pattern(i, 9000 + i * 9000)));
