@@ -53,7 +53,9 @@ impl<P: Port> Host<P> {
     pub fn poll(&mut self, now: Instant) -> Result<PollStats, PortError> {
         let mut stats = PollStats::default();
         for _ in 0..POLL_BUDGET {
-            let n = self.port.rx_burst(self.stack.pool_mut(), &mut self.rx, now)?;
+            let n = self
+                .port
+                .rx_burst(self.stack.pool_mut(), &mut self.rx, now)?;
             if n == 0 {
                 break;
             }
@@ -73,7 +75,9 @@ impl<P: Port> Host<P> {
                 return Ok(sent);
             }
             let before = self.tx.len();
-            let n = self.port.tx_burst(self.stack.pool_mut(), &mut self.tx, now)?;
+            let n = self
+                .port
+                .tx_burst(self.stack.pool_mut(), &mut self.tx, now)?;
             sent += n;
             if n < before {
                 return Ok(sent);

@@ -32,13 +32,21 @@ pub struct PortInfo {
 /// (an AF_XDP port does so when their TX completion arrives, never earlier).
 pub trait Port {
     /// Appends up to `batch.remaining()` received frames to `batch`; returns how many.
-    fn rx_burst(&mut self, pool: &mut Pool, batch: &mut Batch, now: Instant)
-        -> Result<usize, PortError>;
+    fn rx_burst(
+        &mut self,
+        pool: &mut Pool,
+        batch: &mut Batch,
+        now: Instant,
+    ) -> Result<usize, PortError>;
 
     /// Transmits frames from the front of `batch`, in order; returns how many it took. Frames it did
     /// not take (ring full) stay in `batch`, in order, for the next call.
-    fn tx_burst(&mut self, pool: &mut Pool, batch: &mut Batch, now: Instant)
-        -> Result<usize, PortError>;
+    fn tx_burst(
+        &mut self,
+        pool: &mut Pool,
+        batch: &mut Batch,
+        now: Instant,
+    ) -> Result<usize, PortError>;
 
     /// Name, MAC and MTU.
     fn info(&self) -> PortInfo;
