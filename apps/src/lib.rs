@@ -1,1 +1,5 @@
-//! Shared pieces of the cnet apps.
+//! Shared pieces of the cnet apps: the demos and the echo services.
+
+#![deny(missing_docs)]
+
+pub mod mem_demo;

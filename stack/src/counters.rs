@@ -53,6 +53,8 @@ reasons! {
         Ipv4UnknownProtocol => "ipv4_unknown_protocol",
         /// A fragment overlapping one already held (the whole datagram is dropped).
         FragOverlap => "frag_overlap",
+        /// An exact duplicate of a fragment already held (only the duplicate is dropped).
+        FragDuplicate => "frag_duplicate",
         /// A fragment that is malformed (length not a multiple of 8, beyond 64 KiB, ...).
         FragMalformed => "frag_malformed",
         /// Reassembly gave up: time limit reached.

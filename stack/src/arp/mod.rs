@@ -100,7 +100,8 @@ impl Stack {
                 self.pool.truncate(&f, ETH_HLEN + ARP_LEN);
                 self.counters.add(Event::ArpRepliesSent, 1);
                 self.enqueue_tx(f);
-            } else if p.op == OP_REQUEST && !for_us {
+            } else if p.op == OP_REQUEST && !for_us && p.spa != p.tpa {
+                // (A gratuitous request, sender == target, is an announcement: learnt above.)
                 self.drop_frame(f, DropReason::ArpNotForUs);
             } else {
                 self.pool.free(f);

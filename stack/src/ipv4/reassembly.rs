@@ -189,7 +189,7 @@ impl Reassembler {
             .is_some_and(|f| f.offset == offset && f.len == len);
         if dup {
             pool.free(frame);
-            return (Outcome::Dropped(DropReason::FragOverlap), evicted);
+            return (Outcome::Dropped(DropReason::FragDuplicate), evicted);
         }
         let overlaps_prev = pos > 0 && d.frags[pos - 1].offset + d.frags[pos - 1].len > offset;
         let overlaps_next = d.frags.get(pos).is_some_and(|f| f.offset < end);
@@ -302,7 +302,7 @@ mod tests {
         r.insert(&mut pool, KEY, 0, true, a, now);
         let dup = frag(&mut pool, 1, 16);
         let (o, _) = r.insert(&mut pool, KEY, 0, true, dup, now);
-        assert!(matches!(o, Outcome::Dropped(DropReason::FragOverlap)));
+        assert!(matches!(o, Outcome::Dropped(DropReason::FragDuplicate)));
         assert_eq!(r.in_progress(), 1);
         let over = frag(&mut pool, 9, 16);
         let (o, _) = r.insert(&mut pool, KEY, 8, true, over, now);

@@ -14,6 +14,7 @@ fn address_add_sends_gratuitous_arp_that_peer_does_not_learn_unasked() {
     assert_eq!(u16::from_be_bytes([garp[12], garp[13]]), ETHERTYPE_ARP);
     assert_eq!(&garp[28..32], &garp[38..42], "sender IP == target IP");
     assert!(p.b.neighbors().get(IP_A).is_none());
+    assert_eq!(p.b.counters().total_drops(), 0, "an announcement is not a drop");
 }
 
 #[test]
