@@ -4,12 +4,17 @@
 //! - [`host`]: a stack joined to a port, and the receive → process → transmit step;
 //! - [`mem`]: an in-memory link joining two ports, with seeded impairments;
 //! - [`pcap`]: a wrapper that records any port's traffic to a pcap file.
+//! - `xdp` (feature `xdp`): AF_XDP port whose UMEM is the stack's frame pool.
+//! - [`tap`]: a port over a Linux TAP device (one frame per system call, copied).
 
 #![deny(missing_docs)]
 
-mod port;
 pub mod host;
 pub mod mem;
 pub mod pcap;
+mod port;
+pub mod tap;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 
 pub use port::{Port, PortError, PortInfo};

@@ -1,0 +1,38 @@
+#!/bin/sh
+# Installs the Debian 12 packages cnet's build and tests need (run as root).
+#
+# Idempotent and quiet: when every package is already installed it only checks and exits.
+# `apt-get update` runs only when something is missing.
+#
+# - build of xsk-rs / libxdp-sys (bundled libxdp + libbpf): libelf-dev clang m4 libpcap-dev zlib1g-dev
+#   pkg-config llvm make
+# - tests and the demo: iproute2 (ip netns, veth), ethtool (offloads, channels), tcpdump, tshark,
+#   socat, iperf3, python3
+set -eu
+
+PACKAGES="libelf-dev clang m4 libpcap-dev zlib1g-dev pkg-config llvm make iproute2 ethtool tcpdump tshark socat iperf3 python3"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps.sh: must run as root" >&2
+    exit 1
+fi
+
+missing=""
+for p in $PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    exit 0
+fi
+
+echo "install-deps.sh: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+# tshark asks whether non-root users may capture; answer "no" up front.
+echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+apt-get update -qq
+# shellcheck disable=SC2086  # word splitting of the package list is intended
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
+echo "install-deps.sh: done"
