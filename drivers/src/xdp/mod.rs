@@ -799,3 +799,41 @@ impl Drop for XskProgram {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_and_pool_can_move_to_a_queue_thread() {
+        fn send<T: Send>() {}
+        send::<XdpPort>();
+        send::<Pool>();
+        send::<XskProgram>();
+    }
+
+    #[test]
+    fn mode_attempts_follow_the_config() {
+        let mut cfg = XdpConfig::new("eth0");
+        let labels = |c: &XdpConfig, self_load| -> Vec<&str> {
+            attempts(c, self_load).iter().map(|a| a.label).collect()
+        };
+        assert_eq!(
+            labels(&cfg, true),
+            [
+                "zero-copy/native",
+                "zero-copy/generic",
+                "copy/native",
+                "copy/generic"
+            ]
+        );
+        assert_eq!(labels(&cfg, false), ["zero-copy", "copy"]);
+        cfg.bind_mode = BindMode::Copy;
+        cfg.attach_mode = AttachMode::Generic;
+        assert_eq!(labels(&cfg, true), ["copy/generic"]);
+        cfg.need_wakeup = false;
+        let a = attempts(&cfg, true);
+        assert!(!a[0].bind.contains(BindFlags::XDP_USE_NEED_WAKEUP));
+        assert!(a[0].xdp.contains(XdpFlags::XDP_FLAGS_SKB_MODE));
+    }
+}

@@ -61,6 +61,13 @@ pub(crate) struct Consumer<T: Copy> {
     _t: PhantomData<T>,
 }
 
+// SAFETY: a ring side is a single-producer or single-consumer handle over shared memory that stays
+// mapped as long as its owner (the constructors' contract); nothing in it is tied to a thread, and
+// moving it moves the only user-space handle for that side, so there is never a second one.
+unsafe impl<T: Copy + Send> Send for Producer<T> {}
+// SAFETY: as for `Producer`.
+unsafe impl<T: Copy + Send> Send for Consumer<T> {}
+
 /// # Safety (shared by both constructors)
 /// Accesses go through `AtomicU32::from_ptr`, which needs the index words to be valid, 4-aligned
 /// and only accessed atomically by anyone else (the kernel uses `smp_load_acquire` /
