@@ -7,10 +7,10 @@
 # - build of xsk-rs / libxdp-sys (bundled libxdp + libbpf): libelf-dev clang m4 libpcap-dev zlib1g-dev
 #   pkg-config llvm make
 # - tests and the demo: iproute2 (ip netns, veth), ethtool (offloads, channels), tcpdump, tshark,
-#   socat, iperf3, python3
+#   socat, iperf3, python3, iputils-ping (ping)
 set -eu
 
-PACKAGES="libelf-dev clang m4 libpcap-dev zlib1g-dev pkg-config llvm make iproute2 ethtool tcpdump tshark socat iperf3 python3"
+PACKAGES="libelf-dev clang m4 libpcap-dev zlib1g-dev pkg-config llvm make iproute2 ethtool tcpdump tshark socat iperf3 python3 iputils-ping"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: must run as root" >&2

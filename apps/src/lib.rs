@@ -2,4 +2,7 @@
 
 #![deny(missing_docs)]
 
+pub mod demo;
+pub mod lab;
 pub mod mem_demo;
+pub mod service;

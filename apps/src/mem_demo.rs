@@ -116,7 +116,10 @@ fn print_counters(out: &mut impl Write, name: &str, s: &Stack) -> Result<()> {
 
 /// Runs the demo, printing what happens to `out`.
 pub fn run(out: &mut impl Write, seed: u64) -> Result<()> {
-    writeln!(out, "cnet in-memory demo: stack A {IP_A} <-> stack B {IP_B} (seed {seed})")?;
+    writeln!(
+        out,
+        "cnet in-memory demo: stack A {IP_A} <-> stack B {IP_B} (seed {seed})"
+    )?;
     let mut p = Pair::new(seed, Impairments::default())?;
     let h = p.a.stack.ping_open(1)?;
     let now = p.now;
@@ -130,7 +133,11 @@ pub fn run(out: &mut impl Write, seed: u64) -> Result<()> {
         answered
     })?;
     let mac = p.a.stack.neighbors().get(IP_B).map(|e| e.mac);
-    writeln!(out, "ARP: A resolved {IP_B} to {}", mac.context("no ARP entry")?)?;
+    writeln!(
+        out,
+        "ARP: A resolved {IP_B} to {}",
+        mac.context("no ARP entry")?
+    )?;
     writeln!(out, "ping: A -> B echo request answered")?;
     p.echo(b"hello from cnet")?;
     writeln!(out, "UDP echo: 15 bytes A -> B:7 -> A, intact")?;
@@ -168,7 +175,10 @@ pub fn run(out: &mut impl Write, seed: u64) -> Result<()> {
         "UDP echo of 1, 100, 1472, 4000 and 65507 bytes: all intact, {resends} resends needed"
     )?;
     let drops = p.a.stack.counters().total_drops() + p.b.stack.counters().total_drops();
-    writeln!(out, "frames dropped by the stacks' checks (corrupted, duplicate fragments...): {drops}")?;
+    writeln!(
+        out,
+        "frames dropped by the stacks' checks (corrupted, duplicate fragments...): {drops}"
+    )?;
     print_counters(out, "A", &p.a.stack)?;
     print_counters(out, "B", &p.b.stack)?;
     Ok(())

@@ -226,3 +226,138 @@ impl Drop for Sim {
         }
     }
 }
+
+/// A cnet stack on AF_XDP inside a lab namespace, driven by its own service thread; tests run code
+/// on the stack's thread with [`XdpStack::with`].
+pub mod xdp {
+    use cnet_apps::lab::{Lab, STACK_DEV};
+    use cnet_apps::service::{Service, ServiceConfig, UdpEcho};
+    use cnet_drivers::xdp::XdpConfig;
+    use cnet_drivers::Port;
+    use cnet_stack::{Instant, Stack};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::sync::Arc;
+    use std::thread::JoinHandle;
+
+    type Job = Box<dyn FnOnce(&mut Stack, Instant) + Send>;
+
+    /// The running stack.
+    pub struct XdpStack {
+        jobs: mpsc::Sender<Job>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<Result<String, String>>>,
+    }
+
+    /// Returns from the calling test with a printed reason when the lab cannot run here.
+    #[macro_export]
+    macro_rules! require_lab {
+        () => {
+            if let Some(why) = cnet_apps::lab::missing_requirements() {
+                eprintln!("SKIP {}: {why}", module_path!());
+                return;
+            }
+        };
+    }
+
+    impl XdpStack {
+        /// Starts cnet on the lab's stack side with `xdp` settings (interface defaults to the
+        /// lab's), a UDP echo service on port 7, learning its address from netlink.
+        pub fn start(lab: &Lab, mut xdp: XdpConfig) -> XdpStack {
+            xdp.ifname = STACK_DEV.into();
+            let ns = lab.stack_ns_path();
+            let stop = Arc::new(AtomicBool::new(false));
+            let (jobs, rx) = mpsc::channel::<Job>();
+            let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+            let st = stop.clone();
+            let thread = std::thread::spawn(move || -> Result<String, String> {
+                let setup = || -> anyhow::Result<(Service, UdpEcho)> {
+                    cnet_netlink::enter_netns(&ns)?;
+                    let mut svc = Service::open(ServiceConfig {
+                        xdp,
+                        queue: 0,
+                        extra_addrs: Vec::new(),
+                        netlink: true,
+                        seed: 7,
+                    })?;
+                    let echo = UdpEcho::bind(&mut svc.host.stack, 7)?;
+                    Ok((svc, echo))
+                };
+                let (mut svc, mut echo) = match setup() {
+                    Ok(v) => {
+                        let _ = ready_tx.send(Ok(()));
+                        v
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        return Err(format!("{e:#}"));
+                    }
+                };
+                svc.run(&st, |stack, now| {
+                    echo.poll(stack, now);
+                    while let Ok(job) = rx.try_recv() {
+                        job(stack, now);
+                    }
+                })
+                .map_err(|e| format!("{e:#}"))?;
+                let report = cnet_apps::service::report(&svc.host);
+                let mut host = svc.shutdown();
+                host.port.reclaim(host.stack.pool_mut());
+                let p = host.stack.pool().stats();
+                let held = host.port.frames_held();
+                if p.free + held != p.capacity || p.double_frees != 0 {
+                    return Err(format!(
+                        "UMEM frame accounting: {} free + {held} in the port != {} ({} double frees)\n{report}",
+                        p.free, p.capacity, p.double_frees
+                    ));
+                }
+                Ok(report)
+            });
+            match ready_rx.recv_timeout(std::time::Duration::from_secs(20)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("stack did not start: {e}"),
+                Err(_) => panic!("stack did not start within 20 s"),
+            }
+            XdpStack {
+                jobs,
+                stop,
+                thread: Some(thread),
+            }
+        }
+
+        /// Runs `f` on the stack's thread between bursts and returns its result.
+        pub fn with<T: Send + 'static>(
+            &self,
+            f: impl FnOnce(&mut Stack, Instant) -> T + Send + 'static,
+        ) -> T {
+            let (tx, rx) = mpsc::channel();
+            self.jobs
+                .send(Box::new(move |s, now| {
+                    let _ = tx.send(f(s, now));
+                }))
+                .expect("stack thread is running");
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+                .expect("stack thread answered")
+        }
+
+        /// Stops the stack; checks every UMEM frame is accounted for and returns its report.
+        pub fn stop(mut self) -> String {
+            self.stop.store(true, Ordering::Relaxed);
+            let t = self.thread.take().expect("running");
+            match t.join() {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => panic!("stack thread failed: {e}"),
+                Err(_) => panic!("stack thread panicked"),
+            }
+        }
+    }
+
+    impl Drop for XdpStack {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}

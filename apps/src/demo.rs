@@ -1,0 +1,200 @@
+//! `cnet demo`: the stack on AF_XDP in a network namespace, against the Linux kernel in another.
+//!
+//! It creates the lab (two namespaces joined by veth, see [`crate::lab`]), starts cnet on the veth
+//! end of its namespace with AF_XDP (the address comes from the kernel over netlink), and from the
+//! kernel side shows: ARP resolved, `ping` answered, UDP echo round trips up to 64 KiB datagrams
+//! (fragmented both ways), then cnet pinging the kernel, and prints the stack's counters. The lab is
+//! removed at the end, on error, and on Ctrl-C.
+
+use crate::lab::{self, Lab, KERNEL_IP, STACK_DEV, STACK_IP};
+use crate::service::{self, Service, ServiceConfig, UdpEcho};
+use anyhow::{anyhow, bail, Context, Result};
+use cnet_drivers::xdp::XdpConfig;
+use cnet_stack::{Duration, Instant};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+const UDP_CLIENT: &str = r#"
+import socket, sys
+ip = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+for n in (1, 100, 1472, 8000, 65507):
+    d = bytes((i * 7 + n) & 255 for i in range(n))
+    got = None
+    for attempt in range(5):
+        s.sendto(d, (ip, 7))
+        try:
+            got, _ = s.recvfrom(70000)
+            break
+        except socket.timeout:
+            continue
+    print(n, "bytes:", "echoed intact" if got == d else ("LOST" if got is None else "CORRUPTED"), "after", attempt + 1, "send(s)")
+"#;
+
+/// What the stack thread reports about its pings to the kernel.
+#[derive(Debug, Default)]
+struct PingResult {
+    sent: u16,
+    rtts: Vec<Duration>,
+}
+
+/// Runs the demo; `seed` seeds the stack.
+pub fn run(out: &mut impl Write, seed: u64) -> Result<()> {
+    if let Some(why) = lab::missing_requirements() {
+        bail!(
+            "cnet demo cannot run here: {why}.\n\
+             `cnet demo --mem` runs two cnet stacks over the in-memory link without privileges."
+        );
+    }
+    let stop = service::stop_on_signals()?;
+    let lab = Lab::new("cnd", 1)?;
+    writeln!(
+        out,
+        "lab: namespace {} runs cnet on AF_XDP ({STACK_DEV}, {STACK_IP}); namespace {} is Linux ({KERNEL_IP})",
+        lab.stack_ns, lab.kernel_ns
+    )?;
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<String>>();
+    let (ping_tx, ping_rx) = mpsc::channel::<()>();
+    let (result_tx, result_rx) = mpsc::channel::<PingResult>();
+    let ns = lab.stack_ns_path();
+    let thread_stop = Arc::new(AtomicBool::new(false));
+    let ts = thread_stop.clone();
+    let stack_thread = std::thread::spawn(move || -> Result<String> {
+        let setup = || -> Result<(Service, UdpEcho, cnet_stack::PingHandle)> {
+            cnet_netlink::enter_netns(&ns).context("cannot enter the stack namespace")?;
+            let mut svc = Service::open(ServiceConfig {
+                xdp: XdpConfig::new(STACK_DEV),
+                queue: 0,
+                extra_addrs: Vec::new(),
+                netlink: true,
+                seed,
+            })?;
+            let echo = UdpEcho::bind(&mut svc.host.stack, 7)?;
+            let ping = svc.host.stack.ping_open(0xc0de)?;
+            Ok((svc, echo, ping))
+        };
+        let (mut svc, mut echo, ping) = match setup() {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                let _ = ready_tx.send(Err(e));
+                return Err(anyhow!(msg));
+            }
+        };
+        let mode = svc.host.port.mode();
+        let addrs: Vec<String> = svc
+            .host
+            .stack
+            .addrs()
+            .iter()
+            .map(|a| format!("{}/{}", a.addr, a.prefix_len))
+            .collect();
+        let _ = ready_tx.send(Ok(format!(
+            "cnet up: MAC {}, addresses from netlink [{}], AF_XDP {:?}",
+            svc.host.stack.mac(),
+            addrs.join(", "),
+            mode
+        )));
+        let mut pinging: Option<(PingResult, Vec<Instant>)> = None;
+        svc.run(&ts, |stack, now| {
+            echo.poll(stack, now);
+            if ping_rx.try_recv().is_ok() {
+                pinging = Some((PingResult::default(), Vec::new()));
+            }
+            if let Some((res, sent_at)) = pinging.as_mut() {
+                while let Some(r) = stack.ping_recv(ping) {
+                    if let Some(t) = sent_at.get(r.seq as usize) {
+                        res.rtts.push(now - *t);
+                    }
+                    stack.pool_mut().free(r.frame);
+                }
+                let due = sent_at
+                    .last()
+                    .is_none_or(|t| now >= *t + Duration::from_millis(200));
+                if res.sent < 3 && due {
+                    if stack
+                        .ping_send(ping, KERNEL_IP, res.sent, b"cnet ping", now)
+                        .is_ok()
+                    {
+                        sent_at.push(now);
+                        res.sent += 1;
+                    }
+                } else if res.sent == 3 && (res.rtts.len() == 3 || due) {
+                    let (done, _) = pinging.take().expect("checked above");
+                    let _ = result_tx.send(done);
+                }
+            }
+        })?;
+        echo.poll(&mut svc.host.stack, svc.clock.now());
+        let report = service::report(&svc.host);
+        drop(svc.shutdown());
+        Ok(format!("{} UDP datagrams echoed\n{report}", echo.echoed))
+    });
+    let outcome = (|| -> Result<()> {
+        let ready = ready_rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .context("the stack did not start within 20 s")??;
+        writeln!(out, "{ready}")?;
+        let ping = lab.kernel(&[
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            &STACK_IP.to_string(),
+        ])?;
+        let text = String::from_utf8_lossy(&ping.stdout);
+        writeln!(out, "\n$ ping -c 3 {STACK_IP}   (from Linux)")?;
+        for l in text
+            .lines()
+            .filter(|l| l.contains("bytes from") || l.contains("packets"))
+        {
+            writeln!(out, "  {l}")?;
+        }
+        let neigh = lab.kernel(&["ip", "neigh", "show", &STACK_IP.to_string()])?;
+        writeln!(
+            out,
+            "\n$ ip neigh show {STACK_IP}   (Linux learnt cnet's MAC by ARP)"
+        )?;
+        writeln!(out, "  {}", String::from_utf8_lossy(&neigh.stdout).trim())?;
+        writeln!(out, "\nUDP echo from a Linux socket to cnet port 7:")?;
+        let udp = lab.kernel(&["python3", "-c", UDP_CLIENT, &STACK_IP.to_string()])?;
+        for l in String::from_utf8_lossy(&udp.stdout).lines() {
+            writeln!(out, "  {l}")?;
+        }
+        ping_tx
+            .send(())
+            .map_err(|_| anyhow!("the stack thread ended early"))?;
+        let r = result_rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .context("cnet's pings did not finish")?;
+        writeln!(
+            out,
+            "\ncnet pings Linux {}: {} sent, {} answered, RTTs {:?}",
+            KERNEL_IP,
+            r.sent,
+            r.rtts.len(),
+            r.rtts
+        )?;
+        if stop.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        Ok(())
+    })();
+    thread_stop.store(true, Ordering::Relaxed);
+    let report = stack_thread
+        .join()
+        .map_err(|_| anyhow!("the stack thread panicked"))?;
+    match (&outcome, report) {
+        (_, Ok(r)) => writeln!(out, "\ncnet counters:\n{r}")?,
+        (Ok(()), Err(e)) => return Err(e),
+        (Err(_), Err(e)) => writeln!(out, "stack thread: {e:#}")?,
+    }
+    drop(lab);
+    outcome
+}
