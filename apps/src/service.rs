@@ -5,6 +5,12 @@
 //! applications' turn → flush their output → when nothing moved, sleep in `poll(2)` on the AF_XDP
 //! socket until a frame arrives or the stack's next deadline (capped at 10 ms so a stop request is
 //! seen promptly). Nothing here allocates per packet.
+//!
+//! Several queues: [`Service::open_all`] opens one instance per queue (shared-nothing, each on its own
+//! thread). Netlink events go to every instance. A neighbour one instance learns from the wire is
+//! told to its siblings, because the kernel's ARP reply lands on one queue only: without that, an
+//! instance whose flows need a neighbour another queue resolved would re-ARP and could miss the
+//! reply for ever.
 
 use anyhow::{Context, Result};
 use cnet_drivers::host::Host;
@@ -12,6 +18,7 @@ use cnet_drivers::xdp::{XdpConfig, XdpPort};
 use cnet_netlink::{NetlinkSync, Subscription, SyncConfig};
 use cnet_stack::{ConfigEvent, IfAddr, Instant, MacAddr, Stack, StackConfig, UdpHandle};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// A monotonic clock mapped onto the stack's `Instant`.
@@ -83,6 +90,8 @@ pub struct Service {
     sync: Option<NetlinkSync>,
     events: Option<Subscription>,
     extra_addrs: Vec<IfAddr>,
+    siblings: Vec<mpsc::Sender<ConfigEvent>>,
+    inbox: Option<mpsc::Receiver<ConfigEvent>>,
     /// The clock the loop runs on.
     pub clock: Clock,
 }
@@ -113,12 +122,68 @@ impl Service {
         };
         let (port, pool) = XdpPort::open(&cfg.xdp, cfg.queue)
             .with_context(|| format!("AF_XDP on {ifname} queue {}", cfg.queue))?;
+        let events = sync.as_ref().map(|s| s.subscribe());
+        Self::build(&cfg, port, pool, snapshot, sync, events, cfg.seed)
+    }
+
+    /// One instance per queue of `cfg.xdp.queues` (sharing one UMEM if so configured), sharing one
+    /// netlink-sync, each told of the neighbours the others learn. Move each to its own thread.
+    pub fn open_all(cfg: ServiceConfig) -> Result<Vec<Service>> {
+        let ifname = cfg.xdp.ifname.clone();
+        let (sync, snapshot) = if cfg.netlink {
+            let (s, snap) = NetlinkSync::start(SyncConfig::new(&ifname))
+                .with_context(|| format!("netlink-sync on {ifname}"))?;
+            (Some(s), Some(snap))
+        } else {
+            (None, None)
+        };
+        let ports = XdpPort::open_all(&cfg.xdp).with_context(|| format!("AF_XDP on {ifname}"))?;
+        let mut sync = sync;
+        let mut services = Vec::with_capacity(ports.len());
+        for (i, (port, pool)) in ports.into_iter().enumerate() {
+            let events = sync.as_ref().map(|s| s.subscribe());
+            // The first instance owns the netlink thread; the others hold subscriptions.
+            let owner = if i == 0 { sync.take() } else { None };
+            let seed = cfg.seed.wrapping_add(i as u64);
+            services.push(Self::build(
+                &cfg,
+                port,
+                pool,
+                snapshot.clone(),
+                owner,
+                events,
+                seed,
+            )?);
+        }
+        let (txs, rxs): (Vec<_>, Vec<_>) = services.iter().map(|_| mpsc::channel()).unzip();
+        for (i, (svc, rx)) in services.iter_mut().zip(rxs).enumerate() {
+            svc.inbox = Some(rx);
+            svc.siblings = txs
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, t)| t.clone())
+                .collect();
+        }
+        Ok(services)
+    }
+
+    fn build(
+        cfg: &ServiceConfig,
+        port: XdpPort,
+        pool: cnet_stack::Pool,
+        snapshot: Option<cnet_stack::config::InterfaceSnapshot>,
+        sync: Option<NetlinkSync>,
+        events: Option<Subscription>,
+        seed: u64,
+    ) -> Result<Service> {
+        let ifname = &cfg.xdp.ifname;
         let mac = match snapshot.as_ref().and_then(|s| s.mac) {
             Some(m) => m,
-            None => sysfs_mac(&ifname)?,
+            None => sysfs_mac(ifname)?,
         };
         let mut sc = StackConfig::new(mac);
-        sc.seed = cfg.seed;
+        sc.seed = seed;
         if let Some(mtu) = snapshot.as_ref().and_then(|s| s.mtu) {
             sc.mtu = mtu;
         }
@@ -130,18 +195,30 @@ impl Service {
         for a in &cfg.extra_addrs {
             stack.apply_config(ConfigEvent::AddrAdd(*a), clock.now());
         }
-        let events = sync.as_ref().map(|s| s.subscribe());
         Ok(Service {
             host: Host::new(stack, port),
             sync,
             events,
-            extra_addrs: cfg.extra_addrs,
+            extra_addrs: cfg.extra_addrs.clone(),
+            siblings: Vec::new(),
+            inbox: None,
             clock,
         })
     }
 
-    /// Applies pending netlink events; addresses given on the command line survive re-dumps.
+    /// Applies pending netlink events (addresses given on the command line survive re-dumps) and
+    /// neighbours learnt by sibling instances; tells the siblings what this one learnt.
     pub fn apply_events(&mut self, now: Instant) {
+        while let Some(n) = self.host.stack.take_learned_neighbor() {
+            for s in &self.siblings {
+                let _ = s.send(ConfigEvent::NeighborSet(n));
+            }
+        }
+        if let Some(inbox) = &self.inbox {
+            for ev in inbox.try_iter() {
+                self.host.stack.apply_config(ev, now);
+            }
+        }
         let Some(events) = &self.events else { return };
         for ev in events.drain() {
             tracing::debug!(?ev, "netlink event");

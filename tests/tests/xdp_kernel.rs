@@ -334,3 +334,77 @@ fn netlink_changes_reach_the_running_stack() {
     }
     stack.stop();
 }
+
+#[test]
+fn two_queues_two_stacks_each_serves_the_flows_of_its_queue() {
+    require_lab!();
+    let lab = Lab::new("cxq", 2).unwrap();
+    let ns = lab.stack_ns_path();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let st = stop.clone();
+    // Open both queues inside the stack namespace, then give each instance its own thread.
+    let opener = std::thread::spawn(move || {
+        cnet_netlink::enter_netns(&ns).unwrap();
+        let mut xdp = XdpConfig::new(STACK_DEV);
+        xdp.queues = vec![0, 1];
+        let services = cnet_apps::service::Service::open_all(cnet_apps::service::ServiceConfig {
+            xdp,
+            queue: 0,
+            extra_addrs: Vec::new(),
+            netlink: true,
+            seed: 3,
+        })
+        .unwrap();
+        let threads: Vec<_> = services
+            .into_iter()
+            .map(|mut svc| {
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let mut echo =
+                        cnet_apps::service::UdpEcho::bind(&mut svc.host.stack, 7).unwrap();
+                    svc.run(&st, |s, now| echo.poll(s, now)).unwrap();
+                    (svc.host.port.queue(), echo.echoed)
+                })
+            })
+            .collect();
+        ready_tx.send(()).unwrap();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    ready_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let answered = in_kernel(&lab, || {
+        let mut ok = 0;
+        for flow in 0..32 {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let msg = format!("flow {flow}");
+            for _ in 0..3 {
+                s.send_to(msg.as_bytes(), SocketAddrV4::new(STACK_IP, 7))
+                    .unwrap();
+                let mut b = [0u8; 64];
+                if let Ok(n) = s.recv(&mut b) {
+                    assert_eq!(&b[..n], msg.as_bytes());
+                    ok += 1;
+                    break;
+                }
+            }
+        }
+        ok
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let per_queue = opener.join().unwrap();
+    eprintln!("echoes per queue: {per_queue:?}");
+    assert_eq!(
+        answered, 32,
+        "every flow was answered by the stack of its queue"
+    );
+    assert_eq!(per_queue.len(), 2);
+    assert!(
+        per_queue.iter().all(|(_, n)| *n > 0),
+        "both queues' stacks served flows: {per_queue:?}"
+    );
+}

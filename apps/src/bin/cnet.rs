@@ -40,9 +40,9 @@ enum Cmd {
         /// UDP echo port.
         #[arg(long, default_value_t = 7)]
         udp: u16,
-        /// Queue to serve.
-        #[arg(long, default_value_t = 0)]
-        queue: u32,
+        /// Queues to serve, one stack instance and thread each (e.g. `0,1`).
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        queues: Vec<u32>,
         /// XDP attach mode: auto, native, generic.
         #[arg(long, default_value = "auto")]
         attach: String,
@@ -69,7 +69,7 @@ fn echo(
     iface: String,
     addr: Option<String>,
     port: u16,
-    queue: u32,
+    queues: Vec<u32>,
     attach: &str,
     bind: &str,
     no_netlink: bool,
@@ -87,7 +87,8 @@ fn echo(
         "zero-copy" => BindMode::ZeroCopy,
         other => anyhow::bail!("unknown bind mode {other:?} (auto, copy, zero-copy)"),
     };
-    xdp.queues = vec![queue];
+    anyhow::ensure!(!queues.is_empty(), "no queue to serve");
+    xdp.queues = queues;
     let extra_addrs = addr
         .as_deref()
         .map(parse_ifaddr)
@@ -95,24 +96,54 @@ fn echo(
         .into_iter()
         .collect();
     let stop = service::stop_on_signals()?;
-    let mut svc = Service::open(ServiceConfig {
+    let services = Service::open_all(ServiceConfig {
         xdp,
-        queue,
+        queue: 0,
         extra_addrs,
         netlink: !no_netlink,
-        seed: std::process::id() as u64 ^ 0x5eed,
+        seed: seed_from_os(),
     })?;
-    let mut app = UdpEcho::bind(&mut svc.host.stack, port)?;
-    eprintln!(
-        "cnet echo on {iface} queue {queue}: MAC {}, addresses {:?}, UDP port {port}; Ctrl-C stops",
-        svc.host.stack.mac(),
-        svc.host.stack.addrs()
-    );
-    svc.run(&stop, |stack, now| app.poll(stack, now))?;
-    eprintln!("stopping: {} datagrams echoed", app.echoed);
-    let host = svc.shutdown();
-    eprint!("{}", service::report(&host));
-    Ok(())
+    let mut threads = Vec::new();
+    for mut svc in services {
+        let mut app = UdpEcho::bind(&mut svc.host.stack, port)?;
+        eprintln!(
+            "cnet echo on {iface} queue {}: MAC {}, addresses {:?}, UDP port {port}; Ctrl-C stops",
+            svc.host.port.queue(),
+            svc.host.stack.mac(),
+            svc.host.stack.addrs()
+        );
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || -> Result<String> {
+            let run = svc.run(&stop, |stack, now| app.poll(stack, now));
+            let queue = svc.host.port.queue();
+            let host = svc.shutdown();
+            run?;
+            Ok(format!(
+                "queue {queue}: {} datagrams echoed\n{}",
+                app.echoed,
+                service::report(&host)
+            ))
+        }));
+    }
+    let mut failed = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(report)) => eprint!("{report}"),
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some(anyhow::anyhow!("a queue thread panicked")),
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// A seed for the stack's random values (ephemeral ports, IP IDs, hash keys) from the OS.
+fn seed_from_os() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_ne_bytes(b),
+        Err(_) => std::process::id() as u64 ^ 0x5eed,
+    }
 }
 
 fn main() -> Result<()> {
@@ -126,10 +157,10 @@ fn main() -> Result<()> {
             iface,
             addr,
             udp,
-            queue,
+            queues,
             attach,
             bind,
             no_netlink,
-        } => echo(iface, addr, udp, queue, &attach, &bind, no_netlink),
+        } => echo(iface, addr, udp, queues, &attach, &bind, no_netlink),
     }
 }

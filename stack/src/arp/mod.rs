@@ -80,8 +80,20 @@ impl Stack {
                 && p.sha != BROADCAST
                 && p.sha.is_unicast();
             if learnable {
+                let before = self.neighbors.get(p.spa).map(|e| (e.mac, e.state));
                 if let Some(q) = self.neighbors.confirm(p.spa, p.sha, for_us, now) {
                     self.flush_neighbor_queue(p.sha, q);
+                }
+                let after = self.neighbors.get(p.spa).map(|e| (e.mac, e.state));
+                let news = match (before, after) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some((mac, state)), Some((new_mac, _))) => {
+                        mac != new_mac || state == table::NeighborState::Incomplete
+                    }
+                };
+                if news {
+                    self.neighbors.note_learned(p.spa, p.sha);
                 }
             }
             if p.op == OP_REQUEST && for_us && learnable {
@@ -211,6 +223,19 @@ impl Stack {
             }
             Resolution::Full => self.drop_frame(f, DropReason::ArpQueueFull),
         }
+    }
+
+    /// Takes the oldest neighbour this instance learnt from the wire (new, or with a new MAC), so
+    /// that a service running one instance per queue can tell the others: an ARP reply lands on
+    /// one queue only.
+    pub fn take_learned_neighbor(&mut self) -> Option<crate::config::Neighbor> {
+        self.neighbors
+            .take_learned()
+            .map(|(ip, mac)| crate::config::Neighbor {
+                ip,
+                mac,
+                permanent: false,
+            })
     }
 
     pub(crate) fn arp_on_timer(&mut self, now: Instant) {

@@ -87,6 +87,9 @@ pub struct Timing {
     pub max_probes: u32,
 }
 
+/// Most learnt neighbours kept for [`NeighborTable::take_learned`]; older ones are dropped.
+pub const LEARNED_MAX: usize = 64;
+
 /// The table. See module docs.
 #[derive(Debug)]
 pub struct NeighborTable {
@@ -94,6 +97,8 @@ pub struct NeighborTable {
     pending: Vec<Ipv4Addr>,
     /// Frames queued over all entries.
     queued: usize,
+    /// Neighbours learnt from the wire, for sibling instances on other queues (bounded).
+    learned: VecDeque<(Ipv4Addr, MacAddr)>,
     max: usize,
     timing: Timing,
 }
@@ -105,6 +110,7 @@ impl NeighborTable {
             entries: map(max.min(1024), seed),
             pending: Vec::with_capacity(64),
             queued: 0,
+            learned: VecDeque::with_capacity(LEARNED_MAX),
             max: max.max(1),
             timing,
         }
@@ -185,6 +191,19 @@ impl NeighborTable {
             }
             _ => Err(frame),
         }
+    }
+
+    /// Records that `ip` was learnt (or changed MAC) from the wire.
+    pub fn note_learned(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        if self.learned.len() == LEARNED_MAX {
+            self.learned.pop_front();
+        }
+        self.learned.push_back((ip, mac));
+    }
+
+    /// Takes the oldest neighbour learnt from the wire since the last call.
+    pub fn take_learned(&mut self) -> Option<(Ipv4Addr, MacAddr)> {
+        self.learned.pop_front()
     }
 
     /// Frames queued over all entries.

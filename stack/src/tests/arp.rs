@@ -14,7 +14,11 @@ fn address_add_sends_gratuitous_arp_that_peer_does_not_learn_unasked() {
     assert_eq!(u16::from_be_bytes([garp[12], garp[13]]), ETHERTYPE_ARP);
     assert_eq!(&garp[28..32], &garp[38..42], "sender IP == target IP");
     assert!(p.b.neighbors().get(IP_A).is_none());
-    assert_eq!(p.b.counters().total_drops(), 0, "an announcement is not a drop");
+    assert_eq!(
+        p.b.counters().total_drops(),
+        0,
+        "an announcement is not a drop"
+    );
 }
 
 #[test]
@@ -38,6 +42,16 @@ fn resolution_queues_then_flushes_and_both_sides_learn() {
     );
     assert_eq!(p.b.neighbors().get(IP_A).unwrap().mac, MAC_A);
     assert_eq!(p.b.counters().get(Event::ArpRepliesSent), 1);
+    // Each side learnt the other once, from the wire, and says so for its sibling instances.
+    assert_eq!(
+        p.a.take_learned_neighbor().map(|n| (n.ip, n.mac)),
+        Some((IP_B, MAC_B))
+    );
+    assert_eq!(p.a.take_learned_neighbor(), None);
+    assert_eq!(
+        p.b.take_learned_neighbor().map(|n| (n.ip, n.mac)),
+        Some((IP_A, MAC_A))
+    );
     let r = p.a.ping_recv(h).unwrap();
     assert_eq!(p.a.pool().data(&r.frame), b"hello");
     p.a.pool_mut().free(r.frame);
