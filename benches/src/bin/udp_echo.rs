@@ -1,0 +1,200 @@
+//! UDP echo benchmark: cnet against smoltcp 0.14, same workload, same run, one core.
+//!
+//! ```text
+//! udp_echo [--payload 64,1024] [--window 32] [--count 1000000] [--warmup 20000] [--runs 5]
+//!          [--step-us 10] [--only cnet|cnet-copy|smoltcp] [--quick]
+//! ```
+//!
+//! Variants (see the crate docs): `cnet` over `MemLink`, `cnet-copy` over the same plain copying
+//! link as `smoltcp`. For each payload size, runs alternate between the variants (cnet,
+//! cnet-copy, smoltcp, cnet, ...) so that a noisy neighbour hurts all alike; each run builds a
+//! fresh pair, warms it up (ARP, buffers, caches) with `--warmup` echoes, then times `--count`
+//! echoes. Output, one record per line:
+//!
+//! ```text
+//! run stack=cnet payload=64 run=1 echoed=1000000 steps=31250 secs=0.2500 pps=4000000
+//! result stack=cnet payload=64 window=32 count=1000000 runs=5 median_pps=... min_pps=... max_pps=...
+//! ratio payload=64 cnet_pps=... cnet_copy_pps=... smoltcp_pps=... ratio=... ratio_same_link=...
+//! ```
+//!
+//! `pps` counts echoed packets per second: one request and its reply, each through both stacks.
+//! `--only S --runs 1 --count N` runs one stack, for `valgrind --tool=callgrind` (see
+//! `benches/callgrind.sh`: instructions per packet = (Ir at N - Ir at 0) / N).
+
+use anyhow::Context as _;
+use cnet_benches::{build, Workload, VARIANTS};
+use std::time::Instant;
+
+/// Command-line options.
+#[derive(Debug, Clone)]
+struct Options {
+    payloads: Vec<usize>,
+    window: usize,
+    count: u64,
+    warmup: u64,
+    runs: usize,
+    step_us: u64,
+    stacks: Vec<&'static str>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            payloads: vec![64, 1024],
+            window: 32,
+            count: 1_000_000,
+            warmup: 20_000,
+            runs: 5,
+            step_us: 10,
+            stacks: VARIANTS.to_vec(),
+        }
+    }
+}
+
+const USAGE: &str = "usage: udp_echo [--payload 64,1024] [--window 32] [--count 1000000] \
+[--warmup 20000] [--runs 5] [--step-us 10] [--only cnet|cnet-copy|smoltcp] [--quick]";
+
+fn parse_args() -> anyhow::Result<Options> {
+    let mut o = Options::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        if flag == "--quick" {
+            o.count = 20_000;
+            o.warmup = 2_000;
+            o.runs = 1;
+            continue;
+        }
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let num = |v: &str| -> anyhow::Result<u64> {
+            v.replace('_', "")
+                .parse()
+                .with_context(|| format!("{flag}: {v:?} is not a number"))
+        };
+        match flag.as_str() {
+            "--payload" => {
+                o.payloads = value
+                    .split(',')
+                    .map(|v| num(v).map(|n| n as usize))
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            "--window" => o.window = num(&value)? as usize,
+            "--count" => o.count = num(&value)?,
+            "--warmup" => o.warmup = num(&value)?,
+            "--runs" => o.runs = (num(&value)? as usize).max(1),
+            "--step-us" => o.step_us = num(&value)?,
+            "--only" => {
+                let v = VARIANTS
+                    .iter()
+                    .find(|v| **v == value)
+                    .with_context(|| format!("--only {value:?}: one of {VARIANTS:?}"))?;
+                o.stacks = vec![v];
+            }
+            other => anyhow::bail!("unknown flag {other:?}\n{USAGE}"),
+        }
+    }
+    Ok(o)
+}
+
+/// One timed run on a fresh pair; returns echoed packets per second.
+fn run_once(stack: &str, w: Workload, o: &Options, run: usize) -> anyhow::Result<f64> {
+    let mut pair = build(stack, w)?;
+    pair.run(o.warmup)
+        .with_context(|| format!("{stack} warm-up"))?;
+    let t0 = Instant::now();
+    let steps = pair
+        .run(o.count)
+        .with_context(|| format!("{stack} measured run"))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let pps = if secs > 0.0 {
+        o.count as f64 / secs
+    } else {
+        0.0
+    };
+    println!(
+        "run stack={} payload={} run={} echoed={} steps={} secs={:.4} pps={:.0}",
+        pair.name(),
+        w.payload,
+        run,
+        o.count,
+        steps,
+        secs,
+        pps
+    );
+    Ok(pps)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = parse_args()?;
+    println!(
+        "# udp_echo window={} count={} warmup={} runs={} step_us={} build={}",
+        o.window,
+        o.count,
+        o.warmup,
+        o.runs,
+        o.step_us,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    for &payload in &o.payloads {
+        let w = Workload {
+            payload,
+            window: o.window,
+            step_us: o.step_us,
+        };
+        w.validate()?;
+        let mut pps: Vec<Vec<f64>> = vec![Vec::with_capacity(o.runs); o.stacks.len()];
+        for run in 1..=o.runs {
+            for (i, stack) in o.stacks.iter().enumerate() {
+                pps[i].push(run_once(stack, w, &o, run)?);
+            }
+        }
+        let mut medians = Vec::with_capacity(o.stacks.len());
+        for (stack, v) in o.stacks.iter().zip(pps.iter_mut()) {
+            let m = median(v);
+            println!(
+                "result stack={} payload={} window={} count={} runs={} median_pps={:.0} \
+                 min_pps={:.0} max_pps={:.0}",
+                stack,
+                payload,
+                o.window,
+                o.count,
+                o.runs,
+                m,
+                v.first().copied().unwrap_or(0.0),
+                v.last().copied().unwrap_or(0.0)
+            );
+            medians.push(m);
+        }
+        if let [cnet, copy, smol] = medians[..] {
+            let ratio = |x: f64| if smol > 0.0 { x / smol } else { 0.0 };
+            println!(
+                "ratio payload={payload} cnet_pps={cnet:.0} cnet_copy_pps={copy:.0} \
+                 smoltcp_pps={smol:.0} ratio={:.2} ratio_same_link={:.2}",
+                ratio(cnet),
+                ratio(copy)
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! The smoltcp 0.14 side: two [`Interface`]s, each with a [`SocketSet`] holding one UDP socket,
+//! over a pair of [`CopyDevice`]s.
+//!
+//! [`CopyDevice`] moves bytes the way cnet's `MemLink` does, so that the link costs both stacks
+//! the same: a transmitted frame is built by smoltcp in a device-owned transmit buffer (cnet: a
+//! pool frame), then copied onto a wire buffer taken from a free list and queued; on receive the
+//! wire buffer is copied into a device-owned receive buffer (cnet: a freshly allocated pool frame)
+//! and goes back to the free list. Two copies per frame on both sides, no heap allocation in
+//! steady state. The queues are plain `VecDeque`s: no impairment dice, no delivery heap.
+//!
+//! smoltcp has no static neighbour entries: ARP resolves during the first loop steps, which the
+//! benchmark's warm-up covers (entries live 60 s; a run stays far below that in virtual time).
+//! Checksums: [`ChecksumCapabilities::default`], computed on transmit and verified on receive.
+
+use crate::{
+    EchoPair, Workload, CLIENT_IP, CLIENT_MAC, CLIENT_PORT, ECHO_PORT, FRAMES, MAX_IDLE_STEPS, MTU,
+    PREFIX_LEN, SERVER_IP, SERVER_MAC,
+};
+use anyhow::Context as _;
+use core::net::Ipv4Addr;
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::udp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+/// Longest Ethernet frame on the link.
+const MAX_FRAME: usize = MTU + 14;
+
+/// The wire both devices share: `queues[0]` carries client → server, `queues[1]` the reverse.
+#[derive(Debug, Default)]
+struct Wire {
+    queues: [VecDeque<Vec<u8>>; 2],
+    /// Wire buffers not in flight.
+    spare: Vec<Vec<u8>>,
+}
+
+/// One end of an in-memory Ethernet link that copies every frame in and out (see the module docs).
+#[derive(Debug)]
+pub struct CopyDevice {
+    wire: Rc<RefCell<Wire>>,
+    /// Index of the queue this end transmits on.
+    side: usize,
+    tx_buf: Box<[u8]>,
+    rx_buf: Box<[u8]>,
+}
+
+impl CopyDevice {
+    /// A connected pair of devices.
+    pub fn pair() -> (CopyDevice, CopyDevice) {
+        let wire = Rc::new(RefCell::new(Wire::default()));
+        let end = |side| CopyDevice {
+            wire: Rc::clone(&wire),
+            side,
+            tx_buf: vec![0u8; MAX_FRAME].into_boxed_slice(),
+            rx_buf: vec![0u8; MAX_FRAME].into_boxed_slice(),
+        };
+        (end(0), end(1))
+    }
+}
+
+/// A received frame, already copied into the device's receive buffer.
+pub struct CopyRxToken<'a> {
+    frame: &'a [u8],
+}
+
+/// Room to build one frame in the device's transmit buffer; queued on the wire on consume.
+pub struct CopyTxToken<'a> {
+    wire: &'a RefCell<Wire>,
+    side: usize,
+    buf: &'a mut [u8],
+}
+
+impl phy::RxToken for CopyRxToken<'_> {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        f(self.frame)
+    }
+}
+
+impl phy::TxToken for CopyTxToken<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        // smoltcp never asks for more than the MTU it was told; a longer frame is a bug there.
+        let frame = &mut self.buf[..len];
+        let r = f(frame);
+        let mut wire = self.wire.borrow_mut();
+        let mut out = wire
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(MAX_FRAME));
+        out.clear();
+        out.extend_from_slice(frame);
+        wire.queues[self.side].push_back(out);
+        r
+    }
+}
+
+impl Device for CopyDevice {
+    type RxToken<'a> = CopyRxToken<'a>;
+    type TxToken<'a> = CopyTxToken<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(CopyRxToken<'_>, CopyTxToken<'_>)> {
+        let len = {
+            let mut wire = self.wire.borrow_mut();
+            let buf = wire.queues[1 - self.side].pop_front()?;
+            let len = buf.len();
+            self.rx_buf[..len].copy_from_slice(&buf);
+            wire.spare.push(buf);
+            len
+        };
+        Some((
+            CopyRxToken {
+                frame: &self.rx_buf[..len],
+            },
+            CopyTxToken {
+                wire: &self.wire,
+                side: self.side,
+                buf: &mut self.tx_buf,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<CopyTxToken<'_>> {
+        Some(CopyTxToken {
+            wire: &self.wire,
+            side: self.side,
+            buf: &mut self.tx_buf,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        // smoltcp counts the Ethernet header in the MTU of an Ethernet device.
+        caps.max_transmission_unit = MAX_FRAME;
+        caps.checksum = ChecksumCapabilities::default();
+        caps
+    }
+}
+
+/// One smoltcp endpoint: interface, device, socket set with one UDP socket.
+struct Endpoint {
+    iface: Interface,
+    dev: CopyDevice,
+    sockets: SocketSet<'static>,
+    sock: SocketHandle,
+}
+
+impl Endpoint {
+    fn new(
+        mut dev: CopyDevice,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+        port: u16,
+        now: Instant,
+    ) -> anyhow::Result<Endpoint> {
+        let mut config = Config::new(EthernetAddress(mac).into());
+        config.random_seed = u64::from(mac[5]);
+        let mut iface = Interface::new(config, &mut dev, now);
+        let mut pushed = Ok(());
+        iface.update_ip_addrs(|addrs| {
+            pushed = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN));
+        });
+        pushed.map_err(|_| anyhow::anyhow!("smoltcp interface address list full"))?;
+        let buffer = || {
+            udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; FRAMES],
+                vec![0u8; FRAMES * MAX_FRAME],
+            )
+        };
+        let mut socket = udp::Socket::new(buffer(), buffer());
+        socket
+            .bind(port)
+            .map_err(|e| anyhow::anyhow!("smoltcp bind to port {port}: {e}"))?;
+        let mut sockets = SocketSet::new(Vec::with_capacity(1));
+        let sock = sockets.add(socket);
+        Ok(Endpoint {
+            iface,
+            dev,
+            sockets,
+            sock,
+        })
+    }
+
+    /// Receive everything queued, then transmit (smoltcp's `poll`).
+    fn poll(&mut self, now: Instant) {
+        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+    }
+
+    /// Transmit only: `poll_egress` (one packet per socket per call) until it has nothing left,
+    /// as `poll` does after ingress. The analogue of cnet's `Host::flush`.
+    fn flush(&mut self, now: Instant) {
+        while self
+            .iface
+            .poll_egress(now, &mut self.dev, &mut self.sockets)
+            != PollResult::None
+        {}
+    }
+
+    fn socket(&mut self) -> &mut udp::Socket<'static> {
+        self.sockets.get_mut::<udp::Socket>(self.sock)
+    }
+}
+
+/// A smoltcp client and echo server over a [`CopyDevice`] pair.
+pub struct SmoltcpEcho {
+    client: Endpoint,
+    server: Endpoint,
+    server_ep: IpEndpoint,
+    payload: Vec<u8>,
+    window: u64,
+    step_us: i64,
+    now: Instant,
+    /// The server application's copy of one datagram (smoltcp's API lends it only until the next
+    /// socket call).
+    scratch: Vec<u8>,
+}
+
+impl SmoltcpEcho {
+    /// Builds both interfaces, the devices and the two sockets.
+    pub fn new(w: Workload) -> anyhow::Result<SmoltcpEcho> {
+        let now = Instant::from_micros(0);
+        let (dc, ds) = CopyDevice::pair();
+        Ok(SmoltcpEcho {
+            client: Endpoint::new(dc, CLIENT_MAC, CLIENT_IP, CLIENT_PORT, now)?,
+            server: Endpoint::new(ds, SERVER_MAC, SERVER_IP, ECHO_PORT, now)?,
+            server_ep: IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), ECHO_PORT),
+            payload: w.payload_bytes(),
+            window: w.window as u64,
+            step_us: i64::try_from(w.step_us).context("step too large")?,
+            now,
+            scratch: vec![0u8; MAX_FRAME],
+        })
+    }
+}
+
+impl EchoPair for SmoltcpEcho {
+    fn name(&self) -> &'static str {
+        "smoltcp"
+    }
+
+    fn run(&mut self, n: u64) -> anyhow::Result<u64> {
+        let (mut sent, mut received, mut steps, mut idle) = (0u64, 0u64, 0u64, 0u64);
+        while received < n {
+            // Client: replies in, queued requests out.
+            self.client.poll(self.now);
+            let mut got = 0u64;
+            let plen = self.payload.len();
+            let sock = self.client.socket();
+            while let Ok((data, _meta)) = sock.recv() {
+                anyhow::ensure!(data.len() == plen, "reply of {} bytes", data.len());
+                got += 1;
+            }
+            received += got;
+            while sent - received < self.window && sent < n {
+                sock.send_slice(&self.payload, self.server_ep)
+                    .map_err(|e| anyhow::anyhow!("client send_slice: {e}"))?;
+                sent += 1;
+            }
+            self.client.flush(self.now);
+
+            // Server: requests in, each copied out and sent back.
+            self.server.poll(self.now);
+            let sock = self.server.socket();
+            while let Ok((len, meta)) = sock.recv_slice(&mut self.scratch) {
+                sock.send_slice(&self.scratch[..len], meta.endpoint)
+                    .map_err(|e| anyhow::anyhow!("server send_slice: {e}"))?;
+            }
+            self.server.flush(self.now);
+
+            self.now += smoltcp::time::Duration::from_micros(self.step_us as u64);
+            steps += 1;
+            idle = if got == 0 { idle + 1 } else { 0 };
+            anyhow::ensure!(
+                idle < MAX_IDLE_STEPS,
+                "smoltcp echo stuck: {sent} sent, {received} echoed"
+            );
+        }
+        Ok(steps)
+    }
+}
