@@ -232,8 +232,14 @@ impl Stack {
             self.pool.free(payload);
             return Err(SendError::NoHeadroom);
         }
+        let (next_hop, broadcast) = match self.route_to(*dst.ip()) {
+            Ok(r) => r,
+            Err(r) => {
+                self.drop_frame(payload, r);
+                return Err(SendError::from(r));
+            }
+        };
         let src_ip = if local.ip().is_unspecified() {
-            let next_hop = self.routes.lookup(*dst.ip()).map_or(*dst.ip(), |h| h.addr);
             match self.source_for(next_hop) {
                 Some(a) => a,
                 None => {
@@ -245,33 +251,41 @@ impl Stack {
             *local.ip()
         };
         let ulen = (len + UDP_HLEN) as u16;
-        let mut acc = Accumulator::new(checksum::pseudo_header(
-            src_ip,
-            *dst.ip(),
-            PROTO_UDP,
-            ulen as u32,
-        ));
+        let pseudo = checksum::pseudo_header(src_ip, *dst.ip(), PROTO_UDP, ulen as u32);
         let mut hdr = [0u8; UDP_HLEN];
         hdr[0..2].copy_from_slice(&local.port().to_be_bytes());
         hdr[2..4].copy_from_slice(&dst.port().to_be_bytes());
         hdr[4..6].copy_from_slice(&ulen.to_be_bytes());
-        acc.add(&hdr);
-        for seg in self.pool.chain_iter(&payload) {
-            acc.add(seg);
-        }
-        // RFC 768: a computed zero is sent as all ones.
-        let c = match acc.finish() {
-            0 => 0xffff,
-            c => c,
+        let c = if self.pool.is_single(&payload) {
+            // The header is 8 bytes (even), so its sum and the payload's simply add.
+            let s = pseudo + checksum::sum(&hdr) + checksum::sum(self.pool.data(&payload));
+            !checksum::fold(s)
+        } else {
+            let mut acc = Accumulator::new(pseudo);
+            acc.add(&hdr);
+            for seg in self.pool.chain_iter(&payload) {
+                acc.add(seg);
+            }
+            acc.finish()
         };
+        // RFC 768: a computed zero is sent as all ones.
+        let c = if c == 0 { 0xffff } else { c };
         hdr[6..8].copy_from_slice(&c.to_be_bytes());
         self.pool
             .push_front(&payload, UDP_HLEN)
             .expect("headroom checked")
             .copy_from_slice(&hdr);
         self.counters.add(Event::UdpSent, 1);
-        self.ip_output(payload, src_ip, *dst.ip(), PROTO_UDP, now)
-            .map_err(SendError::from)
+        self.ip_output_via(
+            payload,
+            src_ip,
+            *dst.ip(),
+            PROTO_UDP,
+            next_hop,
+            broadcast,
+            now,
+        )
+        .map_err(SendError::from)
     }
 
     /// Copies `data` into pool frames and sends it (datagrams up to 65507 bytes, fragmented as
@@ -311,7 +325,7 @@ impl Stack {
         }
         if !p.chained {
             let s = checksum::pseudo_header(p.src, p.dst, PROTO_UDP, p.len as u32)
-                + checksum::fold(checksum::sum(self.pool.data(&p.frame))) as u64;
+                + checksum::sum(self.pool.data(&p.frame));
             return checksum::fold(s) == 0xffff;
         }
         let mut acc = Accumulator::new(checksum::pseudo_header(

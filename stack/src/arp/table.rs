@@ -332,6 +332,9 @@ impl NeighborTable {
 
     /// Earliest retransmission due.
     pub fn next_deadline(&self) -> Option<Instant> {
+        if self.pending.is_empty() {
+            return None;
+        }
         self.pending
             .iter()
             .filter_map(|ip| self.entries.get(ip))

@@ -68,14 +68,13 @@ impl Meta {
     };
 }
 
-/// Where the frames live.
+/// Who keeps the frames' memory alive. The pool reaches the memory only through its cached
+/// `base` pointer; the owner is never touched again until it is dropped with the pool.
 enum Region {
-    Heap(Box<[u8]>),
-    External {
-        base: *mut u8,
-        len: usize,
-        _owner: Box<dyn Any>,
-    },
+    /// Heap memory; its buffer does not move when the `Vec` does.
+    Heap(#[allow(dead_code)] Vec<u8>),
+    /// Memory mapped by someone else (the AF_XDP UMEM), kept alive by its owner.
+    External(#[allow(dead_code)] Box<dyn Any>),
 }
 
 /// Pool construction errors.
@@ -122,7 +121,10 @@ pub struct PoolStats {
 
 /// A pool of fixed-size frames with headroom. See the module docs for invariants.
 pub struct Pool {
-    region: Region,
+    /// Start of the frames' memory: `len` bytes, valid for the pool's life (see `Region`).
+    base: *mut u8,
+    len: usize,
+    _region: Region,
     frame_size: usize,
     headroom: u32,
     meta: Box<[Meta]>,
@@ -170,12 +172,20 @@ impl Pool {
         Ok(())
     }
 
-    fn build(region: Region, frames: usize, frame_size: usize, headroom: usize) -> Pool {
+    fn build(
+        base: *mut u8,
+        region: Region,
+        frames: usize,
+        frame_size: usize,
+        headroom: usize,
+    ) -> Pool {
         let mut free = Vec::with_capacity(frames);
         // Hand out low indices first (LIFO free list): keeps the working set in cache.
         free.extend((0..frames as u32).rev());
         Pool {
-            region,
+            base,
+            len: frames * frame_size,
+            _region: region,
             frame_size,
             headroom: headroom as u32,
             meta: vec![Meta::FREE; frames].into_boxed_slice(),
@@ -189,8 +199,15 @@ impl Pool {
     /// of each freshly allocated frame.
     pub fn new(frames: usize, frame_size: usize, headroom: usize) -> Result<Pool, PoolError> {
         Self::check(frames, frame_size, headroom)?;
-        let region = Region::Heap(vec![0u8; frames * frame_size].into_boxed_slice());
-        Ok(Self::build(region, frames, frame_size, headroom))
+        let mut mem = vec![0u8; frames * frame_size];
+        let base = mem.as_mut_ptr();
+        Ok(Self::build(
+            base,
+            Region::Heap(mem),
+            frames,
+            frame_size,
+            headroom,
+        ))
     }
 
     /// A pool over memory mapped by someone else (the AF_XDP UMEM). Frame `i` is
@@ -220,32 +237,32 @@ impl Pool {
                 frame_size,
             });
         }
-        let region = Region::External {
+        Ok(Self::build(
             base,
-            len,
-            _owner: owner,
-        };
-        Ok(Self::build(region, frames, frame_size, headroom))
+            Region::External(owner),
+            frames,
+            frame_size,
+            headroom,
+        ))
     }
 
+    #[inline]
     fn bytes(&self) -> &[u8] {
-        match &self.region {
-            Region::Heap(b) => b,
-            // SAFETY: `from_external`'s contract: the region is valid for the pool's life.
-            Region::External { base, len, .. } => unsafe {
-                core::slice::from_raw_parts(*base, *len)
-            },
-        }
+        // SAFETY: `base..base + len` is valid for the pool's life: a heap buffer the pool owns and
+        // never touches otherwise, or mapped memory under `from_external`'s contract.
+        unsafe { core::slice::from_raw_parts(self.base, self.len) }
     }
 
+    #[inline]
     fn bytes_mut(&mut self) -> &mut [u8] {
-        match &mut self.region {
-            Region::Heap(b) => b,
-            // SAFETY: as in `bytes`, and `&mut self` gives exclusive access.
-            Region::External { base, len, .. } => unsafe {
-                core::slice::from_raw_parts_mut(*base, *len)
-            },
-        }
+        // SAFETY: as in `bytes`; `&mut self` gives exclusive access.
+        unsafe { core::slice::from_raw_parts_mut(self.base, self.len) }
+    }
+
+    /// True if `frame` is the last of its chain (the common case: one frame per packet).
+    #[inline]
+    pub fn is_single(&self, frame: &Frame) -> bool {
+        self.meta[frame.0 as usize].next == NONE
     }
 
     /// Base address of the region (for drivers that register it with the kernel).
@@ -494,12 +511,21 @@ impl Pool {
     }
 
     /// Total data length over a chain.
+    #[inline]
     pub fn chain_len(&self, head: &Frame) -> usize {
+        let m = &self.meta[head.0 as usize];
+        if m.next == NONE {
+            return m.len as usize;
+        }
         self.chain_iter(head).map(<[u8]>::len).sum()
     }
 
     /// Number of frames in a chain.
+    #[inline]
     pub fn chain_count(&self, head: &Frame) -> usize {
+        if self.is_single(head) {
+            return 1;
+        }
         self.chain_iter(head).count()
     }
 

@@ -166,25 +166,49 @@ impl Stack {
         proto: u8,
         now: Instant,
     ) -> Result<(), DropReason> {
-        let broadcast = self.is_broadcast(dst);
-        let next_hop = if broadcast {
-            dst
-        } else {
-            match self.routes.lookup(dst) {
-                Some(h) => h.addr,
-                None => {
-                    self.drop_frame(f, DropReason::NoRoute);
-                    return Err(DropReason::NoRoute);
-                }
+        match self.route_to(dst) {
+            Ok((next_hop, broadcast)) => {
+                self.ip_output_via(f, src, dst, proto, next_hop, broadcast, now)
             }
-        };
+            Err(r) => {
+                self.drop_frame(f, r);
+                Err(r)
+            }
+        }
+    }
+
+    /// The neighbour to send to for `dst`, and whether `dst` is a broadcast address.
+    #[inline]
+    pub(crate) fn route_to(&self, dst: Ipv4Addr) -> Result<(Ipv4Addr, bool), DropReason> {
+        if self.is_broadcast(dst) {
+            return Ok((dst, true));
+        }
+        match self.routes.lookup(dst) {
+            Some(h) => Ok((h.addr, false)),
+            None => Err(DropReason::NoRoute),
+        }
+    }
+
+    /// [`Stack::ip_output`] once the route is known (callers that looked it up to pick a source
+    /// address do not look it up twice).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn ip_output_via(
+        &mut self,
+        f: Frame,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        next_hop: Ipv4Addr,
+        broadcast: bool,
+        now: Instant,
+    ) -> Result<(), DropReason> {
         if !self.iface.up {
             self.drop_frame(f, DropReason::LinkDown);
             return Err(DropReason::LinkDown);
         }
         let len = self.pool.chain_len(&f);
         let mtu = self.iface.mtu;
-        let single = self.pool.chain_count(&f) == 1;
+        let single = self.pool.is_single(&f);
         let hdr = Ipv4Header {
             src,
             dst,

@@ -224,6 +224,9 @@ impl Reassembler {
 
     /// Earliest deadline of a datagram in progress.
     pub fn next_deadline(&self) -> Option<Instant> {
+        if self.index.is_empty() {
+            return None;
+        }
         self.slots.iter().flatten().map(|d| d.deadline).min()
     }
 

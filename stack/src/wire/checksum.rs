@@ -1,27 +1,48 @@
-//! The Internet checksum (RFC 1071), computed 64 bits at a time.
+//! The Internet checksum (RFC 1071), computed 32 bits at a time into four independent 64-bit
+//! accumulators (no carry chain between them), in native byte order: RFC 1071 2(B) lets the sum be
+//! computed in either order and byte-swapped once at the end.
 //!
-//! `sum` returns an unfolded 32-bit partial sum so that pieces (pseudo-header, header, payload spread
-//! over a frame chain) can be added before the final fold. A piece of odd length must be last, or be
+//! `sum` returns a partial sum so that pieces (pseudo-header, header, payload spread over a frame
+//! chain) can be added before the final fold. A piece of odd length must be last, or be
 //! handled with [`Accumulator`], which carries the odd byte over to the next piece.
 
 use core::net::Ipv4Addr;
 
-/// Adds `data` to a one's-complement sum; the result is not folded.
+/// The one's-complement sum of `data` (network order, folded to 16 bits, not inverted), as a `u64`
+/// so that sums of pieces and a pseudo-header can be added before the final [`fold`].
 #[inline]
 pub fn sum(data: &[u8]) -> u64 {
-    let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let v = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        let (s, carry) = acc.overflowing_add(v);
-        acc = s + carry as u64;
+    // Each 32-bit word added into a u64 cannot overflow for any packet under 2^34 bytes.
+    let (mut a, mut b, mut c, mut d) = (0u64, 0u64, 0u64, 0u64);
+    let mut chunks = data.chunks_exact(16);
+    for ch in &mut chunks {
+        a += u32::from_ne_bytes([ch[0], ch[1], ch[2], ch[3]]) as u64;
+        b += u32::from_ne_bytes([ch[4], ch[5], ch[6], ch[7]]) as u64;
+        c += u32::from_ne_bytes([ch[8], ch[9], ch[10], ch[11]]) as u64;
+        d += u32::from_ne_bytes([ch[12], ch[13], ch[14], ch[15]]) as u64;
     }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 8];
+    let mut rest = chunks.remainder();
+    while rest.len() >= 4 {
+        a += u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
+        rest = &rest[4..];
+    }
+    let mut tail = [0u8; 4];
     tail[..rest.len()].copy_from_slice(rest);
-    let v = u64::from_be_bytes(tail);
-    let (s, carry) = acc.overflowing_add(v);
-    s + carry as u64
+    b += u32::from_ne_bytes(tail) as u64;
+    let native = fold_native(a + b + c + d);
+    // The folded native-order sum, in network order.
+    u16::from_be(native) as u64
+}
+
+/// Folds to 16 bits without changing byte order.
+#[inline]
+fn fold_native(mut s: u64) -> u16 {
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
 }
 
 /// Folds a 64-bit sum into the 16-bit one's-complement sum (not yet inverted).
