@@ -14,7 +14,9 @@
 
 use anyhow::{Context, Result};
 use cnet_drivers::host::Host;
+use cnet_drivers::pcap::PcapPort;
 use cnet_drivers::xdp::{XdpConfig, XdpPort};
+use cnet_drivers::Port;
 use cnet_netlink::{NetlinkSync, Subscription, SyncConfig};
 use cnet_stack::{ConfigEvent, IfAddr, Instant, MacAddr, Stack, StackConfig, UdpHandle};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,11 +84,37 @@ impl UdpEcho {
     }
 }
 
+/// A port a service can run on: an AF_XDP port, possibly wrapped (e.g. recorded to pcap).
+pub trait ServicePort: Port + Send {
+    /// The AF_XDP port underneath.
+    fn xdp(&self) -> &XdpPort;
+    /// The AF_XDP port underneath, writable.
+    fn xdp_mut(&mut self) -> &mut XdpPort;
+}
+
+impl ServicePort for XdpPort {
+    fn xdp(&self) -> &XdpPort {
+        self
+    }
+    fn xdp_mut(&mut self) -> &mut XdpPort {
+        self
+    }
+}
+
+impl ServicePort for PcapPort<XdpPort> {
+    fn xdp(&self) -> &XdpPort {
+        self.inner()
+    }
+    fn xdp_mut(&mut self) -> &mut XdpPort {
+        self.inner_mut()
+    }
+}
+
 /// One stack on one AF_XDP queue.
 #[derive(Debug)]
-pub struct Service {
+pub struct Service<P = XdpPort> {
     /// The stack and its port.
-    pub host: Host<XdpPort>,
+    pub host: Host<P>,
     sync: Option<NetlinkSync>,
     events: Option<Subscription>,
     extra_addrs: Vec<IfAddr>,
@@ -108,7 +136,7 @@ fn sysfs_mac(ifname: &str) -> Result<MacAddr> {
     Ok(MacAddr(mac))
 }
 
-impl Service {
+impl Service<XdpPort> {
     /// Opens the AF_XDP port, starts netlink-sync (in the calling thread's namespace) and builds the
     /// stack from what the kernel reports.
     pub fn open(cfg: ServiceConfig) -> Result<Service> {
@@ -206,6 +234,26 @@ impl Service {
         })
     }
 
+    /// Records everything the port sends and receives to a pcap file at `path`.
+    pub fn record(self, path: &std::path::Path) -> Result<Service<PcapPort<XdpPort>>> {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let writer = cnet_drivers::pcap::PcapWriter::new(file)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let host = self.host.map_port(|p| PcapPort::new(p, writer));
+        Ok(Service {
+            host,
+            sync: self.sync,
+            events: self.events,
+            extra_addrs: self.extra_addrs,
+            siblings: self.siblings,
+            inbox: self.inbox,
+            clock: self.clock,
+        })
+    }
+}
+
+impl<P: ServicePort> Service<P> {
     /// Applies pending netlink events (addresses given on the command line survive re-dumps) and
     /// neighbours learnt by sibling instances; tells the siblings what this one learnt.
     pub fn apply_events(&mut self, now: Instant) {
@@ -254,7 +302,7 @@ impl Service {
                     .map_or(Duration::from_millis(10), |t| t - now)
                     .min(Duration::from_millis(10));
                 if !wait.is_zero() {
-                    self.host.port.wait_rx(wait)?;
+                    self.host.port.xdp().wait_rx(wait)?;
                 }
             }
         }
@@ -262,7 +310,7 @@ impl Service {
     }
 
     /// Stops netlink-sync and frees what the stack holds.
-    pub fn shutdown(mut self) -> Host<XdpPort> {
+    pub fn shutdown(mut self) -> Host<P> {
         if let Some(s) = self.sync.take() {
             s.stop();
         }
@@ -281,13 +329,13 @@ pub fn stop_on_signals() -> Result<std::sync::Arc<AtomicBool>> {
 }
 
 /// The stack's counters and the port's, one per line.
-pub fn report(host: &Host<XdpPort>) -> String {
+pub fn report<P: ServicePort>(host: &Host<P>) -> String {
     let mut s = String::new();
     for (k, v) in host.stack.counters().nonzero() {
         s.push_str(&format!("  {k:<30} {v}\n"));
     }
-    s.push_str(&format!("  xdp: {:?}\n", host.port.counters()));
-    if let Ok(k) = host.port.kernel_stats() {
+    s.push_str(&format!("  xdp: {:?}\n", host.port.xdp().counters()));
+    if let Ok(k) = host.port.xdp().kernel_stats() {
         s.push_str(&format!("  kernel: {k:?}\n"));
     }
     s

@@ -103,6 +103,17 @@ impl<P: Port> Host<P> {
         self.stack.frames_held() + self.port.frames_held() + self.tx.len() + self.rx.len()
     }
 
+    /// Replaces the port by `f(port)` (e.g. wraps it in a [`crate::pcap::PcapPort`]), keeping the
+    /// stack and any frames waiting to be sent.
+    pub fn map_port<Q: Port>(self, f: impl FnOnce(P) -> Q) -> Host<Q> {
+        Host {
+            stack: self.stack,
+            port: f(self.port),
+            rx: self.rx,
+            tx: self.tx,
+        }
+    }
+
     /// Frees everything the stack and the host hold (the port keeps its own).
     pub fn release_all(&mut self) {
         self.stack.release_all();

@@ -232,7 +232,8 @@ impl Drop for Sim {
 pub mod xdp {
     use cnet_apps::lab::{Lab, STACK_DEV};
     use cnet_apps::service::{Service, ServiceConfig, UdpEcho};
-    use cnet_drivers::xdp::XdpConfig;
+    use cnet_drivers::pcap::PcapPort;
+    use cnet_drivers::xdp::{XdpConfig, XdpPort};
     use cnet_drivers::Port;
     use cnet_stack::{Instant, Stack};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -242,11 +243,13 @@ pub mod xdp {
 
     type Job = Box<dyn FnOnce(&mut Stack, Instant) + Send>;
 
-    /// The running stack.
+    /// The running stack. Its port is recorded to `<tmp>/cnet-pcap/<test>.pcap`, kept when the
+    /// test fails (or `CNET_KEEP_PCAP` is set), deleted otherwise.
     pub struct XdpStack {
         jobs: mpsc::Sender<Job>,
         stop: Arc<AtomicBool>,
         thread: Option<JoinHandle<Result<String, String>>>,
+        capture: std::path::PathBuf,
     }
 
     /// Returns from the calling test with a printed reason when the lab cannot run here.
@@ -266,20 +269,29 @@ pub mod xdp {
         pub fn start(lab: &Lab, mut xdp: XdpConfig) -> XdpStack {
             xdp.ifname = STACK_DEV.into();
             let ns = lab.stack_ns_path();
+            let dir = std::env::temp_dir().join("cnet-pcap");
+            std::fs::create_dir_all(&dir).expect("temp dir is writable");
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("xdp")
+                .replace("::", "-");
+            let capture = dir.join(format!("{test}-{}.pcap", lab.stack_ns));
+            let path = capture.clone();
             let stop = Arc::new(AtomicBool::new(false));
             let (jobs, rx) = mpsc::channel::<Job>();
             let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
             let st = stop.clone();
             let thread = std::thread::spawn(move || -> Result<String, String> {
-                let setup = || -> anyhow::Result<(Service, UdpEcho)> {
+                let setup = || -> anyhow::Result<(Service<PcapPort<XdpPort>>, UdpEcho)> {
                     cnet_netlink::enter_netns(&ns)?;
-                    let mut svc = Service::open(ServiceConfig {
+                    let svc = Service::open(ServiceConfig {
                         xdp,
                         queue: 0,
                         extra_addrs: Vec::new(),
                         netlink: true,
                         seed: 7,
                     })?;
+                    let mut svc = svc.record(&path)?;
                     let echo = UdpEcho::bind(&mut svc.host.stack, 7)?;
                     Ok((svc, echo))
                 };
@@ -302,7 +314,8 @@ pub mod xdp {
                 .map_err(|e| format!("{e:#}"))?;
                 let report = cnet_apps::service::report(&svc.host);
                 let mut host = svc.shutdown();
-                host.port.reclaim(host.stack.pool_mut());
+                let _ = host.port.flush();
+                host.port.inner_mut().reclaim(host.stack.pool_mut());
                 let p = host.stack.pool().stats();
                 let held = host.port.frames_held();
                 if p.free + held != p.capacity || p.double_frees != 0 {
@@ -322,6 +335,7 @@ pub mod xdp {
                 jobs,
                 stop,
                 thread: Some(thread),
+                capture,
             }
         }
 
@@ -357,6 +371,11 @@ pub mod xdp {
             self.stop.store(true, Ordering::Relaxed);
             if let Some(t) = self.thread.take() {
                 let _ = t.join();
+            }
+            if std::thread::panicking() || std::env::var_os("CNET_KEEP_PCAP").is_some() {
+                eprintln!("capture of the stack's port: {}", self.capture.display());
+            } else {
+                let _ = std::fs::remove_file(&self.capture);
             }
         }
     }
