@@ -102,22 +102,42 @@ impl Drop for Netns {
     }
 }
 
-/// A subscriber with its folded state.
+/// A subscriber with its folded state, and a cnet stack fed the same events (the stack's own tables
+/// must end up equal to the kernel's too).
 struct Follower {
     sub: Subscription,
     state: FoldedState,
+    stack: cnet_stack::Stack,
 }
 
 impl Follower {
     fn new(sync: &NetlinkSync) -> Follower {
+        let pool = cnet_stack::Pool::new(64, 2048, 192).expect("valid pool");
+        let cfg = cnet_stack::StackConfig::new(cnet_stack::MacAddr([2, 0, 0, 0, 0, 1]));
         let mut f = Follower {
             sub: sync.subscribe(),
             state: FoldedState::new(),
+            stack: cnet_stack::Stack::new(cfg, pool),
         };
         let first = f.sub.recv_timeout(EVENT_WAIT).expect("initial snapshot");
         assert!(matches!(first, ConfigEvent::Snapshot(_)), "{first:?}");
-        f.state.apply(&first);
+        f.apply(&first);
         f
+    }
+
+    fn apply(&mut self, ev: &ConfigEvent) {
+        self.state.apply(ev);
+        self.stack
+            .apply_config(ev.clone(), cnet_stack::Instant::ZERO);
+    }
+
+    /// The stack's routing table, in the form `kernel_routes` gives.
+    fn stack_routes(&self) -> BTreeSet<(Ipv4Addr, u8, Option<Ipv4Addr>, u32)> {
+        self.stack
+            .routes()
+            .iter()
+            .map(|r| (r.dst, r.prefix_len, r.gateway, r.metric))
+            .collect()
     }
 
     /// Waits until an event satisfies `pred`; returns the time since `since`.
@@ -136,7 +156,7 @@ impl Follower {
                     self.state
                 );
             };
-            self.state.apply(&ev);
+            self.apply(&ev);
             if pred(&ev) {
                 return since.elapsed();
             }
@@ -147,8 +167,9 @@ impl Follower {
     fn settle(&mut self, limit: Duration, done: impl Fn(&FoldedState) -> bool) -> bool {
         let deadline = Instant::now() + limit;
         loop {
-            for ev in self.sub.drain() {
-                self.state.apply(&ev);
+            let evs: Vec<ConfigEvent> = self.sub.drain().collect();
+            for ev in &evs {
+                self.apply(ev);
             }
             if done(&self.state) {
                 return true;
@@ -158,7 +179,7 @@ impl Follower {
                 return false;
             }
             if let Some(ev) = self.sub.recv_timeout(left.min(Duration::from_millis(50))) {
-                self.state.apply(&ev);
+                self.apply(&ev);
             }
         }
     }
@@ -473,6 +494,11 @@ fn stress_10k_route_adds_and_deletes() {
         N
     );
     assert_eq!(folded_routes(&f.state), kernel_routes(&ns));
+    assert_eq!(
+        f.stack_routes(),
+        kernel_routes(&ns),
+        "the stack's table equals the kernel's"
+    );
     println!(
         "stress: {N} route adds: ip -batch took {ip_took:?}, table in sync {synced:?} after start"
     );
@@ -484,6 +510,11 @@ fn stress_10k_route_adds_and_deletes() {
     let synced = t.elapsed();
     assert!(all, "{} routes left", f.state.routes().count() - base);
     assert_eq!(folded_routes(&f.state), kernel_routes(&ns));
+    assert_eq!(
+        f.stack_routes(),
+        kernel_routes(&ns),
+        "the stack's table equals the kernel's"
+    );
     assert_eq!(sync.state(), f.state);
     println!(
         "stress: {N} route deletes: ip -batch took {ip_took:?}, table in sync {synced:?} after start"
