@@ -554,7 +554,7 @@ fn overrun_triggers_snapshot_redump() {
     while f.state.routes().count() != base + N as usize && Instant::now() < deadline {
         if let Some(ev) = f.sub.recv_timeout(Duration::from_millis(50)) {
             snapshots += usize::from(matches!(ev, ConfigEvent::Snapshot(_)));
-            f.state.apply(&ev);
+            f.apply(&ev);
         }
     }
     println!(
@@ -562,5 +562,6 @@ fn overrun_triggers_snapshot_redump() {
     );
     assert!(snapshots > 0, "expected ENOBUFS and a re-dump");
     assert_eq!(folded_routes(&f.state), kernel_routes(&ns));
+    assert_eq!(f.stack_routes(), kernel_routes(&ns), "the stack resynchronised too");
     assert_eq!(sync.state(), f.state);
 }
