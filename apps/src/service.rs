@@ -54,6 +54,17 @@ pub struct ServiceConfig {
     pub seed: u64,
 }
 
+/// What the loop does when a pass moved nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Idle {
+    /// Sleep in `poll(2)` on the AF_XDP socket until a frame or the next deadline (at most 10 ms).
+    #[default]
+    Poll,
+    /// Spin: lowest latency, one core at 100 %. With busy polling configured on the port, each
+    /// receive also drives the driver from this thread.
+    Spin,
+}
+
 /// A UDP echo application: every datagram goes back to its sender from the frame it arrived in.
 #[derive(Debug)]
 pub struct UdpEcho {
@@ -120,6 +131,7 @@ pub struct Service<P = XdpPort> {
     extra_addrs: Vec<IfAddr>,
     siblings: Vec<mpsc::Sender<ConfigEvent>>,
     inbox: Option<mpsc::Receiver<ConfigEvent>>,
+    idle: Idle,
     /// The clock the loop runs on.
     pub clock: Clock,
 }
@@ -230,6 +242,7 @@ impl Service<XdpPort> {
             extra_addrs: cfg.extra_addrs.clone(),
             siblings: Vec::new(),
             inbox: None,
+            idle: Idle::Poll,
             clock,
         })
     }
@@ -248,12 +261,18 @@ impl Service<XdpPort> {
             extra_addrs: self.extra_addrs,
             siblings: self.siblings,
             inbox: self.inbox,
+            idle: self.idle,
             clock: self.clock,
         })
     }
 }
 
 impl<P: ServicePort> Service<P> {
+    /// Sets the idle strategy.
+    pub fn set_idle(&mut self, idle: Idle) {
+        self.idle = idle;
+    }
+
     /// Applies pending netlink events (addresses given on the command line survive re-dumps) and
     /// neighbours learnt by sibling instances; tells the siblings what this one learnt.
     pub fn apply_events(&mut self, now: Instant) {
@@ -294,7 +313,9 @@ impl<P: ServicePort> Service<P> {
             let stats = self.host.poll(now)?;
             app(&mut self.host.stack, now);
             let sent = self.host.flush(now)?;
-            if stats.is_idle() && sent == 0 && self.host.tx_waiting() == 0 {
+            if self.idle == Idle::Spin {
+                core::hint::spin_loop();
+            } else if stats.is_idle() && sent == 0 && self.host.tx_waiting() == 0 {
                 let now = self.clock.now();
                 let wait = self
                     .host

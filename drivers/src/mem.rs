@@ -41,7 +41,7 @@
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::binary_heap::PeekMut;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::rc::Rc;
 
 use cnet_stack::{Batch, Duration, Frame, Instant, MacAddr, Pool};
@@ -350,6 +350,11 @@ struct Direction {
     rng: SplitMix64,
     /// Frames in flight, earliest (delivery time, sequence) first.
     wire: BinaryHeap<Reverse<InFlight>>,
+    /// Frames in flight on a perfect link (no impairment: no dice, no heap), in send order, which
+    /// is also delivery order. `receive` merges it with `wire` by (time, sequence).
+    fifo: VecDeque<InFlight>,
+    /// No impairment is set: frames take the FIFO fast path.
+    perfect: bool,
     /// Wire buffers not in flight.
     spare: Vec<Box<[u8]>>,
     /// Sequence number of the next frame put on the wire (ties at equal times go in this order).
@@ -368,6 +373,8 @@ impl Direction {
             max_frame: mtu + ETH_HEADER,
             rng: SplitMix64(seed),
             wire: BinaryHeap::new(),
+            fifo: VecDeque::new(),
+            perfect: true,
             spare: Vec::new(),
             seq: 0,
             busy_until_ns: 0,
@@ -382,7 +389,12 @@ impl Direction {
     /// limit grows past what was reserved).
     fn set_impairments(&mut self, imp: Impairments) {
         let limit = imp.queue_limit;
+        self.perfect = Impairments {
+            queue_limit: limit,
+            ..Impairments::default()
+        } == imp;
         self.wire.reserve(limit.saturating_sub(self.wire.len()));
+        self.fifo.reserve(limit.saturating_sub(self.fifo.len()));
         self.spare.reserve(limit.saturating_sub(self.spare.len()));
         self.imp = imp;
     }
@@ -396,7 +408,11 @@ impl Direction {
     }
 
     fn has_room(&self) -> bool {
-        self.wire.len() < self.imp.queue_limit
+        self.in_flight() < self.imp.queue_limit
+    }
+
+    fn in_flight(&self) -> usize {
+        self.wire.len() + self.fifo.len()
     }
 
     fn push(&mut self, at: Instant, len: usize, buf: Box<[u8]>) {
@@ -418,6 +434,9 @@ impl Direction {
 
     fn transmit_one(&mut self, pool: &Pool, frame: &Frame, now: Instant) {
         self.stats.sent += 1;
+        if self.perfect {
+            return self.transmit_perfect(pool, frame, now);
+        }
         let fate = Fate::roll(&mut self.rng, &self.imp);
         let len = pool.chain_len(frame);
         if len > self.max_frame {
@@ -448,7 +467,7 @@ impl Direction {
         // The duplicate is a copy of the frame as sent, before any corruption.
         let dup = if fate.duplicate {
             self.stats.duplicated += 1;
-            if self.wire.len() + 1 < self.imp.queue_limit {
+            if self.in_flight() + 1 < self.imp.queue_limit {
                 let mut copy = self.buffer();
                 copy[..len].copy_from_slice(&buf[..len]);
                 Some(copy)
@@ -471,6 +490,27 @@ impl Direction {
         }
     }
 
+    /// A perfect link: no dice, delivery at `now` in send order.
+    fn transmit_perfect(&mut self, pool: &Pool, frame: &Frame, now: Instant) {
+        let len = pool.chain_len(frame);
+        if len > self.max_frame {
+            self.stats.mtu_dropped += 1;
+            return;
+        }
+        if !self.has_room() {
+            self.stats.queue_dropped += 1;
+            return;
+        }
+        let mut buf = self.buffer();
+        let copied = pool.chain_copy_to(frame, &mut buf[..len]);
+        debug_assert_eq!(copied, len);
+        let at = now.max(self.in_order_floor);
+        self.in_order_floor = at;
+        let seq = self.seq;
+        self.seq += 1;
+        self.fifo.push_back(InFlight { at, seq, len, buf });
+    }
+
     /// Runs the serializer for a `len`-byte frame handed over at `now`; returns when its last byte
     /// has left.
     fn serialize(&mut self, len: usize, now: Instant) -> Instant {
@@ -488,13 +528,26 @@ impl Direction {
     fn receive(&mut self, pool: &mut Pool, batch: &mut Batch, now: Instant) -> usize {
         let mut n = 0;
         while !batch.is_full() {
-            let Some(top) = self.wire.peek_mut() else {
+            let from_fifo = match (self.fifo.front(), self.wire.peek()) {
+                (Some(f), Some(w)) => f.key() <= w.0.key(),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if from_fifo {
+                match self.fifo.front() {
+                    Some(f) if f.at <= now => self.fifo.pop_front(),
+                    _ => None,
+                }
+            } else {
+                match self.wire.peek_mut() {
+                    Some(top) if top.0.at <= now => Some(PeekMut::pop(top).0),
+                    _ => None,
+                }
+            };
+            let Some(InFlight { len, buf, .. }) = next else {
                 break;
             };
-            if top.0.at > now {
-                break;
-            }
-            let Reverse(InFlight { len, buf, .. }) = PeekMut::pop(top);
             self.deliver(pool, batch, &buf[..len], &mut n);
             self.spare.push(buf);
         }
@@ -526,7 +579,9 @@ impl Direction {
     }
 
     fn next_delivery(&self) -> Option<Instant> {
-        self.wire.peek().map(|f| f.0.at)
+        let w = self.wire.peek().map(|f| f.0.at);
+        let f = self.fifo.front().map(|f| f.at);
+        w.into_iter().chain(f).min()
     }
 }
 
@@ -605,12 +660,12 @@ impl MemPort {
 
     /// Frames in flight towards this port (not yet received or dropped).
     pub fn pending_rx(&self) -> usize {
-        self.link.borrow().dirs[1 - self.side].wire.len()
+        self.link.borrow().dirs[1 - self.side].in_flight()
     }
 
     /// Frames in flight from this port.
     pub fn pending_tx(&self) -> usize {
-        self.link.borrow().dirs[self.side].wire.len()
+        self.link.borrow().dirs[self.side].in_flight()
     }
 
     /// Replaces the impairments of the direction this port transmits on, from the next frame on

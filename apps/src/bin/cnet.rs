@@ -7,8 +7,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use cnet_apps::service::{self, Service, ServiceConfig, UdpEcho};
-use cnet_drivers::xdp::{AttachMode, BindMode, XdpConfig};
+use cnet_apps::service::{self, Idle, Service, ServiceConfig, UdpEcho};
+use cnet_drivers::xdp::{AttachMode, BindMode, BusyPoll, XdpConfig};
 use cnet_stack::IfAddr;
 
 #[derive(Parser)]
@@ -52,6 +52,12 @@ enum Cmd {
         /// Do not learn addresses and routes from the kernel.
         #[arg(long)]
         no_netlink: bool,
+        /// Idle strategy: poll (sleep in poll(2)) or spin.
+        #[arg(long, default_value = "poll")]
+        idle: String,
+        /// Busy polling: SO_BUSY_POLL microseconds and SO_BUSY_POLL_BUDGET (e.g. `20,64`).
+        #[arg(long)]
+        busy_poll: Option<String>,
     },
 }
 
@@ -65,23 +71,54 @@ fn parse_ifaddr(s: &str) -> Result<IfAddr> {
     })
 }
 
-fn echo(
+/// `cnet echo` options.
+struct EchoOpts {
     iface: String,
     addr: Option<String>,
     port: u16,
     queues: Vec<u32>,
-    attach: &str,
-    bind: &str,
+    attach: String,
+    bind: String,
     no_netlink: bool,
-) -> Result<()> {
+    idle: String,
+    busy_poll: Option<String>,
+}
+
+fn echo(o: EchoOpts) -> Result<()> {
+    let EchoOpts {
+        iface,
+        addr,
+        port,
+        queues,
+        attach,
+        bind,
+        no_netlink,
+        idle,
+        busy_poll,
+    } = o;
+    let idle = match idle.as_str() {
+        "poll" => Idle::Poll,
+        "spin" => Idle::Spin,
+        other => anyhow::bail!("unknown idle strategy {other:?} (poll, spin)"),
+    };
     let mut xdp = XdpConfig::new(&iface);
-    xdp.attach_mode = match attach {
+    if let Some(bp) = busy_poll {
+        let (t, b) = bp
+            .split_once(',')
+            .context("--busy-poll takes TIMEOUT_US,BUDGET")?;
+        xdp.busy_poll = Some(BusyPoll {
+            timeout_us: t.trim().parse().context("bad busy-poll timeout")?,
+            budget: b.trim().parse().context("bad busy-poll budget")?,
+            prefer: true,
+        });
+    }
+    xdp.attach_mode = match attach.as_str() {
         "auto" => AttachMode::Auto,
         "native" => AttachMode::Native,
         "generic" => AttachMode::Generic,
         other => anyhow::bail!("unknown attach mode {other:?} (auto, native, generic)"),
     };
-    xdp.bind_mode = match bind {
+    xdp.bind_mode = match bind.as_str() {
         "auto" => BindMode::Auto,
         "copy" => BindMode::Copy,
         "zero-copy" => BindMode::ZeroCopy,
@@ -105,6 +142,7 @@ fn echo(
     })?;
     let mut threads = Vec::new();
     for mut svc in services {
+        svc.set_idle(idle);
         let mut app = UdpEcho::bind(&mut svc.host.stack, port)?;
         eprintln!(
             "cnet echo on {iface} queue {}: MAC {}, addresses {:?}, UDP port {port}; Ctrl-C stops",
@@ -161,6 +199,18 @@ fn main() -> Result<()> {
             attach,
             bind,
             no_netlink,
-        } => echo(iface, addr, udp, queues, &attach, &bind, no_netlink),
+            idle,
+            busy_poll,
+        } => echo(EchoOpts {
+            iface,
+            addr,
+            port: udp,
+            queues,
+            attach,
+            bind,
+            no_netlink,
+            idle,
+            busy_poll,
+        }),
     }
 }
