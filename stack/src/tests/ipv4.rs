@@ -136,3 +136,52 @@ fn small_mtu_fragments_and_link_down_stops_output() {
     );
     p.assert_no_leak();
 }
+
+#[test]
+fn options_are_skipped_and_several_addresses_answer() {
+    let mut s = stack(MAC_A, IP_A, 16);
+    let _ = feed(&mut s, &[], Instant::ZERO);
+    let second = Ipv4Addr::new(198, 18, 0, 9);
+    s.apply_config(
+        ConfigEvent::AddrAdd(crate::config::IfAddr {
+            addr: second,
+            prefix_len: 24,
+        }),
+        Instant::ZERO,
+    );
+    let h = s.udp_bind("0.0.0.0:7".parse().unwrap()).unwrap();
+    // IHL 6: a 4-byte options field (NOP, NOP, NOP, EOL) before the UDP header.
+    let udp = [0x30, 0x39, 0x00, 0x07, 0, 10, 0, 0, b'o', b'k'];
+    let mut f = vec![0u8; 14 + 24 + udp.len()];
+    crate::wire::write_eth(&mut f, MAC_A, MAC_B, crate::wire::ETHERTYPE_IPV4);
+    let ip = &mut f[14..38];
+    ip[0] = 0x46;
+    ip[2..4].copy_from_slice(&((24 + udp.len()) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = crate::wire::PROTO_UDP;
+    ip[12..16].copy_from_slice(&IP_B.octets());
+    ip[16..20].copy_from_slice(&second.octets());
+    ip[20..24].copy_from_slice(&[1, 1, 1, 0]);
+    let c = crate::wire::checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f[38..].copy_from_slice(&udp);
+    feed(&mut s, &[f], Instant::ZERO);
+    let d = s.udp_recv(h).expect("delivered past the options");
+    assert_eq!(s.pool().data(&d.frame), b"ok");
+    assert_eq!(*d.dst.ip(), second, "the second address receives too");
+    s.pool_mut().free(d.frame);
+    // A reply goes out from the address it was sent to.
+    s.apply_config(
+        ConfigEvent::NeighborSet(crate::config::Neighbor {
+            ip: IP_B,
+            mac: MAC_B,
+            permanent: true,
+        }),
+        Instant::ZERO,
+    );
+    let h2 = s.udp_bind(core::net::SocketAddrV4::new(second, 8)).unwrap();
+    s.udp_send_slice(h2, b"r", "198.18.0.2:9".parse().unwrap(), Instant::ZERO)
+        .unwrap();
+    let out = feed(&mut s, &[], Instant::ZERO);
+    assert_eq!(&out[0][26..30], &second.octets());
+}
