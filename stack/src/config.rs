@@ -42,6 +42,42 @@ pub struct StackConfig {
     pub arp_max_probes: u32,
     /// Verify checksums of received packets in software (off only where the port verified them).
     pub rx_checksum: bool,
+    /// Default TCP send buffer per connection, bytes.
+    pub tcp_snd_buf: u32,
+    /// Default TCP receive buffer per connection, bytes (the window scale follows from it).
+    pub tcp_rcv_buf: u32,
+    /// Connections in SYN-RECEIVED per listener before SYN cookies (or drops) take over.
+    pub tcp_syn_backlog: u32,
+    /// Most TCP connections in the table (every state).
+    pub tcp_max_connections: usize,
+    /// Answer SYNs with SYN cookies when the SYN queue is full.
+    pub tcp_syncookies: bool,
+    /// Offer and accept window scaling (RFC 7323).
+    pub tcp_window_scaling: bool,
+    /// Offer and accept SACK (RFC 2018).
+    pub tcp_sack: bool,
+    /// Offer and accept timestamps (RFC 7323).
+    pub tcp_timestamps: bool,
+    /// Delayed-ACK timeout (RFC 9293 3.8.6.3: under 0.5 s; Linux: 40 ms).
+    pub tcp_delack_ms: u64,
+    /// Initial RTO (RFC 6298 2.1: 1 s).
+    pub tcp_rto_initial_ms: u64,
+    /// Lowest RTO. RFC 6298 2.4 says 1 s; Linux (and we, by default) use 200 ms.
+    pub tcp_rto_min_ms: u64,
+    /// Highest RTO (RFC 6298 2.5: at least 60 s).
+    pub tcp_rto_max_ms: u64,
+    /// SYN (and SYN-ACK) retransmissions before giving up.
+    pub tcp_syn_retries: u32,
+    /// Data retransmissions before giving up (Linux `tcp_retries2`).
+    pub tcp_retries2: u32,
+    /// TIME-WAIT duration, 2 MSL (Linux: 60 s).
+    pub tcp_time_wait_ms: u64,
+    /// Life of an orphaned FIN-WAIT-2 connection (Linux `tcp_fin_timeout`).
+    pub tcp_fin_timeout_ms: u64,
+    /// Interval between keepalive probes (RFC 1122 4.2.3.6; Linux 75 s).
+    pub tcp_keepalive_intvl_s: u64,
+    /// Unanswered keepalive probes before the connection is dropped (Linux 9).
+    pub tcp_keepalive_probes: u32,
 }
 
 impl StackConfig {
@@ -63,6 +99,24 @@ impl StackConfig {
             arp_retransmit_ms: 1_000,
             arp_max_probes: 3,
             rx_checksum: true,
+            tcp_snd_buf: 256 * 1024,
+            tcp_rcv_buf: 256 * 1024,
+            tcp_syn_backlog: 256,
+            tcp_max_connections: 65536,
+            tcp_syncookies: true,
+            tcp_window_scaling: true,
+            tcp_sack: true,
+            tcp_timestamps: true,
+            tcp_delack_ms: 40,
+            tcp_rto_initial_ms: 1000,
+            tcp_rto_min_ms: 200,
+            tcp_rto_max_ms: 60_000,
+            tcp_syn_retries: 6,
+            tcp_retries2: 15,
+            tcp_time_wait_ms: 60_000,
+            tcp_fin_timeout_ms: 60_000,
+            tcp_keepalive_intvl_s: 75,
+            tcp_keepalive_probes: 9,
         }
     }
 }

@@ -77,8 +77,60 @@ reasons! {
         UdpNoSocket => "udp_no_socket",
         /// The socket's receive queue is full.
         UdpQueueFull => "udp_queue_full",
-        /// TCP not yet handled by this build.
-        TcpUnsupported => "tcp_unsupported",
+        /// TCP segment sent to a broadcast address (RFC 1122 4.2.3.10).
+        TcpBroadcast => "tcp_broadcast",
+        /// TCP segment shorter than its fixed header.
+        TcpTruncated => "tcp_truncated",
+        /// TCP data offset below 5 or beyond the segment.
+        TcpBadDataOffset => "tcp_bad_data_offset",
+        /// TCP option with an impossible length.
+        TcpBadOption => "tcp_bad_option",
+        /// TCP checksum mismatch.
+        TcpBadChecksum => "tcp_bad_checksum",
+        /// TCP source or destination port zero.
+        TcpBadPort => "tcp_bad_port",
+        /// No connection or listener: answered with RST (unless a RST).
+        TcpNoSocket => "tcp_no_socket",
+        /// RST to a listener (ignored, RFC 9293 3.10.7.2).
+        TcpListenRst => "tcp_listen_rst",
+        /// ACK to a listener that is no SYN cookie: answered with RST.
+        TcpListenAck => "tcp_listen_ack",
+        /// Segment not acceptable in the connection's state (e.g. no SYN in SYN-SENT).
+        TcpStateDrop => "tcp_state_drop",
+        /// Listener's accept queue full: SYN or final ACK dropped.
+        TcpAcceptQueueFull => "tcp_accept_queue_full",
+        /// Listener's SYN queue full and SYN cookies off.
+        TcpSynQueueFull => "tcp_syn_queue_full",
+        /// ACK to a listener with an invalid or expired SYN cookie.
+        TcpBadCookie => "tcp_bad_cookie",
+        /// Unacceptable ACK in SYN-SENT or SYN-RECEIVED (answered with RST).
+        TcpBadAck => "tcp_bad_ack",
+        /// RST in SYN-SENT without an acceptable ACK.
+        TcpBadRst => "tcp_bad_rst",
+        /// Segment outside the receive window (answered with an ACK).
+        TcpBadSeq => "tcp_bad_seq",
+        /// SYN on a synchronized connection (challenge ACK, RFC 5961 4).
+        TcpSynInWindow => "tcp_syn_in_window",
+        /// Segment without ACK on a synchronized connection.
+        TcpNoAck => "tcp_no_ack",
+        /// Old timestamp (PAWS, RFC 7323 5).
+        TcpPaws => "tcp_paws",
+        /// RST in the window but not at RCV.NXT (challenge ACK, RFC 5961 3).
+        TcpRstInWindow => "tcp_rst_in_window",
+        /// ACK of data never sent (RFC 5961 5).
+        TcpAckUnsent => "tcp_ack_unsent",
+        /// ACK older than SND.UNA - MAX.SND.WND (RFC 5961 5).
+        TcpAckTooOld => "tcp_ack_too_old",
+        /// Data after the peer's FIN.
+        TcpDataAfterFin => "tcp_data_after_fin",
+        /// Data already received (retransmission or duplicate).
+        TcpDuplicateData => "tcp_duplicate_data",
+        /// Data beyond the advertised window.
+        TcpBeyondWindow => "tcp_beyond_window",
+        /// Receive frame budget or pool reserve exhausted.
+        TcpRcvMemory => "tcp_rcv_memory",
+        /// ICMP error quoting a sequence number not in flight (RFC 5927).
+        TcpIcmpBadSeq => "tcp_icmp_bad_seq",
         /// No route to the destination.
         NoRoute => "no_route",
         /// Queue of packets waiting for ARP resolution is full.
@@ -133,6 +185,48 @@ reasons! {
         UdpSent => "udp_sent",
         /// Configuration events applied.
         ConfigEvents => "config_events",
+        /// TCP segments received.
+        TcpSegsIn => "tcp_segs_in",
+        /// TCP segments sent.
+        TcpSegsOut => "tcp_segs_out",
+        /// Connections opened by `tcp_connect`.
+        TcpActiveOpens => "tcp_active_opens",
+        /// SYNs accepted into a listener's SYN queue.
+        TcpPassiveOpens => "tcp_passive_opens",
+        /// Handshakes completed.
+        TcpEstablished => "tcp_established",
+        /// Connections reset by the peer.
+        TcpResetsRecv => "tcp_resets_recv",
+        /// RSTs sent.
+        TcpResetsSent => "tcp_resets_sent",
+        /// Challenge ACKs sent (RFC 5961).
+        TcpChallengeAcks => "tcp_challenge_acks",
+        /// SYN-ACKs with a SYN cookie.
+        TcpSynCookiesSent => "tcp_syncookies_sent",
+        /// Connections opened from a valid SYN cookie.
+        TcpSynCookiesOk => "tcp_syncookies_ok",
+        /// TIME-WAIT connections reopened by a newer SYN (RFC 6191).
+        TcpTimeWaitReused => "tcp_time_wait_reused",
+        /// Fast retransmit / SACK recoveries entered.
+        TcpFastRecoveries => "tcp_fast_recoveries",
+        /// Segments retransmitted.
+        TcpRetransSegs => "tcp_retrans_segs",
+        /// Retransmission timeouts.
+        TcpRtoExpirations => "tcp_rto_expirations",
+        /// ACKs sent by the delayed-ACK timer.
+        TcpDelayedAcks => "tcp_delayed_acks",
+        /// Zero-window probes sent.
+        TcpWindowProbes => "tcp_window_probes",
+        /// Keepalive probes sent.
+        TcpKeepaliveProbes => "tcp_keepalive_probes",
+        /// Segments queued out of order.
+        TcpOutOfOrder => "tcp_out_of_order",
+        /// Payload bytes received in order (first arrival).
+        TcpBytesReceived => "tcp_bytes_received",
+        /// ICMP errors taken by a connection.
+        TcpIcmpErrors => "tcp_icmp_errors",
+        /// MSS lowered by ICMP fragmentation-needed.
+        TcpPmtuUpdates => "tcp_pmtu_updates",
     }
 }
 

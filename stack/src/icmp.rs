@@ -8,7 +8,7 @@ use crate::ipv4::{L4Batch, L4Packet};
 use crate::stack::{BindError, SendError, Stack};
 use crate::time::Instant;
 use crate::wire::checksum::{self, Accumulator};
-use crate::wire::{ICMP_HLEN, IPV4_HLEN, PROTO_ICMP, PROTO_UDP};
+use crate::wire::{ICMP_HLEN, IPV4_HLEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use core::net::{Ipv4Addr, SocketAddrV4};
 use slab::Slab;
 use std::collections::VecDeque;
@@ -157,7 +157,7 @@ impl Stack {
                 types::ECHO_REQUEST if !p.broadcast => self.echo_reply(p, now),
                 types::ECHO_REPLY => self.echo_reply_input(p),
                 types::DEST_UNREACHABLE | types::TIME_EXCEEDED | types::PARAMETER_PROBLEM => {
-                    self.icmp_error_input(p, ty, code)
+                    self.icmp_error_input(p, ty, code, now)
                 }
                 // RFC 1122 3.2.2.6: echo to a broadcast address MAY be ignored; we do.
                 _ => self.drop_frame(p.frame, DropReason::IcmpIgnored),
@@ -215,7 +215,7 @@ impl Stack {
 
     /// An error about a datagram we sent: find the socket from the quoted header (RFC 1122
     /// 3.2.2: the quote holds the original IP header and at least 8 bytes of its payload).
-    fn icmp_error_input(&mut self, p: L4Packet, ty: u8, code: u8) {
+    fn icmp_error_input(&mut self, p: L4Packet, ty: u8, code: u8, now: Instant) {
         let b = self.pool.data(&p.frame);
         let mtu = (ty == types::DEST_UNREACHABLE && code == codes::FRAG_NEEDED)
             .then(|| u16::from_be_bytes([b[6], b[7]]));
@@ -242,8 +242,15 @@ impl Stack {
             dst: SocketAddrV4::new(dst, dport),
             mtu,
         };
-        let delivered =
-            proto == PROTO_UDP && self.udp_deliver_error(SocketAddrV4::new(src, sport), err);
+        let local = SocketAddrV4::new(src, sport);
+        let delivered = match proto {
+            PROTO_UDP => self.udp_deliver_error(local, err),
+            PROTO_TCP => {
+                let seq = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
+                self.tcp_icmp_error(local, err.dst, seq, err, now)
+            }
+            _ => false,
+        };
         if delivered {
             self.counters.add(Event::IcmpErrorsDelivered, 1);
             self.pool.free(p.frame);

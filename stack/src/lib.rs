@@ -11,6 +11,8 @@
 //! | [`ipv4`] | validation, reassembly, fragmentation, routing (LPM) |
 //! | [`icmp`] | echo, destination unreachable, errors delivered to sockets |
 //! | [`udp`] | sockets by (addr, port), zero-copy receive queues |
+//! | [`tcp`] | RFC 9293 connections: SACK, timestamps, window scaling, NewReno/CUBIC, SYN cookies |
+//! | [`timer`] | hierarchical timer wheel (TCP timers) |
 //!
 //! ## Time contract
 //! The stack reads no clock and owns no socket or thread. The caller drives it:
@@ -33,7 +35,9 @@ pub mod hash;
 pub mod icmp;
 pub mod ipv4;
 mod stack;
+pub mod tcp;
 pub mod time;
+pub mod timer;
 pub mod udp;
 pub mod wire;
 
@@ -45,5 +49,9 @@ pub use config::{ConfigEvent, IfAddr, MacAddr, Neighbor, Route, StackConfig};
 pub use counters::{Counters, DropReason, Event};
 pub use icmp::{EchoReply, IcmpError, PingHandle};
 pub use stack::{BindError, SendError, Stack};
+pub use tcp::{
+    Congestion, ConnectError, TcpError, TcpHandle, TcpInfo, TcpListener, TcpOpts, TcpSendError,
+    TcpState,
+};
 pub use time::{Duration, Instant};
 pub use udp::{UdpDatagram, UdpHandle};

@@ -3,7 +3,7 @@
 //! Call order (see the crate docs for the time contract): `apply_config` between bursts,
 //! `process_rx` per received burst, application calls, then `poll_tx` until it returns 0, then sleep
 //! until `poll_timeout`. Protocol stages live in their modules as further `impl Stack` blocks:
-//! `eth`, `arp`, `ipv4`, `icmp`, `udp`.
+//! `eth`, `arp`, `ipv4`, `icmp`, `udp`, `tcp`.
 
 use crate::arp::table::{NeighborTable, Timing};
 use crate::buf::{Batch, Frame, Pool};
@@ -12,6 +12,7 @@ use crate::counters::{Counters, DropReason, Event};
 use crate::icmp::{PingTable, TokenBucket};
 use crate::ipv4::reassembly::Reassembler;
 use crate::ipv4::route::{network, RouteTable};
+use crate::tcp::TcpTable;
 use crate::time::{Duration, Instant};
 use crate::udp::UdpTable;
 use core::net::Ipv4Addr;
@@ -105,6 +106,7 @@ pub struct Stack {
     pub(crate) neighbors: NeighborTable,
     pub(crate) reassembly: Reassembler,
     pub(crate) udp: UdpTable,
+    pub(crate) tcp: TcpTable,
     pub(crate) ping: PingTable,
     pub(crate) unreach_bucket: TokenBucket,
     /// Frames ready for the driver, Ethernet header written.
@@ -152,6 +154,7 @@ impl Stack {
                 rng.next_u64(),
             ),
             udp: UdpTable::new(cfg.udp_rx_queue, rng.next_u64()),
+            tcp: TcpTable::new(rng.next_u64(), rng.next_u64(), rng.next_u64()),
             ping: PingTable::default(),
             unreach_bucket: TokenBucket::new(cfg.icmp_unreach_per_sec),
             tx: VecDeque::with_capacity(cfg.tx_queue),
@@ -217,6 +220,7 @@ impl Stack {
         self.tx.iter().map(chain).sum::<usize>()
             + self.reassembly.frames_held()
             + self.udp.frames_held(&self.pool)
+            + self.tcp.frames_held(&self.pool)
             + self.ping.frames_held(&self.pool)
             + self
                 .neighbors
@@ -283,6 +287,7 @@ impl Stack {
     /// timers. Returns how many. Call until it returns 0.
     pub fn poll_tx(&mut self, out: &mut Batch, now: Instant) -> usize {
         self.on_timers(now);
+        self.tcp_flush(now);
         let mut n = 0;
         while !out.is_full() {
             let Some(f) = self.tx.pop_front() else { break };
@@ -307,6 +312,7 @@ impl Stack {
         [
             self.neighbors.next_deadline(),
             self.reassembly.next_deadline(),
+            self.tcp_next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -320,6 +326,7 @@ impl Stack {
                 self.counters.drop(DropReason::FragTimeout);
             }
             self.arp_on_timer(now);
+            self.tcp_on_timers(now);
         }
     }
 
@@ -424,6 +431,7 @@ impl Stack {
         }
         self.reassembly.clear(&mut self.pool);
         self.udp.clear(&mut self.pool);
+        self.tcp.clear(&mut self.pool);
         self.ping.clear(&mut self.pool);
         // Only `Incomplete` entries hold packets; they are dropped with them.
         for f in self.neighbors.retain(|_, e| e.queue.is_empty()) {

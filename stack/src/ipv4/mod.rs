@@ -42,6 +42,7 @@ impl Stack {
     pub(crate) fn ipv4_input(&mut self, batch: &mut Batch, now: Instant) {
         let mut icmp = L4Batch::new();
         let mut udp = L4Batch::new();
+        let mut tcp = L4Batch::new();
         let verify = self.cfg.rx_checksum;
         for f in batch.drain() {
             let info = match parse_ipv4(self.pool.data(&f), verify) {
@@ -134,10 +135,7 @@ impl Stack {
             let sub = match info.proto {
                 PROTO_UDP => &mut udp,
                 PROTO_ICMP => &mut icmp,
-                PROTO_TCP => {
-                    self.drop_frame(pkt.frame, DropReason::TcpUnsupported);
-                    continue;
-                }
+                PROTO_TCP => &mut tcp,
                 _ => {
                     self.proto_unreachable(pkt, now);
                     continue;
@@ -153,6 +151,9 @@ impl Stack {
         }
         if !udp.is_empty() {
             self.udp_input(&mut udp, now);
+        }
+        if !tcp.is_empty() {
+            self.tcp_input(&mut tcp, now);
         }
     }
 

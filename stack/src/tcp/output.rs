@@ -1,0 +1,557 @@
+//! Segment output: what to send now (RFC 9293 3.8.6 windows, RFC 5681/6675 recovery, Nagle
+//! RFC 9293 3.7.4), and how a segment is built (headers in the payload frame's headroom, or a
+//! copy into a fresh frame).
+//!
+//! Every segment carrying ACK clears the pending-ACK state (delayed ACK timer, ACK-now flag).
+
+use super::wire::{flags, Emit, SegmentOptions};
+use super::*;
+use crate::counters::{DropReason, Event};
+use crate::wire::checksum::{pseudo_header, Accumulator};
+use crate::wire::PROTO_TCP;
+
+/// Payload of a segment: bytes `off..off+len` (frame-relative) of the frame with index `frame`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Payload {
+    frame: u32,
+    off: usize,
+    len: usize,
+    /// The whole entry, from its start: eligible for in-place headers.
+    whole: bool,
+}
+
+impl Stack {
+    /// Our timestamp clock (RFC 7323 5.4: 1 ms ticks, per-connection offset).
+    pub(crate) fn tcp_ts_now(offset: u32, now: Instant) -> u32 {
+        (now.total_millis() as u32).wrapping_add(offset)
+    }
+
+    /// The window field, and the new right edge (never moved left, RFC 9293 3.8.6.2.2; small
+    /// openings are not advertised, receiver-side SWS avoidance).
+    fn tcp_window_field(c: &Conn, syn: bool) -> (u16, u32) {
+        let space = c.rcv_space();
+        if syn {
+            let w = space.min(65535);
+            return (w as u16, c.rcv_nxt.wrapping_add(w));
+        }
+        let ws = c.rcv_wscale;
+        let cur = if seq_gt(c.rcv_adv, c.rcv_nxt) {
+            c.rcv_adv.wrapping_sub(c.rcv_nxt)
+        } else {
+            0
+        };
+        let mut w = space.min(65535u32 << ws);
+        let thresh = (c.rcv_buf / 2).min(u32::from(c.rcv_mss));
+        if w < cur || (w - cur < thresh && w < c.rcv_buf) {
+            w = cur;
+        }
+        let field = w.div_ceil(1 << ws).min(65535);
+        (field as u16, c.rcv_nxt.wrapping_add(field << ws))
+    }
+
+    /// Builds and sends one segment of connection `idx`.
+    pub(crate) fn tcp_emit(
+        &mut self,
+        idx: u32,
+        seq: u32,
+        fl: u8,
+        payload: Option<Payload>,
+        now: Instant,
+    ) -> bool {
+        let ts_on = self.cfg.tcp_timestamps;
+        let ws_on = self.cfg.tcp_window_scaling;
+        let sack_on = self.cfg.tcp_sack;
+        let mtu = self.iface.mtu;
+        let c = &mut self.tcp.conns[idx as usize];
+        let syn = fl & flags::SYN != 0;
+        let mut opts = SegmentOptions::default();
+        let tsval = Stack::tcp_ts_now(c.ts_offset, now);
+        if syn {
+            opts.mss = Some(c.rcv_mss);
+            if c.state == TcpState::SynSent {
+                // Active open: offer everything enabled (RFC 7323 2.2, 3.2; RFC 2018 2).
+                if ws_on {
+                    c.rcv_wscale = Stack::tcp_wscale_for(c.rcv_buf);
+                    opts.wscale = Some(c.rcv_wscale);
+                }
+                opts.sack_permitted = sack_on;
+                if ts_on {
+                    opts.timestamps = Some((tsval, 0));
+                }
+            } else {
+                // SYN-ACK: only what the peer offered.
+                if c.has(F_WS) {
+                    opts.wscale = Some(c.rcv_wscale);
+                }
+                opts.sack_permitted = c.has(F_SACK);
+                if c.has(F_TS) {
+                    opts.timestamps = Some((tsval, c.ts_recent));
+                }
+            }
+        } else {
+            if c.has(F_TS) {
+                opts.timestamps = Some((tsval, c.ts_recent));
+            }
+            if c.has(F_SACK) && !c.ooo.is_empty() && fl & flags::ACK != 0 {
+                opts.sack = c.ooo.sack_blocks(if c.has(F_TS) { 3 } else { 4 });
+            }
+        }
+        let (window, adv) = if fl & flags::RST != 0 {
+            (0, c.rcv_adv)
+        } else {
+            Stack::tcp_window_field(c, syn)
+        };
+        let mut e = Emit {
+            src_port: c.local.port(),
+            dst_port: c.remote.port(),
+            seq,
+            ack: c.rcv_nxt,
+            flags: fl,
+            window,
+            opts,
+        };
+        let len = payload.map_or(0, |p| p.len);
+        // SACK blocks give way to payload within the MTU.
+        while !e.opts.sack.is_empty() && IPV4_HLEN + e.header_len() + len > mtu {
+            e.opts.sack.pop();
+        }
+        let (local, remote) = (c.local, c.remote);
+        if fl & flags::ACK != 0 {
+            c.last_ack_sent = c.rcv_nxt;
+            c.flags &= !F_ACK_NOW;
+            c.t_delack = Instant::MAX;
+            if seq_gt(adv, c.rcv_adv) || c.rcv_adv == 0 {
+                c.rcv_adv = adv;
+            }
+        }
+        if syn {
+            c.rcv_adv = adv;
+        }
+        self.tcp_emit_raw(local, remote, &e, payload, now)
+    }
+
+    /// Builds a segment from `e` and an optional payload, checksums it and hands it to IP.
+    pub(crate) fn tcp_emit_raw(
+        &mut self,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        e: &Emit,
+        payload: Option<Payload>,
+        now: Instant,
+    ) -> bool {
+        let hl = e.header_len();
+        let need = hl + IPV4_HLEN + ETH_HLEN;
+        let frame = match payload {
+            Some(p) => {
+                let src = Frame::from_index(p.frame);
+                let f = if p.whole && self.pool.refs(&src) == 1 && p.off >= need {
+                    // Zero copy: headers go into the frame's own headroom; we keep our reference.
+                    self.pool.set_window(&src, p.off - hl, p.len + hl);
+                    Some(self.pool.share(&src))
+                } else if let Some(f) = self.pool.alloc() {
+                    let hr = self.pool.headroom().max(IPV4_HLEN + ETH_HLEN);
+                    if !self.pool.set_window(&f, hr, hl + p.len) {
+                        self.pool.free(f);
+                        None
+                    } else {
+                        // Copy through scratch: the source may be in the driver's hands, so its
+                        // window is left alone.
+                        let fs = self.pool.frame_size();
+                        let end = (p.off + p.len).min(fs);
+                        let n = end - p.off.min(end);
+                        self.tcp.scratch[..n]
+                            .copy_from_slice(&self.pool.buffer_mut(&src)[p.off..end]);
+                        self.pool.data_mut(&f)[hl..hl + n].copy_from_slice(&self.tcp.scratch[..n]);
+                        Some(f)
+                    }
+                } else {
+                    None
+                };
+                // `src` aliases the send queue's handle.
+                let _ = src.into_index();
+                f
+            }
+            None => self.pool.alloc().and_then(|f| {
+                let hr = self.pool.headroom().max(IPV4_HLEN + ETH_HLEN);
+                if self.pool.set_window(&f, hr, hl) {
+                    Some(f)
+                } else {
+                    self.pool.free(f);
+                    None
+                }
+            }),
+        };
+        let Some(f) = frame else {
+            self.counters.drop(DropReason::PoolEmpty);
+            return false;
+        };
+        let total = self.pool.len(&f);
+        e.write(&mut self.pool.data_mut(&f)[..hl]);
+        let mut acc = Accumulator::new(pseudo_header(
+            *local.ip(),
+            *remote.ip(),
+            PROTO_TCP,
+            total as u32,
+        ));
+        acc.add(self.pool.data(&f));
+        let ck = acc.finish();
+        self.pool.data_mut(&f)[16..18].copy_from_slice(&ck.to_be_bytes());
+        self.counters.add(Event::TcpSegsOut, 1);
+        self.ip_output(f, *local.ip(), *remote.ip(), PROTO_TCP, now)
+            .is_ok()
+    }
+
+    /// A bare RST (RFC 9293 3.10.7.1): `ack` adds the ACK flag.
+    pub(crate) fn tcp_send_rst_raw(
+        &mut self,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        seq: u32,
+        ack: Option<u32>,
+        now: Instant,
+    ) {
+        let e = Emit {
+            src_port: local.port(),
+            dst_port: remote.port(),
+            seq,
+            ack: ack.unwrap_or(0),
+            flags: flags::RST | if ack.is_some() { flags::ACK } else { 0 },
+            window: 0,
+            opts: SegmentOptions::default(),
+        };
+        self.counters.add(Event::TcpResetsSent, 1);
+        self.tcp_emit_raw(local, remote, &e, None, now);
+    }
+
+    /// RST,ACK for a connection being aborted.
+    pub(crate) fn tcp_send_rst_for(&mut self, idx: u32, seq: u32, _ack: u32, now: Instant) {
+        self.counters.add(Event::TcpResetsSent, 1);
+        self.tcp_emit(idx, seq, flags::RST | flags::ACK, None, now);
+    }
+
+    /// SYN (SYN-SENT) or SYN,ACK (SYN-RECEIVED) with our ISS.
+    pub(crate) fn tcp_send_syn(&mut self, idx: u32, now: Instant) {
+        let c = &mut self.tcp.conns[idx as usize];
+        let fl = if c.state == TcpState::SynSent {
+            flags::SYN
+        } else {
+            flags::SYN | flags::ACK
+        };
+        let iss = c.iss;
+        c.snd_nxt = iss.wrapping_add(1);
+        c.snd_max = seq_max(c.snd_max, c.snd_nxt);
+        self.tcp_emit(idx, iss, fl, None, now);
+    }
+
+    /// A pure ACK.
+    pub(crate) fn tcp_send_ack(&mut self, idx: u32, now: Instant) {
+        let seq = self.tcp.conns[idx as usize].snd_nxt;
+        self.tcp_emit(idx, seq, flags::ACK, None, now);
+    }
+
+    /// A window probe / keepalive: an ACK with an old sequence number, which the peer must
+    /// answer (RFC 9293 3.8.6.1 and RFC 1122 4.2.3.6, in Linux's form without data).
+    pub(crate) fn tcp_send_probe(&mut self, idx: u32, now: Instant) {
+        let seq = self.tcp.conns[idx as usize].snd_una.wrapping_sub(1);
+        self.tcp_emit(idx, seq, flags::ACK, None, now);
+    }
+
+    /// A stateless SYN-ACK carrying a SYN cookie (listener's SYN queue full).
+    pub(crate) fn tcp_send_cookie_synack(&mut self, seg: &input::Seg, now: Instant) {
+        let Some(l) = self.tcp.lookup_listener(seg.local) else {
+            return;
+        };
+        let rcv_buf = self.tcp.listeners[l as usize].opts.rcv_buf;
+        let peer_mss = seg.opts.mss.unwrap_or(536);
+        let (iss, _mss) =
+            syncookie::make(&self.tcp.key, seg.local, seg.remote, seg.seq, peer_mss, now);
+        let mut opts = SegmentOptions {
+            mss: Some(
+                (self.iface.mtu.saturating_sub(IPV4_HLEN + wire::TCP_HLEN)).min(65535) as u16,
+            ),
+            ..SegmentOptions::default()
+        };
+        // Window scale and SACK can only be remembered inside the timestamp.
+        if let (true, Some((tsval, _))) = (self.cfg.tcp_timestamps, seg.opts.timestamps) {
+            let peer_ws = seg.opts.wscale.filter(|_| self.cfg.tcp_window_scaling);
+            let sack = seg.opts.sack_permitted && self.cfg.tcp_sack;
+            let off = isn::ts_offset(&self.tcp.key, seg.local, seg.remote);
+            let ours = syncookie::encode_ts(Stack::tcp_ts_now(off, now), peer_ws, sack);
+            opts.timestamps = Some((ours, tsval));
+            opts.sack_permitted = sack;
+            if peer_ws.is_some() {
+                let rcv_buf = rcv_buf.max(4 * 536);
+                opts.wscale = Some(Stack::tcp_wscale_for(rcv_buf));
+            }
+        }
+        let e = Emit {
+            src_port: seg.local.port(),
+            dst_port: seg.remote.port(),
+            seq: iss,
+            ack: seg.seq.wrapping_add(1),
+            flags: flags::SYN | flags::ACK,
+            window: rcv_buf.min(65535) as u16,
+            opts,
+        };
+        self.counters.add(Event::TcpSynCookiesSent, 1);
+        self.tcp_emit_raw(seg.local, seg.remote, &e, None, now);
+    }
+
+    pub(crate) fn tcp_arm_rto(&mut self, idx: u32, now: Instant) {
+        let c = &mut self.tcp.conns[idx as usize];
+        c.t_rtx = now + c.rtt.rto();
+        c.flags |= F_RTO_ARMED;
+    }
+
+    /// Sends what the state, the windows and Nagle allow, then a pure ACK if one is still owed.
+    pub(crate) fn tcp_output(&mut self, idx: u32, now: Instant) {
+        let Some(c) = self.tcp.conns.get(idx as usize) else {
+            return;
+        };
+        match c.state {
+            TcpState::Closed | TcpState::Listen | TcpState::SynSent => {}
+            TcpState::SynReceived | TcpState::TimeWait => {
+                if c.has(F_ACK_NOW) {
+                    self.tcp_send_ack(idx, now);
+                }
+            }
+            _ => {
+                self.tcp_send_data(idx, now);
+                if self.tcp.conns[idx as usize].has(F_ACK_NOW) {
+                    self.tcp_send_ack(idx, now);
+                }
+            }
+        }
+        self.tcp_timers_changed(idx);
+    }
+
+    fn tcp_payload(&self, idx: u32, i: usize, from: u32, len: u32) -> Payload {
+        let s = &self.tcp.conns[idx as usize].sndq.segs[i];
+        let skip = from.wrapping_sub(s.seq);
+        Payload {
+            frame: s.frame.index(),
+            off: s.off as usize + skip as usize,
+            len: len as usize,
+            whole: skip == 0 && len == u32::from(s.len),
+        }
+    }
+
+    /// Retransmits entry `i` whole.
+    fn tcp_retransmit(&mut self, idx: u32, i: usize, now: Instant) -> bool {
+        let (seq, len) = {
+            let s = &self.tcp.conns[idx as usize].sndq.segs[i];
+            (s.seq, u32::from(s.len))
+        };
+        let p = self.tcp_payload(idx, i, seq, len);
+        if !self.tcp_emit(idx, seq, flags::ACK, Some(p), now) {
+            return false;
+        }
+        let c = &mut self.tcp.conns[idx as usize];
+        let s = &mut c.sndq.segs[i];
+        s.flags |= sack::RETRANS | sack::SENT;
+        s.sent = now.total_micros() as u32;
+        c.stats.retransmits += 1;
+        if !c.has(F_RTO_ARMED) {
+            c.t_rtx = now + c.rtt.rto();
+            c.flags |= F_RTO_ARMED;
+        }
+        self.counters.add(Event::TcpRetransSegs, 1);
+        true
+    }
+
+    /// Splits entry `i` at `at` bytes, copying the tail into a fresh frame.
+    fn tcp_split(&mut self, idx: u32, i: usize, at: u16) -> bool {
+        let Some(f) = self.pool.alloc() else {
+            return false;
+        };
+        let hr = self.pool.headroom().max(TCP_HEADROOM);
+        let c = &mut self.tcp.conns[idx as usize];
+        let s = &mut c.sndq.segs[i];
+        let n = usize::from(s.len - at);
+        if !self.pool.set_window(&f, hr, n) {
+            self.pool.free(f);
+            return false;
+        }
+        let start = usize::from(s.off + at);
+        self.tcp.scratch[..n].copy_from_slice(&self.pool.buffer_mut(&s.frame)[start..start + n]);
+        self.pool
+            .data_mut(&f)
+            .copy_from_slice(&self.tcp.scratch[..n]);
+        let tail = SendSeg {
+            frame: f,
+            seq: s.seq.wrapping_add(u32::from(at)),
+            off: hr as u16,
+            len: n as u16,
+            sent: s.sent,
+            flags: s.flags,
+        };
+        s.len = at;
+        if s.flags & sack::SACKED != 0 {
+            // Both halves stay SACKed: the byte count is unchanged.
+        }
+        c.sndq.segs.insert(i + 1, tail);
+        true
+    }
+
+    /// New data and retransmissions (RFC 6675 NextSeg order: lost segments first).
+    fn tcp_send_data(&mut self, idx: u32, now: Instant) {
+        let tx_room = |s: &Stack| s.tx.len() + 2 < s.cfg.tx_queue;
+        // 1. Loss recovery retransmissions.
+        let (recovery, sack_on) = {
+            let c = &self.tcp.conns[idx as usize];
+            (c.has(F_RECOVERY), c.has(F_SACK))
+        };
+        let mut pipe = 0u32;
+        if recovery {
+            if sack_on {
+                let c = &self.tcp.conns[idx as usize];
+                pipe = c.sndq.pipe(c.snd_nxt);
+                loop {
+                    let c = &self.tcp.conns[idx as usize];
+                    let Some(i) = c.sndq.next_lost(c.snd_nxt) else {
+                        break;
+                    };
+                    let len = u32::from(c.sndq.segs[i].len);
+                    // RFC 6675 5 (C): while cwnd - pipe >= 1 SMSS.
+                    if pipe + len > c.cc.cwnd || !tx_room(self) {
+                        break;
+                    }
+                    if !self.tcp_retransmit(idx, i, now) {
+                        break;
+                    }
+                    pipe += len;
+                }
+            } else {
+                let c = &self.tcp.conns[idx as usize];
+                let head = c
+                    .sndq
+                    .segs
+                    .front()
+                    .is_some_and(|s| s.flags & (sack::LOST | sack::RETRANS) == sack::LOST);
+                if head && tx_room(self) {
+                    self.tcp_retransmit(idx, 0, now);
+                }
+            }
+        }
+        // 2. New data (and, after an RTO, everything from SND.UNA again).
+        let mut budget = 4096usize;
+        loop {
+            budget -= 1;
+            if budget == 0 || !tx_room(self) {
+                // Resume at the next flush (poll_tx) once the driver took frames.
+                self.tcp.touch(idx);
+                break;
+            }
+            let c = &mut self.tcp.conns[idx as usize];
+            if c.snd_nxt == c.snd_end || seq_gt(c.snd_nxt, c.snd_end) {
+                break;
+            }
+            let Some(i) = c.sndq.find(c.snd_nxt) else {
+                break;
+            };
+            let s = &c.sndq.segs[i];
+            if s.flags & sack::SACKED != 0 {
+                c.snd_nxt = s.end();
+                continue;
+            }
+            let mss = c.mss;
+            if s.len > mss && c.snd_nxt == s.seq {
+                if !self.tcp_split(idx, i, mss) {
+                    break;
+                }
+                continue;
+            }
+            let c = &mut self.tcp.conns[idx as usize];
+            let s = &c.sndq.segs[i];
+            let mut n = s.end().wrapping_sub(c.snd_nxt).min(u32::from(mss));
+            let last = i + 1 == c.sndq.segs.len();
+            let flight = if recovery && sack_on {
+                pipe
+            } else {
+                c.snd_nxt.wrapping_sub(c.snd_una)
+            };
+            let nothing_in_flight = c.snd_nxt == c.snd_una;
+            let rwnd_end = c.snd_una.wrapping_add(c.snd_wnd);
+            if seq_gt(c.snd_nxt.wrapping_add(n), rwnd_end) {
+                let usable = if seq_gt(rwnd_end, c.snd_nxt) {
+                    rwnd_end.wrapping_sub(c.snd_nxt)
+                } else {
+                    0
+                };
+                if nothing_in_flight && usable > 0 {
+                    // RFC 9293 3.8.6.2.1: nothing in flight, send what the window allows.
+                    n = usable;
+                } else {
+                    if nothing_in_flight && !c.has(F_PERSIST) {
+                        // Zero window: the persist timer (RFC 9293 3.8.6.1).
+                        c.flags |= F_PERSIST;
+                        c.flags &= !F_RTO_ARMED;
+                        c.t_rtx = now + c.rtt.rto();
+                    }
+                    break;
+                }
+            }
+            if !nothing_in_flight && flight + n > c.cc.cwnd {
+                break;
+            }
+            // Nagle (RFC 9293 3.7.4): a short segment waits while data is unacknowledged.
+            if n < u32::from(mss)
+                && last
+                && !nothing_in_flight
+                && !c.has(F_NODELAY)
+                && !c.has(F_FIN_QUEUED)
+            {
+                break;
+            }
+            let seq = c.snd_nxt;
+            let retrans = seq_lt(seq, c.snd_max);
+            let fl = if last && seq.wrapping_add(n) == c.snd_end {
+                flags::ACK | flags::PSH
+            } else {
+                flags::ACK
+            };
+            let p = self.tcp_payload(idx, i, seq, n);
+            if !self.tcp_emit(idx, seq, fl, Some(p), now) {
+                break;
+            }
+            let c = &mut self.tcp.conns[idx as usize];
+            let s = &mut c.sndq.segs[i];
+            s.flags |= sack::SENT;
+            s.sent = now.total_micros() as u32;
+            if retrans {
+                s.flags |= sack::RETRANS;
+                c.stats.retransmits += 1;
+                self.counters.add(Event::TcpRetransSegs, 1);
+            }
+            c.snd_nxt = seq.wrapping_add(n);
+            c.snd_max = seq_max(c.snd_max, c.snd_nxt);
+            pipe += n;
+            if !c.has(F_RTO_ARMED) {
+                c.t_rtx = now + c.rtt.rto();
+                c.flags |= F_RTO_ARMED;
+                c.flags &= !F_PERSIST;
+            }
+        }
+        // 3. FIN once every byte before it went out.
+        let c = &mut self.tcp.conns[idx as usize];
+        if c.has(F_FIN_QUEUED)
+            && c.snd_nxt == c.snd_end
+            && matches!(
+                c.state,
+                TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck
+            )
+        {
+            let seq = c.snd_end;
+            if self.tcp_emit(idx, seq, flags::FIN | flags::ACK, None, now) {
+                let c = &mut self.tcp.conns[idx as usize];
+                c.snd_nxt = seq.wrapping_add(1);
+                c.snd_max = seq_max(c.snd_max, c.snd_nxt);
+                if !c.has(F_RTO_ARMED) || c.has(F_PERSIST) {
+                    c.flags &= !F_PERSIST;
+                    c.t_rtx = now + c.rtt.rto();
+                    c.flags |= F_RTO_ARMED;
+                }
+            }
+        }
+    }
+}

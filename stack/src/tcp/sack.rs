@@ -1,0 +1,278 @@
+//! The send queue and its SACK scoreboard (RFC 2018, RFC 6675).
+//!
+//! The send queue holds the application's frames until they are acknowledged; each entry is at
+//! most one MSS and is sent as exactly one segment, so SACK blocks (which the receiver builds from
+//! our segments) map onto whole entries and the scoreboard is a few flag bits per entry, like
+//! Linux's per-skb `sacked` field.
+//!
+//! Invariants: entries are in sequence order and contiguous; `sacked_bytes` is the sum of the
+//! lengths of entries flagged `SACKED`. Costs: SACK processing O(log n + entries covered); loss
+//! marking and `pipe` O(n) and only run during recovery.
+
+use super::{seq_ge, seq_gt, seq_le, seq_lt};
+use crate::buf::{Frame, Pool};
+use std::collections::VecDeque;
+
+/// Selectively acknowledged.
+pub(crate) const SACKED: u8 = 1;
+/// Retransmitted at least once (Karn: no RTT sample).
+pub(crate) const RETRANS: u8 = 2;
+/// Deemed lost (RFC 6675 IsLost, or RTO).
+pub(crate) const LOST: u8 = 4;
+/// Sent at least once.
+pub(crate) const SENT: u8 = 8;
+
+/// One queued segment's worth of payload: bytes `off..off+len` of `frame` (frame-relative).
+#[derive(Debug)]
+pub(crate) struct SendSeg {
+    pub frame: Frame,
+    pub seq: u32,
+    pub off: u16,
+    pub len: u16,
+    /// Low 32 bits of the send time in µs.
+    pub sent: u32,
+    pub flags: u8,
+}
+
+impl SendSeg {
+    #[inline]
+    pub fn end(&self) -> u32 {
+        self.seq.wrapping_add(self.len as u32)
+    }
+}
+
+/// The send queue.
+#[derive(Debug, Default)]
+pub(crate) struct SendQueue {
+    pub segs: VecDeque<SendSeg>,
+    pub sacked_bytes: u32,
+    /// HighSACK: end of the highest SACKed byte (valid when `sacked_bytes > 0`).
+    pub high_sacked: u32,
+}
+
+/// What a cumulative ACK freed.
+#[derive(Debug, Default)]
+pub(crate) struct Acked {
+    pub bytes: u32,
+    /// RTT of the newest never-retransmitted entry fully acknowledged (µs).
+    pub rtt_us: Option<u32>,
+}
+
+impl SendQueue {
+    /// Index of the entry holding `seq`.
+    pub fn find(&self, seq: u32) -> Option<usize> {
+        let first = self.segs.front()?;
+        let i = self
+            .segs
+            .partition_point(|s| seq_le(s.end(), seq) && seq_ge(s.seq, first.seq));
+        self.segs
+            .get(i)
+            .filter(|s| seq_ge(seq, s.seq) && seq_lt(seq, s.end()))
+            .map(|_| i)
+    }
+
+    /// Frees entries below `ack`; trims a partially acknowledged one.
+    pub fn ack(&mut self, pool: &mut Pool, ack: u32, now_us: u32) -> Acked {
+        let mut out = Acked::default();
+        while let Some(s) = self.segs.front_mut() {
+            if seq_le(s.end(), ack) {
+                let s = self.segs.pop_front().expect("front exists");
+                out.bytes += s.len as u32;
+                if s.flags & SACKED != 0 {
+                    self.sacked_bytes -= s.len as u32;
+                }
+                if s.flags & (RETRANS | SACKED) == 0 && s.flags & SENT != 0 {
+                    out.rtt_us = Some(now_us.wrapping_sub(s.sent));
+                }
+                pool.free(s.frame);
+            } else {
+                if seq_gt(ack, s.seq) {
+                    let n = ack.wrapping_sub(s.seq);
+                    s.seq = ack;
+                    s.off += n as u16;
+                    s.len -= n as u16;
+                    out.bytes += n;
+                    if s.flags & SACKED != 0 {
+                        self.sacked_bytes -= n;
+                    }
+                }
+                break;
+            }
+        }
+        out
+    }
+
+    /// Applies SACK blocks (RFC 2018); only blocks inside `(snd_una, snd_max]` count.
+    /// Returns true if any entry became SACKed.
+    pub fn apply_sack(&mut self, blocks: &[(u32, u32)], snd_una: u32, snd_max: u32) -> bool {
+        let mut any = false;
+        for &(l, r) in blocks {
+            if !(seq_lt(l, r) && seq_ge(l, snd_una) && seq_le(r, snd_max)) {
+                continue; // D-SACK or bogus: ignored
+            }
+            let Some(mut i) = self.find(l).or_else(|| self.find_after(l)) else {
+                continue;
+            };
+            while let Some(s) = self.segs.get_mut(i) {
+                if seq_gt(s.end(), r) {
+                    break;
+                }
+                if seq_ge(s.seq, l) && s.flags & SACKED == 0 {
+                    s.flags |= SACKED;
+                    s.flags &= !LOST;
+                    self.sacked_bytes += s.len as u32;
+                    any = true;
+                    if self.sacked_bytes == s.len as u32 || seq_gt(s.end(), self.high_sacked) {
+                        self.high_sacked = s.end();
+                    }
+                }
+                i += 1;
+            }
+        }
+        any
+    }
+
+    fn find_after(&self, seq: u32) -> Option<usize> {
+        let i = self.segs.partition_point(|s| seq_lt(s.seq, seq));
+        (i < self.segs.len()).then_some(i)
+    }
+
+    /// RFC 6675 IsLost for every entry below HighSACK: lost when at least `dupthresh` SACKed
+    /// entries (or `(dupthresh - 1) * mss + 1` SACKed bytes) lie above it. Returns true if any
+    /// entry became lost.
+    pub fn mark_lost(&mut self, dupthresh: u32, mss: u32) -> bool {
+        if self.sacked_bytes == 0 {
+            return false;
+        }
+        let mut above_segs = 0u32;
+        let mut above_bytes = 0u32;
+        let mut any = false;
+        let high = self.high_sacked;
+        for s in self.segs.iter_mut().rev() {
+            if seq_ge(s.seq, high) {
+                continue;
+            }
+            if s.flags & SACKED != 0 {
+                above_segs += 1;
+                above_bytes += s.len as u32;
+            } else if s.flags & (LOST) == 0
+                && (above_segs >= dupthresh || above_bytes > (dupthresh - 1) * mss)
+            {
+                s.flags |= LOST;
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// RFC 6675 `pipe`: octets in flight below `snd_nxt`.
+    pub fn pipe(&self, snd_nxt: u32) -> u32 {
+        let mut p = 0u32;
+        for s in &self.segs {
+            if seq_ge(s.seq, snd_nxt) {
+                break;
+            }
+            if s.flags & SACKED != 0 {
+                continue;
+            }
+            if s.flags & LOST == 0 {
+                p += s.len as u32;
+            }
+            if s.flags & RETRANS != 0 {
+                p += s.len as u32;
+            }
+        }
+        p
+    }
+
+    /// RFC 6675 NextSeg rule 1: the first lost, not yet retransmitted entry below `snd_nxt`.
+    pub fn next_lost(&self, snd_nxt: u32) -> Option<usize> {
+        self.segs
+            .iter()
+            .take_while(|s| seq_lt(s.seq, snd_nxt))
+            .position(|s| s.flags & (LOST | SACKED | RETRANS) == LOST)
+    }
+
+    /// After an RTO: nothing is SACK-retransmitted any more; everything unSACKed will be resent.
+    pub fn on_rto(&mut self) {
+        for s in &mut self.segs {
+            s.flags &= !(LOST | RETRANS);
+            if s.flags & SACKED == 0 {
+                s.flags |= LOST;
+            }
+        }
+    }
+
+    /// Bytes queued (sent or not).
+    pub fn bytes(&self) -> u32 {
+        match (self.segs.front(), self.segs.back()) {
+            (Some(f), Some(b)) => b.end().wrapping_sub(f.seq),
+            _ => 0,
+        }
+    }
+
+    /// Frames held only by the queue (frames also held elsewhere are counted there).
+    pub fn frames_held(&self, pool: &Pool) -> usize {
+        self.segs
+            .iter()
+            .filter(|s| pool.refs(&s.frame) == 1)
+            .count()
+    }
+
+    pub fn clear(&mut self, pool: &mut Pool) {
+        for s in self.segs.drain(..) {
+            pool.free(s.frame);
+        }
+        self.sacked_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(pool: &mut Pool, base: u32, n: usize) -> SendQueue {
+        let mut q = SendQueue::default();
+        for i in 0..n {
+            let f = pool.alloc_from(&[i as u8; 100]).unwrap();
+            let off = pool.data_offset(&f) as u16;
+            q.segs.push_back(SendSeg {
+                frame: f,
+                seq: base.wrapping_add(100 * i as u32),
+                off,
+                len: 100,
+                sent: 0,
+                flags: SENT,
+            });
+        }
+        q
+    }
+
+    #[test]
+    fn several_sack_holes_mark_the_holes_lost_and_pipe_counts_the_rest() {
+        let mut pool = Pool::new(32, 2048, 64).unwrap();
+        let base = u32::MAX - 250;
+        let mut q = queue(&mut pool, base, 10);
+        let s = |i: u32| base.wrapping_add(100 * i);
+        // Holes at entries 0 and 4; entries 1-3 and 5-8 SACKed.
+        assert!(q.apply_sack(&[(s(5), s(9)), (s(1), s(4))], base, s(10)));
+        assert_eq!(q.sacked_bytes, 700);
+        assert_eq!(q.high_sacked, s(9));
+        assert!(q.mark_lost(3, 100));
+        let lost: Vec<usize> = (0..10).filter(|&i| q.segs[i].flags & LOST != 0).collect();
+        assert_eq!(lost, vec![0, 4], "entry 9 is above HighSACK: not lost");
+        assert_eq!(q.pipe(s(10)), 100, "only entry 9 is in flight");
+        assert_eq!(q.next_lost(s(10)), Some(0));
+        q.segs[0].flags |= RETRANS;
+        assert_eq!(q.next_lost(s(10)), Some(4));
+        assert_eq!(q.pipe(s(10)), 200);
+        let a = q.ack(&mut pool, s(4), 0);
+        assert_eq!(a.bytes, 400);
+        assert_eq!(q.sacked_bytes, 400);
+        assert_eq!(q.find(s(4)), Some(0));
+        assert_eq!(q.find(s(4) + 50), Some(0));
+        assert_eq!(q.find(s(10)), None);
+        q.clear(&mut pool);
+        assert_eq!(pool.available(), 32);
+    }
+}

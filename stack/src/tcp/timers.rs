@@ -1,0 +1,202 @@
+//! Connection timers on the stack's timer wheel.
+//!
+//! A connection keeps three deadlines: `t_rtx` (RTO, SYN/SYN-ACK retransmission, or the persist
+//! timer when `F_PERSIST`), `t_delack` (delayed ACK) and `t_misc` (TIME-WAIT, orphaned
+//! FIN-WAIT-2, keepalive). The wheel holds one entry per connection at the earliest of them,
+//! moved in O(1) when they change; expiry runs only the connections that are due.
+
+use super::*;
+use crate::counters::Event;
+
+impl Stack {
+    /// Re-arms the connection's wheel entry at its earliest deadline.
+    pub(crate) fn tcp_timers_changed(&mut self, idx: u32) {
+        let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
+            return;
+        };
+        let next = c.t_rtx.min(c.t_delack).min(c.t_misc);
+        match (next == Instant::MAX, c.timer) {
+            (true, Some(id)) => {
+                self.tcp.wheel.cancel(id);
+                c.timer = None;
+            }
+            (true, None) => {}
+            (false, Some(id)) => self.tcp.wheel.reschedule(id, next),
+            (false, None) => c.timer = Some(self.tcp.wheel.insert(idx, next)),
+        }
+    }
+
+    /// The earliest TCP deadline (the wheel's).
+    pub(crate) fn tcp_next_deadline(&self) -> Option<Instant> {
+        self.tcp.wheel.next_deadline()
+    }
+
+    /// Runs every connection timer due at `now`.
+    pub(crate) fn tcp_on_timers(&mut self, now: Instant) {
+        let mut expired = core::mem::take(&mut self.tcp.expired);
+        expired.clear();
+        self.tcp.wheel.advance(now, &mut expired);
+        for &idx in &expired {
+            let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
+                continue;
+            };
+            c.timer = None;
+            if c.t_rtx <= now {
+                c.t_rtx = Instant::MAX;
+                if c.has(F_PERSIST) {
+                    self.tcp_persist_expired(idx, now);
+                } else {
+                    c.flags &= !F_RTO_ARMED;
+                    self.tcp_rto_expired(idx, now);
+                }
+            }
+            let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
+                continue;
+            };
+            if c.t_delack <= now {
+                c.t_delack = Instant::MAX;
+                if c.last_ack_sent != c.rcv_nxt || c.has(F_ACK_NOW) {
+                    self.counters.add(Event::TcpDelayedAcks, 1);
+                    c.flags |= F_ACK_NOW;
+                }
+                self.tcp_output(idx, now);
+            }
+            let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
+                continue;
+            };
+            if c.t_misc <= now {
+                c.t_misc = Instant::MAX;
+                self.tcp_misc_expired(idx, now);
+            }
+            if self.tcp.conns.contains(idx as usize) {
+                self.tcp_timers_changed(idx);
+            }
+        }
+        self.tcp.expired = expired;
+        self.tcp_flush(now);
+    }
+
+    /// RFC 6298 5.4-5.7 (and RFC 9293 3.8.3 for the SYN states).
+    fn tcp_rto_expired(&mut self, idx: u32, now: Instant) {
+        let syn_retries = self.cfg.tcp_syn_retries;
+        let retries2 = self.cfg.tcp_retries2;
+        let c = &mut self.tcp.conns[idx as usize];
+        c.retries = c.retries.saturating_add(1);
+        c.stats.rto_expirations += 1;
+        self.counters.add(Event::TcpRtoExpirations, 1);
+        match c.state {
+            TcpState::SynSent | TcpState::SynReceived => {
+                if u32::from(c.retries) > syn_retries {
+                    let e = c
+                        .soft_error
+                        .map_or(TcpError::TimedOut, TcpError::Unreachable);
+                    self.tcp_fail(idx, e);
+                    return;
+                }
+                c.rtt.back_off();
+                self.tcp_send_syn(idx, now);
+                self.tcp_arm_rto(idx, now);
+            }
+            TcpState::Closed | TcpState::Listen | TcpState::TimeWait => {}
+            _ => {
+                if c.snd_una == c.snd_max {
+                    return;
+                }
+                if u32::from(c.retries) > retries2 {
+                    let e = c
+                        .soft_error
+                        .map_or(TcpError::TimedOut, TcpError::Unreachable);
+                    self.tcp_fail(idx, e);
+                    return;
+                }
+                let mss = u32::from(c.mss);
+                if c.retries == 1 {
+                    // RFC 5681 (4): ssthresh from the flight size, once per loss episode.
+                    let flight = c.snd_max.wrapping_sub(c.snd_una);
+                    c.cc.on_rto(flight, mss, now);
+                } else {
+                    c.cc.cwnd = mss;
+                }
+                // RFC 6675 5.1: recovery ends; resend from SND.UNA, skipping SACKed data.
+                c.flags &= !F_RECOVERY;
+                c.recovery_point = c.snd_max;
+                c.dupacks = 0;
+                c.sndq.on_rto();
+                c.snd_nxt = c.snd_una;
+                c.rtt.back_off();
+                self.tcp_output(idx, now);
+                let c = &mut self.tcp.conns[idx as usize];
+                if !c.has(F_RTO_ARMED) {
+                    c.t_rtx = now + c.rtt.rto();
+                    c.flags |= F_RTO_ARMED;
+                }
+            }
+        }
+    }
+
+    /// Zero-window probe, backed off like the RTO; never gives up while the peer answers.
+    fn tcp_persist_expired(&mut self, idx: u32, now: Instant) {
+        self.counters.add(Event::TcpWindowProbes, 1);
+        self.tcp_send_probe(idx, now);
+        let c = &mut self.tcp.conns[idx as usize];
+        c.rtt.back_off();
+        c.t_rtx = now + c.rtt.rto();
+    }
+
+    fn tcp_misc_expired(&mut self, idx: u32, now: Instant) {
+        let c = &mut self.tcp.conns[idx as usize];
+        match c.state {
+            TcpState::TimeWait | TcpState::FinWait2 => {
+                // End of 2 MSL, or an orphaned FIN-WAIT-2 timing out.
+                self.tcp_set_closed(idx);
+                let c = &self.tcp.conns.get(idx as usize);
+                if c.is_some_and(|c| !c.has(F_HANDLE) && !c.has(F_TOUCHED)) {
+                    self.tcp_free(idx);
+                }
+            }
+            TcpState::Established | TcpState::CloseWait if c.has(F_KEEPALIVE) => {
+                // RFC 1122 4.2.3.6: probes after the idle time; the connection dies after
+                // `tcp_keepalive_probes` unanswered ones.
+                if u32::from(c.probes) >= self.cfg.tcp_keepalive_probes {
+                    self.tcp_fail(idx, TcpError::TimedOut);
+                    return;
+                }
+                c.probes += 1;
+                c.t_misc = now + Duration::from_secs(self.cfg.tcp_keepalive_intvl_s);
+                self.counters.add(Event::TcpKeepaliveProbes, 1);
+                self.tcp_send_probe(idx, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// TIME-WAIT for 2 MSL (RFC 9293 3.10.7.4); the connection keeps only its sequence state.
+    pub(crate) fn tcp_enter_time_wait(&mut self, idx: u32, now: Instant) {
+        let tw = Duration::from_millis(self.cfg.tcp_time_wait_ms);
+        let c = &mut self.tcp.conns[idx as usize];
+        c.state = TcpState::TimeWait;
+        c.t_rtx = Instant::MAX;
+        c.flags &= !(F_RTO_ARMED | F_PERSIST);
+        c.t_misc = now + tw;
+        c.sndq.clear(&mut self.pool);
+        c.ooo.clear(&mut self.pool);
+    }
+
+    /// An orphaned FIN-WAIT-2 lasts `tcp_fin_timeout_ms` (Linux `tcp_fin_timeout`).
+    pub(crate) fn tcp_arm_fin_wait2(&mut self, idx: u32, now: Instant) {
+        let t = Duration::from_millis(self.cfg.tcp_fin_timeout_ms);
+        let c = &mut self.tcp.conns[idx as usize];
+        if !c.has(F_HANDLE) {
+            c.t_misc = now + t;
+        }
+    }
+
+    /// Keepalive: armed while established and idle.
+    pub(crate) fn tcp_keepalive_touch(&mut self, idx: u32, now: Instant) {
+        let c = &mut self.tcp.conns[idx as usize];
+        if c.has(F_KEEPALIVE) && matches!(c.state, TcpState::Established | TcpState::CloseWait) {
+            c.probes = 0;
+            c.t_misc = now + Duration::from_secs(u64::from(c.keepalive_idle_s));
+        }
+    }
+}
