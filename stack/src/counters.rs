@@ -117,6 +117,8 @@ reasons! {
         TcpPaws => "tcp_paws",
         /// RST in the window but not at RCV.NXT (challenge ACK, RFC 5961 3).
         TcpRstInWindow => "tcp_rst_in_window",
+        /// RST in TIME-WAIT, ignored (RFC 1337).
+        TcpRstInTimeWait => "tcp_rst_in_time_wait",
         /// ACK of data never sent (RFC 5961 5).
         TcpAckUnsent => "tcp_ack_unsent",
         /// ACK older than SND.UNA - MAX.SND.WND (RFC 5961 5).

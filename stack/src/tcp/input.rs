@@ -69,6 +69,10 @@ impl Stack {
             self.drop_frame(p.frame, DropReason::TcpBroadcast);
             return;
         }
+        if !self.tcp_checksum_ok(&p) {
+            self.drop_frame(p.frame, DropReason::TcpBadChecksum);
+            return;
+        }
         let h = match wire::parse(self.pool.data(&p.frame), p.len) {
             Ok(h) => h,
             Err(e) => {
@@ -81,10 +85,6 @@ impl Stack {
                 return;
             }
         };
-        if !self.tcp_checksum_ok(&p) {
-            self.drop_frame(p.frame, DropReason::TcpBadChecksum);
-            return;
-        }
         // The header lies in the first frame (parse checked hdr_len against it).
         self.pool.pull_front(&p.frame, h.hdr_len);
         let seg = Seg {
@@ -506,6 +506,10 @@ impl Stack {
         if seg.seq != c.rcv_nxt {
             self.tcp_challenge_ack(idx);
             return self.tcp_drop_seg(seg, DropReason::TcpRstInWindow);
+        }
+        if c.state == TcpState::TimeWait {
+            // RFC 1337: a RST must not cut TIME-WAIT short (TIME-WAIT assassination).
+            return self.tcp_drop_seg(seg, DropReason::TcpRstInTimeWait);
         }
         self.counters.add(Event::TcpResetsRecv, 1);
         let err = match c.state {

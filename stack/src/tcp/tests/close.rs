@@ -116,3 +116,60 @@ fn orphaned_fin_wait2_times_out() {
     p.advance(60_000);
     assert_eq!(p.s.tcp_connections(), 0);
 }
+
+#[test]
+fn rst_in_time_wait_is_ignored_rfc1337() {
+    let mut p = Peer::new();
+    let h = p.accept();
+    p.s.tcp_shutdown(h, p.now);
+    let fin = p.poll().remove(0);
+    p.ack = fin.seq + 1;
+    p.push(p.seg(FIN | ACK, b""));
+    p.seq += 1;
+    assert_eq!(p.s.tcp_state(h), Some(TcpState::TimeWait));
+    assert!(p.send(&[p.seg(RST, b"")]).is_empty());
+    assert_eq!(p.s.tcp_state(h), Some(TcpState::TimeWait));
+    assert_eq!(p.s.counters().drops(DropReason::TcpRstInTimeWait), 1);
+}
+
+#[test]
+fn keepalive_probes_an_idle_connection_and_gives_up_when_unanswered() {
+    let mut p = Peer::new();
+    let opts = TcpOpts {
+        keepalive: Some(Duration::from_secs(10)),
+        ..TcpOpts::default()
+    };
+    let h =
+        p.s.tcp_connect(SocketAddrV4::new(IP_B, B_PORT), None, opts, p.now)
+            .unwrap();
+    let syn = p.poll().remove(0);
+    p.port_a = syn.sport;
+    p.ack = syn.seq + 1;
+    let mut synack = p.seg(SYN | ACK, b"");
+    synack.opts.mss = Some(1460);
+    p.send(&[synack]);
+    p.seq += 1;
+    assert_eq!(p.s.tcp_state(h), Some(TcpState::Established));
+    let out = p.advance(10_000);
+    assert_eq!(out.len(), 1, "a probe after the idle time");
+    assert_eq!((out[0].seq, out[0].data.len()), (p.ack - 1, 0));
+    // Answered: idle again for 10 s.
+    p.send(&[p.seg(ACK, b"")]);
+    assert!(p.advance(9_999).is_empty());
+    assert_eq!(p.advance(1).len(), 1);
+    // Unanswered: 9 probes 75 s apart, then the connection is dropped.
+    let out = p.advance(75_000 * 9);
+    assert_eq!(out.len(), 8);
+    assert_eq!(p.s.tcp_state(h), Some(TcpState::Closed));
+    assert_eq!(p.s.tcp_take_error(h), Some(TcpError::TimedOut));
+}
+
+#[test]
+fn connection_state_is_small() {
+    let n = Stack::tcp_conn_size();
+    eprintln!(
+        "per-connection state: {n} bytes (Conn {} + boxed parts)",
+        core::mem::size_of::<Conn>()
+    );
+    assert!(n <= 512, "{n} bytes");
+}
