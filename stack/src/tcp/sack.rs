@@ -74,6 +74,9 @@ impl SendQueue {
     /// Frees entries below `ack`; trims a partially acknowledged one.
     pub fn ack(&mut self, pool: &mut Pool, ack: u32, now_us: u32) -> Acked {
         let mut out = Acked::default();
+        // Karn (RFC 6298 3) extended: when this ACK also covers a retransmitted segment, the
+        // later segments were held up by the repair, so no sample is taken from any of them.
+        let mut tainted = false;
         while let Some(s) = self.segs.front_mut() {
             if seq_le(s.end(), ack) {
                 let s = self.segs.pop_front().expect("front exists");
@@ -81,7 +84,8 @@ impl SendQueue {
                 if s.flags & SACKED != 0 {
                     self.sacked_bytes -= s.len as u32;
                 }
-                if s.flags & (RETRANS | SACKED) == 0 && s.flags & SENT != 0 {
+                tainted |= s.flags & RETRANS != 0;
+                if s.flags & (RETRANS | SACKED) == 0 && s.flags & SENT != 0 && !tainted {
                     out.rtt_us = Some(now_us.wrapping_sub(s.sent));
                 }
                 pool.free(s.frame);
@@ -98,6 +102,9 @@ impl SendQueue {
                 }
                 break;
             }
+        }
+        if tainted {
+            out.rtt_us = None;
         }
         out
     }
