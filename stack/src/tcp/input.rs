@@ -650,6 +650,13 @@ impl Stack {
             && c.sndq.apply_sack(&seg.opts.sack, c.snd_una, c.snd_max);
         if seq_gt(seg.ack, c.snd_una) {
             let acked = seg.ack.wrapping_sub(c.snd_una);
+            // RFC 7661 / Linux tcp_is_cwnd_limited: grow cwnd only when it limited the sender.
+            let flight_before = c.snd_max.wrapping_sub(c.snd_una);
+            let cwnd_limited = if c.cc.cwnd < c.cc.ssthresh {
+                c.cc.cwnd < 2 * flight_before
+            } else {
+                flight_before + mss >= c.cc.cwnd
+            };
             let data_ack = if seq_gt(seg.ack, c.snd_end) {
                 c.snd_end
             } else {
@@ -680,7 +687,7 @@ impl Stack {
                         s.flags = (s.flags & !sack::RETRANS) | sack::LOST;
                     }
                 }
-            } else if a.bytes > 0 {
+            } else if a.bytes > 0 && cwnd_limited {
                 let srtt = c.rtt.srtt;
                 c.cc.on_ack(a.bytes, mss, now, srtt);
             }
