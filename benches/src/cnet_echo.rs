@@ -269,6 +269,23 @@ impl<P: Port> EchoPair for CnetEcho<P> {
         self.name
     }
 
+    fn add_idle_sockets(&mut self, n: usize, _before: bool) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            n <= crate::MAX_IDLE_SOCKETS,
+            "at most {} idle sockets",
+            crate::MAX_IDLE_SOCKETS
+        );
+        for i in 0..n {
+            let port = crate::IDLE_PORT_BASE + i as u16;
+            for (host, ip) in [(&mut self.client, CLIENT_IP), (&mut self.server, SERVER_IP)] {
+                host.stack
+                    .udp_bind(SocketAddrV4::new(ip, port))
+                    .with_context(|| format!("idle socket on port {port}"))?;
+            }
+        }
+        Ok(())
+    }
+
     fn run(&mut self, n: u64) -> anyhow::Result<u64> {
         let (mut sent, mut received, mut steps, mut idle) = (0u64, 0u64, 0u64, 0u64);
         while received < n {

@@ -98,7 +98,23 @@ pub trait EchoPair {
     /// Runs until `n` more datagrams were echoed back to the client; returns the loop steps taken.
     /// Ends with nothing outstanding.
     fn run(&mut self, n: u64) -> anyhow::Result<u64>;
+
+    /// Binds `n` more UDP sockets on each side, on ports [`IDLE_PORT_BASE`]`..+n`, that never
+    /// receive or send anything (the scaling variant: per-packet cost against the number of
+    /// sockets). `before`: where the stack keeps sockets in a list (smoltcp's `SocketSet`), put the
+    /// idle ones ahead of the echo sockets (the order in which a lookup walks them); cnet's hash
+    /// demultiplexer has no order.
+    fn add_idle_sockets(&mut self, n: usize, before: bool) -> anyhow::Result<()> {
+        let _ = before;
+        anyhow::ensure!(n == 0, "{}: idle sockets not supported", self.name());
+        Ok(())
+    }
 }
+
+/// First UDP port of the idle sockets of [`EchoPair::add_idle_sockets`].
+pub const IDLE_PORT_BASE: u16 = 20000;
+/// Most idle sockets per side.
+pub const MAX_IDLE_SOCKETS: usize = 20000;
 
 /// Every variant [`build`] knows, in the order the benchmark runs them.
 pub const VARIANTS: [&str; 3] = ["cnet", "cnet-copy", "smoltcp"];
@@ -130,6 +146,24 @@ mod tests {
             for v in VARIANTS {
                 let mut pair = build(v, w).expect("valid workload");
                 assert_eq!(pair.name(), v);
+                pair.run(100).expect("warm-up echoes");
+                pair.run(1000).expect("echoes");
+            }
+        }
+    }
+
+    /// Idle sockets change nothing about the echo (either order for smoltcp).
+    #[test]
+    fn every_variant_echoes_with_idle_sockets() {
+        let w = Workload {
+            payload: 64,
+            window: 32,
+            step_us: 10,
+        };
+        for before in [false, true] {
+            for v in VARIANTS {
+                let mut pair = build(v, w).expect("valid workload");
+                pair.add_idle_sockets(100, before).expect("idle sockets");
                 pair.run(100).expect("warm-up echoes");
                 pair.run(1000).expect("echoes");
             }

@@ -208,6 +208,28 @@ impl Endpoint {
     fn socket(&mut self) -> &mut udp::Socket<'static> {
         self.sockets.get_mut::<udp::Socket>(self.sock)
     }
+
+    /// Adds `n` idle UDP sockets bound to [`crate::IDLE_PORT_BASE`]`..+n`, after the echo socket
+    /// or (`before`) ahead of it in the socket set's order.
+    fn add_idle(&mut self, n: usize, before: bool) -> anyhow::Result<()> {
+        let echo = before.then(|| self.sockets.remove(self.sock));
+        for i in 0..n {
+            let port = crate::IDLE_PORT_BASE + i as u16;
+            // Idle: one datagram of buffer each way is enough, they never carry traffic.
+            let buffer =
+                || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 1], vec![0u8; 64]);
+            let mut socket = udp::Socket::new(buffer(), buffer());
+            socket
+                .bind(port)
+                .map_err(|e| anyhow::anyhow!("smoltcp bind to idle port {port}: {e}"))?;
+            self.sockets.add(socket);
+        }
+        if let Some(echo) = echo {
+            // `SocketSet::add` fills the first free slot: every slot is taken, so this goes last.
+            self.sock = self.sockets.add(echo);
+        }
+        Ok(())
+    }
 }
 
 /// A smoltcp client and echo server over a [`CopyDevice`] pair.
@@ -245,6 +267,16 @@ impl SmoltcpEcho {
 impl EchoPair for SmoltcpEcho {
     fn name(&self) -> &'static str {
         "smoltcp"
+    }
+
+    fn add_idle_sockets(&mut self, n: usize, before: bool) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            n <= crate::MAX_IDLE_SOCKETS,
+            "at most {} idle sockets",
+            crate::MAX_IDLE_SOCKETS
+        );
+        self.client.add_idle(n, before)?;
+        self.server.add_idle(n, before)
     }
 
     fn run(&mut self, n: u64) -> anyhow::Result<u64> {

@@ -2,8 +2,13 @@
 //!
 //! ```text
 //! udp_echo [--payload 64,1024] [--window 32] [--count 1000000] [--warmup 20000] [--runs 5]
-//!          [--step-us 10] [--only cnet|cnet-copy|smoltcp] [--quick]
+//!          [--step-us 10] [--only cnet|cnet-copy|smoltcp] [--sockets 0] [--idle-first] [--quick]
 //! ```
+//!
+//! `--sockets N` (scaling variant): each side also has N idle UDP sockets bound on ports
+//! 20000.. (cnet: `udp_bind`; smoltcp: N more sockets in its `SocketSet`, after the echo socket,
+//! or ahead of it with `--idle-first`). The echo traffic is the same; what changes is what each
+//! stack's demultiplexing and transmit scheduling cost with N sockets present.
 //!
 //! Variants (see the crate docs): `cnet` over `MemLink`, `cnet-copy` over the same plain copying
 //! link as `smoltcp`. For each payload size, runs alternate between the variants (cnet,
@@ -35,6 +40,8 @@ struct Options {
     runs: usize,
     step_us: u64,
     stacks: Vec<&'static str>,
+    sockets: usize,
+    idle_first: bool,
 }
 
 impl Default for Options {
@@ -47,12 +54,15 @@ impl Default for Options {
             runs: 5,
             step_us: 10,
             stacks: VARIANTS.to_vec(),
+            sockets: 0,
+            idle_first: false,
         }
     }
 }
 
 const USAGE: &str = "usage: udp_echo [--payload 64,1024] [--window 32] [--count 1000000] \
-[--warmup 20000] [--runs 5] [--step-us 10] [--only cnet|cnet-copy|smoltcp] [--quick]";
+[--warmup 20000] [--runs 5] [--step-us 10] [--only cnet|cnet-copy|smoltcp] [--sockets 0] \
+[--idle-first] [--quick]";
 
 fn parse_args() -> anyhow::Result<Options> {
     let mut o = Options::default();
@@ -61,6 +71,10 @@ fn parse_args() -> anyhow::Result<Options> {
         if flag == "--help" || flag == "-h" {
             println!("{USAGE}");
             std::process::exit(0);
+        }
+        if flag == "--idle-first" {
+            o.idle_first = true;
+            continue;
         }
         if flag == "--quick" {
             o.count = 20_000;
@@ -88,6 +102,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--warmup" => o.warmup = num(&value)?,
             "--runs" => o.runs = (num(&value)? as usize).max(1),
             "--step-us" => o.step_us = num(&value)?,
+            "--sockets" => o.sockets = num(&value)? as usize,
             "--only" => {
                 let v = VARIANTS
                     .iter()
@@ -104,6 +119,8 @@ fn parse_args() -> anyhow::Result<Options> {
 /// One timed run on a fresh pair; returns echoed packets per second.
 fn run_once(stack: &str, w: Workload, o: &Options, run: usize) -> anyhow::Result<f64> {
     let mut pair = build(stack, w)?;
+    pair.add_idle_sockets(o.sockets, o.idle_first)
+        .with_context(|| format!("{stack}: {} idle sockets", o.sockets))?;
     pair.run(o.warmup)
         .with_context(|| format!("{stack} warm-up"))?;
     let t0 = Instant::now();
@@ -117,9 +134,10 @@ fn run_once(stack: &str, w: Workload, o: &Options, run: usize) -> anyhow::Result
         0.0
     };
     println!(
-        "run stack={} payload={} run={} echoed={} steps={} secs={:.4} pps={:.0}",
+        "run stack={} payload={} sockets={} run={} echoed={} steps={} secs={:.4} pps={:.0}",
         pair.name(),
         w.payload,
+        o.sockets,
         run,
         o.count,
         steps,
@@ -144,12 +162,14 @@ fn median(v: &mut [f64]) -> f64 {
 fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
     println!(
-        "# udp_echo window={} count={} warmup={} runs={} step_us={} build={}",
+        "# udp_echo window={} count={} warmup={} runs={} step_us={} sockets={} idle_first={} build={}",
         o.window,
         o.count,
         o.warmup,
         o.runs,
         o.step_us,
+        o.sockets,
+        o.idle_first,
         if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -173,10 +193,11 @@ fn main() -> anyhow::Result<()> {
         for (stack, v) in o.stacks.iter().zip(pps.iter_mut()) {
             let m = median(v);
             println!(
-                "result stack={} payload={} window={} count={} runs={} median_pps={:.0} \
+                "result stack={} payload={} sockets={} window={} count={} runs={} median_pps={:.0} \
                  min_pps={:.0} max_pps={:.0}",
                 stack,
                 payload,
+                o.sockets,
                 o.window,
                 o.count,
                 o.runs,
@@ -189,8 +210,9 @@ fn main() -> anyhow::Result<()> {
         if let [cnet, copy, smol] = medians[..] {
             let ratio = |x: f64| if smol > 0.0 { x / smol } else { 0.0 };
             println!(
-                "ratio payload={payload} cnet_pps={cnet:.0} cnet_copy_pps={copy:.0} \
+                "ratio payload={payload} sockets={} cnet_pps={cnet:.0} cnet_copy_pps={copy:.0} \
                  smoltcp_pps={smol:.0} ratio={:.2} ratio_same_link={:.2}",
+                o.sockets,
                 ratio(cnet),
                 ratio(copy)
             );
