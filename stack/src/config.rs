@@ -78,6 +78,11 @@ pub struct StackConfig {
     pub tcp_keepalive_intvl_s: u64,
     /// Unanswered keepalive probes before the connection is dropped (Linux 9).
     pub tcp_keepalive_probes: u32,
+    /// Challenge ACKs per second for the whole stack (RFC 5961 7; Linux
+    /// `tcp_challenge_ack_limit`); each second's budget is drawn at random from
+    /// `[limit / 2, 3 * limit / 2)` so the count does not leak to an off-path attacker
+    /// (CVE-2016-5696). `u32::MAX` disables the limit.
+    pub tcp_challenge_ack_limit: u32,
 }
 
 impl StackConfig {
@@ -117,6 +122,7 @@ impl StackConfig {
             tcp_fin_timeout_ms: 60_000,
             tcp_keepalive_intvl_s: 75,
             tcp_keepalive_probes: 9,
+            tcp_challenge_ack_limit: 1000,
         }
     }
 }

@@ -203,6 +203,8 @@ reasons! {
         TcpResetsSent => "tcp_resets_sent",
         /// Challenge ACKs sent (RFC 5961).
         TcpChallengeAcks => "tcp_challenge_acks",
+        /// Challenge ACKs not sent: the stack's per-second budget was spent (RFC 5961 7).
+        TcpChallengeAcksLimited => "tcp_challenge_acks_limited",
         /// SYN-ACKs with a SYN cookie.
         TcpSynCookiesSent => "tcp_syncookies_sent",
         /// Connections opened from a valid SYN cookie.

@@ -429,11 +429,11 @@ impl Stack {
         }
         // Second: RST.
         if seg.has(flags::RST) {
-            return self.tcp_rst_input(idx, seg);
+            return self.tcp_rst_input(idx, seg, now);
         }
         // Fourth: SYN in a synchronized state: RFC 5961 4.2 challenge ACK.
         if seg.has(flags::SYN) {
-            self.tcp_challenge_ack(idx);
+            self.tcp_challenge_ack(idx, now);
             return self.tcp_drop_seg(seg, DropReason::TcpSynInWindow);
         }
         // Fifth: ACK.
@@ -501,10 +501,10 @@ impl Stack {
 
     /// RFC 5961 3.2: a RST exactly at RCV.NXT resets; elsewhere in the window it gets a
     /// challenge ACK.
-    fn tcp_rst_input(&mut self, idx: u32, seg: Seg) {
+    fn tcp_rst_input(&mut self, idx: u32, seg: Seg, now: Instant) {
         let c = &self.tcp.conns[idx as usize];
         if seg.seq != c.rcv_nxt {
-            self.tcp_challenge_ack(idx);
+            self.tcp_challenge_ack(idx, now);
             return self.tcp_drop_seg(seg, DropReason::TcpRstInWindow);
         }
         if c.state == TcpState::TimeWait {
@@ -528,7 +528,26 @@ impl Stack {
         self.tcp_free_seg(seg);
     }
 
-    fn tcp_challenge_ack(&mut self, idx: u32) {
+    /// A challenge ACK (RFC 5961 3.2, 4.2, 5.2), within the stack-wide budget of RFC 5961 7.
+    /// As Linux since CVE-2016-5696: each second's budget is drawn at random from
+    /// `[limit / 2, limit + limit / 2)`, so an off-path attacker cannot count the ACKs it
+    /// provokes to infer whether its guess hit a connection's window.
+    fn tcp_challenge_ack(&mut self, idx: u32, now: Instant) {
+        let limit = self.cfg.tcp_challenge_ack_limit;
+        if limit != u32::MAX {
+            let second = now.total_millis() / 1000;
+            if second != self.tcp.challenge_second {
+                self.tcp.challenge_second = second;
+                let half = limit.div_ceil(2);
+                let span = u64::from(limit.max(1));
+                self.tcp.challenge_left = half + (self.rng.next_u64() % span) as u32;
+            }
+            if self.tcp.challenge_left == 0 {
+                self.counters.add(Event::TcpChallengeAcksLimited, 1);
+                return;
+            }
+            self.tcp.challenge_left -= 1;
+        }
         self.counters.add(Event::TcpChallengeAcks, 1);
         self.tcp.conns[idx as usize].flags |= F_ACK_NOW;
     }
@@ -561,12 +580,12 @@ impl Stack {
         let c = &mut self.tcp.conns[idx as usize];
         // RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT].
         if seq_gt(seg.ack, c.snd_max) {
-            self.tcp_challenge_ack(idx);
+            self.tcp_challenge_ack(idx, now);
             self.tcp_drop_seg(seg, DropReason::TcpAckUnsent);
             return None;
         }
         if seq_lt(seg.ack, c.snd_una.wrapping_sub(c.max_snd_wnd.max(1))) {
-            self.tcp_challenge_ack(idx);
+            self.tcp_challenge_ack(idx, now);
             self.tcp_drop_seg(seg, DropReason::TcpAckTooOld);
             return None;
         }

@@ -486,6 +486,9 @@ pub(crate) struct TcpTable {
     pub expired: Vec<u32>,
     /// Scratch for copying a payload between frames of the pool.
     pub scratch: Vec<u8>,
+    /// Challenge ACK budget (RFC 5961 7): the second it was drawn for, and what is left.
+    pub challenge_second: u64,
+    pub challenge_left: u32,
 }
 
 impl TcpTable {
@@ -501,6 +504,8 @@ impl TcpTable {
             touched: Vec::with_capacity(64),
             expired: Vec::with_capacity(64),
             scratch: vec![0; 65536],
+            challenge_second: u64::MAX,
+            challenge_left: 0,
         }
     }
 

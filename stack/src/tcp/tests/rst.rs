@@ -95,3 +95,35 @@ fn an_old_timestamp_is_rejected_by_paws() {
     assert_eq!(p.recv_all(h), b"new");
     assert_eq!(p.s.counters().drops(DropReason::TcpPaws), 1);
 }
+
+#[test]
+fn challenge_acks_are_limited_per_second_with_a_randomized_budget() {
+    // RFC 5961 7: a stack-wide limit; Linux draws each second's budget from
+    // [limit / 2, 3 * limit / 2) so that the number sent does not reveal the limit.
+    let mut p = Peer::with(|c| c.tcp_challenge_ack_limit = 10);
+    let h = p.accept();
+    let mut budgets = Vec::new();
+    for second in 0..6u64 {
+        p.now = Instant::from_millis(1000 * second + 500);
+        let mut answered = 0;
+        for k in 0..40 {
+            let mut rst = p.seg(RST, b"");
+            rst.seq += 100 + k;
+            answered += p.send(&[rst]).len();
+        }
+        assert!((5..15).contains(&answered), "second {second}: {answered}");
+        budgets.push(answered);
+        assert_eq!(p.s.tcp_state(h), Some(TcpState::Established));
+    }
+    let c = p.s.counters();
+    assert_eq!(
+        c.get(Event::TcpChallengeAcks) + c.get(Event::TcpChallengeAcksLimited),
+        240
+    );
+    assert_eq!(
+        c.get(Event::TcpChallengeAcks),
+        budgets.iter().sum::<usize>() as u64
+    );
+    budgets.dedup();
+    assert!(budgets.len() > 1, "the budget varies: {budgets:?}");
+}
