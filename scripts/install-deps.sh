@@ -10,7 +10,7 @@
 #   socat, iperf3, python3, iputils-ping (ping)
 set -eu
 
-PACKAGES="libelf-dev clang m4 libpcap-dev zlib1g-dev pkg-config llvm make iproute2 ethtool tcpdump tshark socat iperf3 python3 iputils-ping"
+PACKAGES="libelf-dev clang m4 libpcap-dev zlib1g-dev pkg-config llvm make iproute2 ethtool tcpdump tshark socat iperf3 python3 iputils-ping curl"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: must run as root" >&2

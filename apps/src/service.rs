@@ -18,7 +18,9 @@ use cnet_drivers::pcap::PcapPort;
 use cnet_drivers::xdp::{XdpConfig, XdpPort};
 use cnet_drivers::Port;
 use cnet_netlink::{NetlinkSync, Subscription, SyncConfig};
-use cnet_stack::{ConfigEvent, IfAddr, Instant, MacAddr, Stack, StackConfig, UdpHandle};
+use cnet_stack::tcp::{TcpHandle, TcpListener, TcpOpts, TcpSendError, TcpState};
+use cnet_stack::{ConfigEvent, Frame, IfAddr, Instant, MacAddr, Stack, StackConfig, UdpHandle};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -121,6 +123,150 @@ impl ServicePort for PcapPort<XdpPort> {
     }
 }
 
+/// A TCP echo application: every byte received goes back on the same connection, from the frames
+/// it arrived in when their headroom allows (zero copy), copied otherwise. Back-pressure: a
+/// connection whose send buffer is full keeps its frames until there is room, and reads nothing
+/// more meanwhile (the peer's window closes). A connection the peer half-closes is closed once its
+/// data is echoed.
+#[derive(Debug)]
+pub struct TcpEcho {
+    listener: TcpListener,
+    conns: Vec<EchoConn>,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Bytes echoed.
+    pub bytes: u64,
+}
+
+#[derive(Debug)]
+struct EchoConn {
+    h: TcpHandle,
+    pending: VecDeque<Frame>,
+    closing: bool,
+}
+
+impl TcpEcho {
+    /// Listens on `port` on every address.
+    pub fn listen(stack: &mut Stack, port: u16, backlog: u32) -> Result<TcpEcho> {
+        let listener = stack
+            .tcp_listen(
+                std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port),
+                backlog,
+                TcpOpts {
+                    nodelay: true,
+                    ..TcpOpts::default()
+                },
+            )
+            .with_context(|| format!("cannot listen on TCP port {port}"))?;
+        Ok(TcpEcho {
+            listener,
+            conns: Vec::new(),
+            accepted: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Frees the frames waiting to be echoed (before a frame-accounting check or shutdown).
+    pub fn release(&mut self, stack: &mut Stack) {
+        for c in &mut self.conns {
+            for f in c.pending.drain(..) {
+                stack.pool_mut().free(f);
+            }
+        }
+    }
+
+    /// Accepts, echoes, closes.
+    pub fn poll(&mut self, stack: &mut Stack, now: Instant) {
+        while let Some(h) = stack.tcp_accept(self.listener) {
+            self.accepted += 1;
+            self.conns.push(EchoConn {
+                h,
+                pending: VecDeque::new(),
+                closing: false,
+            });
+        }
+        let mut i = 0;
+        while i < self.conns.len() {
+            let c = &mut self.conns[i];
+            let alive = Self::serve(c, stack, now, &mut self.bytes);
+            if alive {
+                i += 1;
+            } else {
+                let c = self.conns.swap_remove(i);
+                for f in c.pending {
+                    stack.pool_mut().free(f);
+                }
+            }
+        }
+    }
+
+    /// Serves one connection; false when it is gone.
+    fn serve(c: &mut EchoConn, stack: &mut Stack, now: Instant, bytes: &mut u64) -> bool {
+        match stack.tcp_state(c.h) {
+            None => return false,
+            Some(TcpState::Closed) | Some(TcpState::TimeWait) => {
+                // Hands the connection back: a closed one is freed, TIME-WAIT runs out alone.
+                stack.tcp_close(c.h, now);
+                return false;
+            }
+            _ => {}
+        }
+        loop {
+            let f = match c.pending.pop_front() {
+                Some(f) => f,
+                None => match stack.tcp_recv(c.h) {
+                    Some(f) => f,
+                    None => break,
+                },
+            };
+            let len = stack.pool().chain_len(&f) as u64;
+            let single = stack.pool().is_single(&f);
+            let room = stack.pool().headroom_of(&f) >= cnet_stack::tcp::TCP_HEADROOM;
+            if single && room {
+                match stack.tcp_send(c.h, f, now) {
+                    Ok(()) => *bytes += len,
+                    Err((TcpSendError::WouldBlock | TcpSendError::PoolEmpty, f)) => {
+                        c.pending.push_front(f);
+                        break;
+                    }
+                    Err((_, f)) => {
+                        stack.pool_mut().free(f);
+                        return true;
+                    }
+                }
+            } else {
+                // Too little headroom or a reassembled chain: copy into fresh frames.
+                let mut buf = vec![0u8; len as usize];
+                stack.pool().chain_copy_to(&f, &mut buf);
+                stack.pool_mut().free(f);
+                match stack.tcp_send_slice(c.h, &buf, now) {
+                    Ok(n) if n == buf.len() => *bytes += len,
+                    Ok(n) => {
+                        *bytes += n as u64;
+                        // Keep the rest for later, in a frame of its own.
+                        match stack.pool_mut().alloc_from(&buf[n..]) {
+                            Some(rest) => c.pending.push_front(rest),
+                            None => stack.tcp_abort(c.h, now),
+                        }
+                        break;
+                    }
+                    Err(_) => return true,
+                }
+            }
+        }
+        if c.pending.is_empty() && !c.closing && stack.tcp_recv_finished(c.h) {
+            stack.tcp_close(c.h, now);
+            c.closing = true;
+        }
+        true
+    }
+}
+
 /// One stack on one AF_XDP queue.
 #[derive(Debug)]
 pub struct Service<P = XdpPort> {
@@ -134,6 +280,36 @@ pub struct Service<P = XdpPort> {
     idle: Idle,
     /// The clock the loop runs on.
     pub clock: Clock,
+}
+
+/// Retries `open` for up to 2 s while the kernel reports EBUSY: a queue's previous AF_XDP socket
+/// releases its buffers a moment after it is closed, so an immediate reopen can find it busy.
+fn retry_busy<T>(
+    mut open: impl FnMut() -> Result<T, cnet_drivers::xdp::XdpError>,
+) -> Result<T, cnet_drivers::xdp::XdpError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match open() {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "AF_XDP queue busy, retrying");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_busy(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::EBUSY) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn sysfs_mac(ifname: &str) -> Result<MacAddr> {
@@ -160,7 +336,7 @@ impl Service<XdpPort> {
         } else {
             (None, None)
         };
-        let (port, pool) = XdpPort::open(&cfg.xdp, cfg.queue)
+        let (port, pool) = retry_busy(|| XdpPort::open(&cfg.xdp, cfg.queue))
             .with_context(|| format!("AF_XDP on {ifname} queue {}", cfg.queue))?;
         let events = sync.as_ref().map(|s| s.subscribe());
         Self::build(&cfg, port, pool, snapshot, sync, events, cfg.seed)
@@ -177,7 +353,8 @@ impl Service<XdpPort> {
         } else {
             (None, None)
         };
-        let ports = XdpPort::open_all(&cfg.xdp).with_context(|| format!("AF_XDP on {ifname}"))?;
+        let ports = retry_busy(|| XdpPort::open_all(&cfg.xdp))
+            .with_context(|| format!("AF_XDP on {ifname}"))?;
         let mut sync = sync;
         let mut services = Vec::with_capacity(ports.len());
         for (i, (port, pool)) in ports.into_iter().enumerate() {
@@ -323,7 +500,12 @@ impl<P: ServicePort> Service<P> {
                     .map_or(Duration::from_millis(10), |t| t - now)
                     .min(Duration::from_millis(10));
                 if !wait.is_zero() {
-                    self.host.port.xdp().wait_rx(wait)?;
+                    // poll(2) counts whole milliseconds: round up, or a deadline under 1 ms
+                    // away would spin.
+                    self.host
+                        .port
+                        .xdp()
+                        .wait_rx(wait.max(Duration::from_millis(1)))?;
                 }
             }
         }

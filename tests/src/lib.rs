@@ -231,7 +231,7 @@ impl Drop for Sim {
 /// on the stack's thread with [`XdpStack::with`].
 pub mod xdp {
     use cnet_apps::lab::{Lab, STACK_DEV};
-    use cnet_apps::service::{Service, ServiceConfig, UdpEcho};
+    use cnet_apps::service::{Service, ServiceConfig, TcpEcho, UdpEcho};
     use cnet_drivers::pcap::PcapPort;
     use cnet_drivers::xdp::{XdpConfig, XdpPort};
     use cnet_drivers::Port;
@@ -242,14 +242,44 @@ pub mod xdp {
     use std::thread::JoinHandle;
 
     type Job = Box<dyn FnOnce(&mut Stack, Instant) + Send>;
+    /// An application run on every loop pass until it returns `false`.
+    pub type App = Box<dyn FnMut(&mut Stack, Instant) -> bool + Send>;
+
+    enum Msg {
+        Job(Job),
+        App(App),
+    }
 
     /// The running stack. Its port is recorded to `<tmp>/cnet-pcap/<test>.pcap`, kept when the
     /// test fails (or `CNET_KEEP_PCAP` is set), deleted otherwise.
     pub struct XdpStack {
-        jobs: mpsc::Sender<Job>,
+        jobs: mpsc::Sender<Msg>,
         stop: Arc<AtomicBool>,
         thread: Option<JoinHandle<Result<String, String>>>,
         capture: std::path::PathBuf,
+    }
+
+    /// Runs `f` on a thread inside the lab's kernel namespace and returns its result.
+    pub fn in_kernel<T: Send>(lab: &Lab, f: impl FnOnce() -> T + Send) -> T {
+        cnet_netlink::run_in_netns(&cnet_netlink::netns_path(&lab.kernel_ns), f)
+            .expect("enter the kernel namespace")
+    }
+
+    /// Polls `cond` on the stack's thread until true, at most `limit`; returns the time it took.
+    pub fn wait_for(
+        stack: &XdpStack,
+        limit: std::time::Duration,
+        cond: impl Fn(&mut Stack) -> bool + Send + Sync + Clone + 'static,
+    ) -> Option<std::time::Duration> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            let c = cond.clone();
+            if stack.with(move |s, _| c(s)) {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        None
     }
 
     /// Returns from the calling test with a printed reason when the lab cannot run here.
@@ -265,7 +295,7 @@ pub mod xdp {
 
     impl XdpStack {
         /// Starts cnet on the lab's stack side with `xdp` settings (interface defaults to the
-        /// lab's), a UDP echo service on port 7, learning its address from netlink.
+        /// lab's), UDP and TCP echo services on port 7, learning its address from netlink.
         pub fn start(lab: &Lab, mut xdp: XdpConfig) -> XdpStack {
             xdp.ifname = STACK_DEV.into();
             let ns = lab.stack_ns_path();
@@ -278,11 +308,12 @@ pub mod xdp {
             let capture = dir.join(format!("{test}-{}.pcap", lab.stack_ns));
             let path = capture.clone();
             let stop = Arc::new(AtomicBool::new(false));
-            let (jobs, rx) = mpsc::channel::<Job>();
+            let (jobs, rx) = mpsc::channel::<Msg>();
             let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
             let st = stop.clone();
             let thread = std::thread::spawn(move || -> Result<String, String> {
-                let setup = || -> anyhow::Result<(Service<PcapPort<XdpPort>>, UdpEcho)> {
+                type Setup = (Service<PcapPort<XdpPort>>, UdpEcho, TcpEcho);
+                let setup = || -> anyhow::Result<Setup> {
                     cnet_netlink::enter_netns(&ns)?;
                     let svc = Service::open(ServiceConfig {
                         xdp,
@@ -293,9 +324,10 @@ pub mod xdp {
                     })?;
                     let mut svc = svc.record(&path)?;
                     let echo = UdpEcho::bind(&mut svc.host.stack, 7)?;
-                    Ok((svc, echo))
+                    let tcp = TcpEcho::listen(&mut svc.host.stack, 7, 1024)?;
+                    Ok((svc, echo, tcp))
                 };
-                let (mut svc, mut echo) = match setup() {
+                let (mut svc, mut echo, mut tcp) = match setup() {
                     Ok(v) => {
                         let _ = ready_tx.send(Ok(()));
                         v
@@ -305,13 +337,20 @@ pub mod xdp {
                         return Err(format!("{e:#}"));
                     }
                 };
+                let mut apps: Vec<App> = Vec::new();
                 svc.run(&st, |stack, now| {
                     echo.poll(stack, now);
-                    while let Ok(job) = rx.try_recv() {
-                        job(stack, now);
+                    tcp.poll(stack, now);
+                    while let Ok(msg) = rx.try_recv() {
+                        match msg {
+                            Msg::Job(job) => job(stack, now),
+                            Msg::App(app) => apps.push(app),
+                        }
                     }
+                    apps.retain_mut(|app| app(stack, now));
                 })
                 .map_err(|e| format!("{e:#}"))?;
+                tcp.release(&mut svc.host.stack);
                 let report = cnet_apps::service::report(&svc.host);
                 let mut host = svc.shutdown();
                 let _ = host.port.flush();
@@ -346,12 +385,26 @@ pub mod xdp {
         ) -> T {
             let (tx, rx) = mpsc::channel();
             self.jobs
-                .send(Box::new(move |s, now| {
+                .send(Msg::Job(Box::new(move |s, now| {
                     let _ = tx.send(f(s, now));
-                }))
+                })))
                 .expect("stack thread is running");
             rx.recv_timeout(std::time::Duration::from_secs(10))
                 .expect("stack thread answered")
+        }
+
+        /// Runs `app` on the stack's thread after every receive step until it returns `false`.
+        pub fn spawn_app(&self, app: impl FnMut(&mut Stack, Instant) -> bool + Send + 'static) {
+            self.jobs
+                .send(Msg::App(Box::new(app)))
+                .expect("stack thread is running");
+        }
+
+        /// Stops the stack like [`XdpStack::stop`] and keeps its capture; returns the report and
+        /// the capture's path (the caller deletes it).
+        pub fn stop_keep_capture(mut self) -> (String, std::path::PathBuf) {
+            let path = std::mem::take(&mut self.capture);
+            (self.stop(), path)
         }
 
         /// Stops the stack; checks every UMEM frame is accounted for and returns its report.
@@ -374,7 +427,7 @@ pub mod xdp {
             }
             if std::thread::panicking() || std::env::var_os("CNET_KEEP_PCAP").is_some() {
                 eprintln!("capture of the stack's port: {}", self.capture.display());
-            } else {
+            } else if !self.capture.as_os_str().is_empty() {
                 let _ = std::fs::remove_file(&self.capture);
             }
         }

@@ -6,34 +6,13 @@ use cnet_apps::lab::{Lab, KERNEL_IP, STACK_DEV, STACK_IP};
 use cnet_drivers::xdp::{AttachMode, XdpConfig};
 use cnet_stack::{DropReason, Event};
 use cnet_tests::require_lab;
-use cnet_tests::xdp::XdpStack;
+use cnet_tests::xdp::{in_kernel, wait_for, XdpStack};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::time::{Duration, Instant};
-
-fn in_kernel<T: Send>(lab: &Lab, f: impl FnOnce() -> T + Send) -> T {
-    cnet_netlink::run_in_netns(&cnet_netlink::netns_path(&lab.kernel_ns), f).expect("enter netns")
-}
+use std::time::Duration;
 
 fn ping_ok(lab: &Lab, ip: Ipv4Addr) -> bool {
     lab.kernel(&["ping", "-c", "1", "-W", "1", &ip.to_string()])
         .is_ok()
-}
-
-/// Polls `cond` on the stack's thread until true, at most `limit`; returns the time it took.
-fn wait_for(
-    stack: &XdpStack,
-    limit: Duration,
-    cond: impl Fn(&mut cnet_stack::Stack) -> bool + Send + Sync + Clone + 'static,
-) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        let c = cond.clone();
-        if stack.with(move |s, _| c(s)) {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_micros(500));
-    }
-    None
 }
 
 #[test]
