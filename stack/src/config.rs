@@ -83,6 +83,11 @@ pub struct StackConfig {
     /// `[limit / 2, 3 * limit / 2)` so the count does not leak to an off-path attacker
     /// (CVE-2016-5696). `u32::MAX` disables the limit.
     pub tcp_challenge_ack_limit: u32,
+    /// Path MTU black-hole detection (RFC 4821 5.3 / Linux `tcp_mtu_probing = 1`): after
+    /// `tcp_retries1`-like three consecutive RTOs, data goes out in smaller segments (MSS 1024,
+    /// then halved down to what a 552-byte MTU carries), in case a router drops our DF packets
+    /// without telling.
+    pub tcp_mtu_probing: bool,
 }
 
 impl StackConfig {
@@ -123,6 +128,7 @@ impl StackConfig {
             tcp_keepalive_intvl_s: 75,
             tcp_keepalive_probes: 9,
             tcp_challenge_ack_limit: 1000,
+            tcp_mtu_probing: true,
         }
     }
 }

@@ -231,6 +231,8 @@ reasons! {
         TcpIcmpErrors => "tcp_icmp_errors",
         /// MSS lowered by ICMP fragmentation-needed.
         TcpPmtuUpdates => "tcp_pmtu_updates",
+        /// MSS lowered after repeated RTOs (suspected path MTU black hole, RFC 4821 5.3).
+        TcpMtuBlackholes => "tcp_mtu_blackholes",
     }
 }
 

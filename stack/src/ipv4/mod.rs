@@ -178,6 +178,28 @@ impl Stack {
         }
     }
 
+    /// [`Stack::ip_output`] with the Don't Fragment bit set (RFC 791; path MTU discovery, RFC
+    /// 1191 3): a packet that does not fit the interface MTU is not fragmented but dropped with
+    /// [`DropReason::NeedFragmentation`], which the caller (TCP) takes as its cue to send smaller.
+    pub(crate) fn ip_output_df(
+        &mut self,
+        f: Frame,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        match self.route_to(dst) {
+            Ok((next_hop, broadcast)) => {
+                self.ip_output_hop(f, src, dst, proto, next_hop, broadcast, true, now)
+            }
+            Err(r) => {
+                self.drop_frame(f, r);
+                Err(r)
+            }
+        }
+    }
+
     /// The neighbour to send to for `dst`, and whether `dst` is a broadcast address.
     #[inline]
     pub(crate) fn route_to(&self, dst: Ipv4Addr) -> Result<(Ipv4Addr, bool), DropReason> {
@@ -203,6 +225,22 @@ impl Stack {
         broadcast: bool,
         now: Instant,
     ) -> Result<(), DropReason> {
+        self.ip_output_hop(f, src, dst, proto, next_hop, broadcast, false, now)
+    }
+
+    /// [`Stack::ip_output_via`] with a choice of the Don't Fragment bit.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn ip_output_hop(
+        &mut self,
+        f: Frame,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        next_hop: Ipv4Addr,
+        broadcast: bool,
+        dont_frag: bool,
+        now: Instant,
+    ) -> Result<(), DropReason> {
         if !self.iface.up {
             self.drop_frame(f, DropReason::LinkDown);
             return Err(DropReason::LinkDown);
@@ -216,7 +254,7 @@ impl Stack {
             proto,
             ttl: DEFAULT_TTL,
             ident: self.next_ident(),
-            dont_frag: false,
+            dont_frag,
             more_frags: false,
             frag_offset: 0,
             payload_len: len as u16,
@@ -232,7 +270,8 @@ impl Stack {
             self.l2_output(f, next_hop, broadcast, now);
             return Ok(());
         }
-        if len + IPV4_HLEN > 65535 {
+        if len + IPV4_HLEN > 65535 || (dont_frag && len + IPV4_HLEN > mtu) {
+            // RFC 1191 3: DF set and too big: not fragmented (the sender learns the MTU).
             self.drop_frame(f, DropReason::NeedFragmentation);
             return Err(DropReason::NeedFragmentation);
         }

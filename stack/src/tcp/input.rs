@@ -948,17 +948,11 @@ impl Stack {
             let Some(mtu) = err.mtu.map(usize::from).filter(|&m| m >= 68) else {
                 return true;
             };
-            let opt = if c.has(F_TS) { 12 } else { 0 };
-            let new = (mtu.saturating_sub(IPV4_HLEN + wire::TCP_HLEN + opt)).max(32) as u16;
-            if new < c.mss {
-                c.mss = new;
-                // Resend what is in flight at the new size (Linux tcp_simple_retransmit).
-                c.snd_nxt = c.snd_una;
-                for s in c.sndq.segs.iter_mut() {
-                    s.flags &= !(sack::RETRANS | sack::LOST);
-                }
-                self.counters.add(Event::TcpPmtuUpdates, 1);
-                self.tcp.touch(idx);
+            // RFC 5927 7.2: a forged tiny MTU would make us crawl; as Linux (min_pmtu), no
+            // lower than 552.
+            let mtu = mtu.max(timers::MIN_PMTU);
+            // Resend what is in flight at the new size (Linux tcp_simple_retransmit).
+            if self.tcp_pmtu_lower(idx, mtu) {
                 self.tcp_flush(now);
             }
             return true;

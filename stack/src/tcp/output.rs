@@ -116,6 +116,7 @@ impl Stack {
             e.opts.sack.pop();
         }
         let (local, remote) = (c.local, c.remote);
+        let sent_mss = c.mss;
         if fl & flags::ACK != 0 {
             c.last_ack_sent = c.rcv_nxt;
             c.flags &= !F_ACK_NOW;
@@ -127,7 +128,38 @@ impl Stack {
         if syn {
             c.rcv_adv = adv;
         }
-        self.tcp_emit_raw(local, remote, &e, payload, now)
+        match self.tcp_emit_df(local, remote, &e, payload, now) {
+            Ok(()) => true,
+            Err(DropReason::NeedFragmentation) => {
+                // Our own interface's MTU shrank below the segment (DF is set, RFC 1191 3):
+                // send smaller from now on, as on an ICMP fragmentation-needed.
+                let mtu = self.iface.mtu;
+                if self.tcp.conns[idx as usize].mss == sent_mss {
+                    self.tcp_pmtu_lower(idx, mtu);
+                }
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Lowers the MSS to what an MTU of `mtu` carries and makes everything in flight go out
+    /// again at the new size (Linux `tcp_simple_retransmit`). Returns true if it changed.
+    pub(crate) fn tcp_pmtu_lower(&mut self, idx: u32, mtu: usize) -> bool {
+        let c = &mut self.tcp.conns[idx as usize];
+        let opt = if c.has(F_TS) { 12 } else { 0 };
+        let new = (mtu.saturating_sub(IPV4_HLEN + wire::TCP_HLEN + opt)).max(32) as u16;
+        if new >= c.mss {
+            return false;
+        }
+        c.mss = new;
+        c.snd_nxt = c.snd_una;
+        for s in c.sndq.segs.iter_mut() {
+            s.flags &= !(sack::RETRANS | sack::LOST);
+        }
+        self.counters.add(Event::TcpPmtuUpdates, 1);
+        self.tcp.touch(idx);
+        true
     }
 
     /// Builds a segment from `e` and an optional payload, checksums it and hands it to IP.
@@ -139,6 +171,19 @@ impl Stack {
         payload: Option<Payload>,
         now: Instant,
     ) -> bool {
+        self.tcp_emit_df(local, remote, e, payload, now).is_ok()
+    }
+
+    /// [`Stack::tcp_emit_raw`], with the reason when IP did not take the segment. Every TCP
+    /// segment leaves with DF set (path MTU discovery, RFC 1191 3 / RFC 9293 3.7.2).
+    fn tcp_emit_df(
+        &mut self,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        e: &Emit,
+        payload: Option<Payload>,
+        now: Instant,
+    ) -> Result<(), DropReason> {
         let hl = e.header_len();
         let need = hl + IPV4_HLEN + ETH_HLEN;
         let frame = match payload {
@@ -183,7 +228,7 @@ impl Stack {
         };
         let Some(f) = frame else {
             self.counters.drop(DropReason::PoolEmpty);
-            return false;
+            return Err(DropReason::PoolEmpty);
         };
         let total = self.pool.len(&f);
         e.write(&mut self.pool.data_mut(&f)[..hl]);
@@ -197,8 +242,7 @@ impl Stack {
         let ck = acc.finish();
         self.pool.data_mut(&f)[16..18].copy_from_slice(&ck.to_be_bytes());
         self.counters.add(Event::TcpSegsOut, 1);
-        self.ip_output(f, *local.ip(), *remote.ip(), PROTO_TCP, now)
-            .is_ok()
+        self.ip_output_df(f, *local.ip(), *remote.ip(), PROTO_TCP, now)
     }
 
     /// A bare RST (RFC 9293 3.10.7.1): `ack` adds the ACK flag.

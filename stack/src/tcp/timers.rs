@@ -8,6 +8,13 @@
 use super::*;
 use crate::counters::Event;
 
+/// Consecutive RTOs after which a path MTU black hole is suspected (Linux `tcp_retries1`).
+const BLACKHOLE_RTOS: u32 = 3;
+/// First MSS tried on a black hole (Linux `tcp_base_mss`).
+const BASE_MSS: u16 = 1024;
+/// Smallest path MTU we go down to, on a black hole or an ICMP report (Linux `min_pmtu`).
+pub(crate) const MIN_PMTU: usize = 552;
+
 impl Stack {
     /// Re-arms the connection's wheel entry at its earliest deadline.
     pub(crate) fn tcp_timers_changed(&mut self, idx: u32) {
@@ -80,6 +87,7 @@ impl Stack {
     fn tcp_rto_expired(&mut self, idx: u32, now: Instant) {
         let syn_retries = self.cfg.tcp_syn_retries;
         let retries2 = self.cfg.tcp_retries2;
+        let mtu_probing = self.cfg.tcp_mtu_probing;
         let c = &mut self.tcp.conns[idx as usize];
         c.retries = c.retries.saturating_add(1);
         c.stats.rto_expirations += 1;
@@ -108,6 +116,23 @@ impl Stack {
                         .map_or(TcpError::TimedOut, TcpError::Unreachable);
                     self.tcp_fail(idx, e);
                     return;
+                }
+                if mtu_probing && u32::from(c.retries) >= BLACKHOLE_RTOS {
+                    // RFC 4821 5.3 / Linux tcp_mtu_probing: our DF segments may be dropped by
+                    // a router that sends no ICMP; try smaller ones (1024, then halving down to
+                    // a 552-byte path MTU). Lost segments are split on the resend below.
+                    let opt = if c.has(F_TS) { 12 } else { 0 };
+                    let floor = (MIN_PMTU - IPV4_HLEN - wire::TCP_HLEN - opt) as u16;
+                    let next = if c.mss > BASE_MSS {
+                        BASE_MSS
+                    } else {
+                        c.mss / 2
+                    };
+                    let next = next.max(floor);
+                    if next < c.mss {
+                        c.mss = next;
+                        self.counters.add(Event::TcpMtuBlackholes, 1);
+                    }
                 }
                 let mss = u32::from(c.mss);
                 if c.retries == 1 {
