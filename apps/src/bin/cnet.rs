@@ -2,12 +2,12 @@
 //!
 //! - `cnet demo`: cnet on AF_XDP in a network namespace against the Linux kernel (root);
 //! - `cnet demo --mem`: two cnet stacks over the impaired in-memory link (no privileges);
-//! - `cnet echo --iface IF [--addr A.B.C.D/P] [--udp PORT]`: UDP echo service on AF_XDP on `IF`
+//! - `cnet echo --iface IF [--addr A.B.C.D/P] [--udp PORT] [--tcp PORT]`: UDP and TCP echo service on AF_XDP on `IF`
 //!   until Ctrl-C or SIGTERM; addresses from the flag and from the kernel (netlink).
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use cnet_apps::service::{self, Idle, Service, ServiceConfig, UdpEcho};
+use cnet_apps::service::{self, Idle, Service, ServiceConfig, TcpEcho, UdpEcho};
 use cnet_drivers::xdp::{AttachMode, BindMode, BusyPoll, XdpConfig};
 use cnet_stack::IfAddr;
 
@@ -40,6 +40,9 @@ enum Cmd {
         /// UDP echo port.
         #[arg(long, default_value_t = 7)]
         udp: u16,
+        /// TCP echo port (0: no TCP echo).
+        #[arg(long, default_value_t = 7)]
+        tcp: u16,
         /// Queues to serve, one stack instance and thread each (e.g. `0,1`).
         #[arg(long, value_delimiter = ',', default_value = "0")]
         queues: Vec<u32>,
@@ -76,6 +79,7 @@ struct EchoOpts {
     iface: String,
     addr: Option<String>,
     port: u16,
+    tcp_port: u16,
     queues: Vec<u32>,
     attach: String,
     bind: String,
@@ -89,6 +93,7 @@ fn echo(o: EchoOpts) -> Result<()> {
         iface,
         addr,
         port,
+        tcp_port,
         queues,
         attach,
         bind,
@@ -144,6 +149,10 @@ fn echo(o: EchoOpts) -> Result<()> {
     for mut svc in services {
         svc.set_idle(idle);
         let mut app = UdpEcho::bind(&mut svc.host.stack, port)?;
+        let mut tcp = match tcp_port {
+            0 => None,
+            p => Some(TcpEcho::listen(&mut svc.host.stack, p, 1024)?),
+        };
         eprintln!(
             "cnet echo on {iface} queue {}: MAC {}, addresses {:?}, UDP port {port}; Ctrl-C stops",
             svc.host.port.queue(),
@@ -152,12 +161,23 @@ fn echo(o: EchoOpts) -> Result<()> {
         );
         let stop = stop.clone();
         threads.push(std::thread::spawn(move || -> Result<String> {
-            let run = svc.run(&stop, |stack, now| app.poll(stack, now));
+            let run = svc.run(&stop, |stack, now| {
+                app.poll(stack, now);
+                if let Some(t) = tcp.as_mut() {
+                    t.poll(stack, now);
+                }
+            });
+            if let Some(t) = tcp.as_mut() {
+                t.release(&mut svc.host.stack);
+            }
             let queue = svc.host.port.queue();
             let host = svc.shutdown();
             run?;
+            let tcp = tcp.map_or(String::new(), |t| {
+                format!(", {} TCP connections, {} bytes echoed", t.accepted, t.bytes)
+            });
             Ok(format!(
-                "queue {queue}: {} datagrams echoed\n{}",
+                "queue {queue}: {} datagrams echoed{tcp}\n{}",
                 app.echoed,
                 service::report(&host)
             ))
@@ -195,6 +215,7 @@ fn main() -> Result<()> {
             iface,
             addr,
             udp,
+            tcp,
             queues,
             attach,
             bind,
@@ -205,6 +226,7 @@ fn main() -> Result<()> {
             iface,
             addr,
             port: udp,
+            tcp_port: tcp,
             queues,
             attach,
             bind,
