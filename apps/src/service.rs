@@ -14,6 +14,7 @@
 
 use anyhow::{Context, Result};
 use cnet_drivers::host::Host;
+use cnet_drivers::impair::{ImpairConfig, ImpairPort};
 use cnet_drivers::pcap::PcapPort;
 use cnet_drivers::xdp::{XdpConfig, XdpPort};
 use cnet_drivers::Port;
@@ -114,12 +115,21 @@ impl ServicePort for XdpPort {
     }
 }
 
-impl ServicePort for PcapPort<XdpPort> {
+impl<P: ServicePort> ServicePort for PcapPort<P> {
     fn xdp(&self) -> &XdpPort {
-        self.inner()
+        self.inner().xdp()
     }
     fn xdp_mut(&mut self) -> &mut XdpPort {
-        self.inner_mut()
+        self.inner_mut().xdp_mut()
+    }
+}
+
+impl<P: ServicePort> ServicePort for ImpairPort<P> {
+    fn xdp(&self) -> &XdpPort {
+        self.inner().xdp()
+    }
+    fn xdp_mut(&mut self) -> &mut XdpPort {
+        self.inner_mut().xdp_mut()
     }
 }
 
@@ -423,16 +433,13 @@ impl Service<XdpPort> {
             clock,
         })
     }
+}
 
-    /// Records everything the port sends and receives to a pcap file at `path`.
-    pub fn record(self, path: &std::path::Path) -> Result<Service<PcapPort<XdpPort>>> {
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let writer = cnet_drivers::pcap::PcapWriter::new(file)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        let host = self.host.map_port(|p| PcapPort::new(p, writer));
-        Ok(Service {
-            host,
+impl<P: ServicePort> Service<P> {
+    /// Replaces the port by `f(port)`, keeping everything else.
+    fn map_port<Q: ServicePort>(self, f: impl FnOnce(P) -> Q) -> Service<Q> {
+        Service {
+            host: self.host.map_port(f),
             sync: self.sync,
             events: self.events,
             extra_addrs: self.extra_addrs,
@@ -440,11 +447,24 @@ impl Service<XdpPort> {
             inbox: self.inbox,
             idle: self.idle,
             clock: self.clock,
-        })
+        }
     }
-}
 
-impl<P: ServicePort> Service<P> {
+    /// Records everything the port sends and receives to a pcap file at `path`.
+    pub fn record(self, path: &std::path::Path) -> Result<Service<PcapPort<P>>> {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let writer = cnet_drivers::pcap::PcapWriter::new(file)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(self.map_port(|p| PcapPort::new(p, writer)))
+    }
+
+    /// Passes the port's traffic through seeded impairments (tests over a bad path).
+    pub fn impair(self, cfg: ImpairConfig) -> Result<Service<ImpairPort<P>>> {
+        cfg.validate()?;
+        Ok(self.map_port(|p| ImpairPort::new(p, cfg).expect("configuration validated above")))
+    }
+
     /// Sets the idle strategy.
     pub fn set_idle(&mut self, idle: Idle) {
         self.idle = idle;

@@ -2,6 +2,7 @@
 //!
 //! - [`Port`]: the burst interface every driver implements;
 //! - [`host`]: a stack joined to a port, and the receive → process → transmit step;
+//! - [`impair`]: seeded impairments wrapped around any port (a bad path over a real device);
 //! - [`mem`]: an in-memory link joining two ports, with seeded impairments;
 //! - [`pcap`]: a wrapper that records any port's traffic to a pcap file.
 //! - `xdp` (feature `xdp`): AF_XDP port whose UMEM is the stack's frame pool.
@@ -10,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod host;
+pub mod impair;
 pub mod mem;
 pub mod pcap;
 mod port;

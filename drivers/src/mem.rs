@@ -99,7 +99,7 @@ impl Default for Impairments {
 
 impl Impairments {
     /// Checks every knob; `what` names the direction in the error.
-    fn validate(&self, direction: &'static str) -> Result<(), LinkConfigError> {
+    pub(crate) fn validate(&self, direction: &'static str) -> Result<(), LinkConfigError> {
         for (knob, p) in [
             ("loss", self.loss),
             ("duplicate", self.duplicate),
@@ -342,8 +342,8 @@ impl Ord for InFlight {
     }
 }
 
-/// One direction of the link.
-struct Direction {
+/// One direction of the link (also the engine of [`crate::impair::ImpairPort`]).
+pub(crate) struct Direction {
     imp: Impairments,
     /// Longest frame carried: `mtu + 14`; also the size of every wire buffer.
     max_frame: usize,
@@ -363,11 +363,11 @@ struct Direction {
     busy_until_ns: u64,
     /// Delivery time of the last in-order frame: later in-order frames are not delivered before.
     in_order_floor: Instant,
-    stats: LinkStats,
+    pub(crate) stats: LinkStats,
 }
 
 impl Direction {
-    fn new(imp: Impairments, mtu: usize, seed: u64) -> Direction {
+    pub(crate) fn new(imp: Impairments, mtu: usize, seed: u64) -> Direction {
         let mut d = Direction {
             imp: Impairments::default(),
             max_frame: mtu + ETH_HEADER,
@@ -411,7 +411,7 @@ impl Direction {
         self.in_flight() < self.imp.queue_limit
     }
 
-    fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.wire.len() + self.fifo.len()
     }
 
@@ -423,7 +423,7 @@ impl Direction {
 
     /// Takes the frames of `batch` (all of them: drops are counted, not refused) onto the wire and
     /// frees them into `pool`.
-    fn transmit(&mut self, pool: &mut Pool, batch: &mut Batch, now: Instant) -> usize {
+    pub(crate) fn transmit(&mut self, pool: &mut Pool, batch: &mut Batch, now: Instant) -> usize {
         let n = batch.len();
         for frame in batch.drain() {
             self.transmit_one(pool, &frame, now);
@@ -525,7 +525,7 @@ impl Direction {
     }
 
     /// Moves due frames into `batch` (frames allocated from `pool`); returns how many.
-    fn receive(&mut self, pool: &mut Pool, batch: &mut Batch, now: Instant) -> usize {
+    pub(crate) fn receive(&mut self, pool: &mut Pool, batch: &mut Batch, now: Instant) -> usize {
         let mut n = 0;
         while !batch.is_full() {
             let from_fifo = match (self.fifo.front(), self.wire.peek()) {
@@ -578,7 +578,7 @@ impl Direction {
         }
     }
 
-    fn next_delivery(&self) -> Option<Instant> {
+    pub(crate) fn next_delivery(&self) -> Option<Instant> {
         let w = self.wire.peek().map(|f| f.0.at);
         let f = self.fifo.front().map(|f| f.at);
         w.into_iter().chain(f).min()

@@ -231,9 +231,10 @@ impl Drop for Sim {
 /// on the stack's thread with [`XdpStack::with`].
 pub mod xdp {
     use cnet_apps::lab::{Lab, STACK_DEV};
-    use cnet_apps::service::{Service, ServiceConfig, TcpEcho, UdpEcho};
+    use cnet_apps::service::{Service, ServiceConfig, ServicePort, TcpEcho, UdpEcho};
+    use cnet_drivers::impair::ImpairConfig;
     use cnet_drivers::pcap::PcapPort;
-    use cnet_drivers::xdp::{XdpConfig, XdpPort};
+    use cnet_drivers::xdp::XdpConfig;
     use cnet_drivers::Port;
     use cnet_stack::{Instant, Stack};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -293,10 +294,69 @@ pub mod xdp {
         };
     }
 
+    /// The stack thread's life once its port is open: echo services, the test's jobs and apps,
+    /// then the frame-accounting check.
+    fn serve<P: ServicePort>(
+        svc: anyhow::Result<Service<PcapPort<P>>>,
+        ready_tx: mpsc::Sender<Result<(), String>>,
+        rx: mpsc::Receiver<Msg>,
+        stop: &AtomicBool,
+    ) -> Result<String, String> {
+        let setup = || -> anyhow::Result<(Service<PcapPort<P>>, UdpEcho, TcpEcho)> {
+            let mut svc = svc?;
+            let echo = UdpEcho::bind(&mut svc.host.stack, 7)?;
+            let tcp = TcpEcho::listen(&mut svc.host.stack, 7, 1024)?;
+            Ok((svc, echo, tcp))
+        };
+        let (mut svc, mut echo, mut tcp) = match setup() {
+            Ok(v) => {
+                let _ = ready_tx.send(Ok(()));
+                v
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(format!("{e:#}")));
+                return Err(format!("{e:#}"));
+            }
+        };
+        let mut apps: Vec<App> = Vec::new();
+        svc.run(stop, |stack, now| {
+            echo.poll(stack, now);
+            tcp.poll(stack, now);
+            while let Ok(msg) = rx.try_recv() {
+                match msg {
+                    Msg::Job(job) => job(stack, now),
+                    Msg::App(app) => apps.push(app),
+                }
+            }
+            apps.retain_mut(|app| app(stack, now));
+        })
+        .map_err(|e| format!("{e:#}"))?;
+        tcp.release(&mut svc.host.stack);
+        let report = cnet_apps::service::report(&svc.host);
+        let mut host = svc.shutdown();
+        let _ = host.port.flush();
+        host.port.xdp_mut().reclaim(host.stack.pool_mut());
+        let p = host.stack.pool().stats();
+        let held = host.port.frames_held();
+        if p.free + held != p.capacity || p.double_frees != 0 {
+            return Err(format!(
+                "UMEM frame accounting: {} free + {held} in the port != {} ({} double frees)\n{report}",
+                p.free, p.capacity, p.double_frees
+            ));
+        }
+        Ok(report)
+    }
+
     impl XdpStack {
         /// Starts cnet on the lab's stack side with `xdp` settings (interface defaults to the
         /// lab's), UDP and TCP echo services on port 7, learning its address from netlink.
-        pub fn start(lab: &Lab, mut xdp: XdpConfig) -> XdpStack {
+        pub fn start(lab: &Lab, xdp: XdpConfig) -> XdpStack {
+            Self::start_with(lab, xdp, None)
+        }
+
+        /// Like [`XdpStack::start`], with the port's traffic passed through seeded impairments
+        /// (both directions) when `impair` is given.
+        pub fn start_with(lab: &Lab, mut xdp: XdpConfig, impair: Option<ImpairConfig>) -> XdpStack {
             xdp.ifname = STACK_DEV.into();
             let ns = lab.stack_ns_path();
             let dir = std::env::temp_dir().join("cnet-pcap");
@@ -312,58 +372,34 @@ pub mod xdp {
             let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
             let st = stop.clone();
             let thread = std::thread::spawn(move || -> Result<String, String> {
-                type Setup = (Service<PcapPort<XdpPort>>, UdpEcho, TcpEcho);
-                let setup = || -> anyhow::Result<Setup> {
-                    cnet_netlink::enter_netns(&ns)?;
-                    let svc = Service::open(ServiceConfig {
-                        xdp,
-                        queue: 0,
-                        extra_addrs: Vec::new(),
-                        netlink: true,
-                        seed: 7,
-                    })?;
-                    let mut svc = svc.record(&path)?;
-                    let echo = UdpEcho::bind(&mut svc.host.stack, 7)?;
-                    let tcp = TcpEcho::listen(&mut svc.host.stack, 7, 1024)?;
-                    Ok((svc, echo, tcp))
-                };
-                let (mut svc, mut echo, mut tcp) = match setup() {
-                    Ok(v) => {
-                        let _ = ready_tx.send(Ok(()));
-                        v
-                    }
+                let opened = cnet_netlink::enter_netns(&ns)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| {
+                        Service::open(ServiceConfig {
+                            xdp,
+                            queue: 0,
+                            extra_addrs: Vec::new(),
+                            netlink: true,
+                            seed: 7,
+                        })
+                    });
+                let svc = match opened {
+                    Ok(svc) => svc,
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("{e:#}")));
                         return Err(format!("{e:#}"));
                     }
                 };
-                let mut apps: Vec<App> = Vec::new();
-                svc.run(&st, |stack, now| {
-                    echo.poll(stack, now);
-                    tcp.poll(stack, now);
-                    while let Ok(msg) = rx.try_recv() {
-                        match msg {
-                            Msg::Job(job) => job(stack, now),
-                            Msg::App(app) => apps.push(app),
+                match impair {
+                    None => serve(svc.record(&path), ready_tx, rx, &st),
+                    Some(cfg) => match svc.impair(cfg) {
+                        Ok(svc) => serve(svc.record(&path), ready_tx, rx, &st),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("{e:#}")));
+                            Err(format!("{e:#}"))
                         }
-                    }
-                    apps.retain_mut(|app| app(stack, now));
-                })
-                .map_err(|e| format!("{e:#}"))?;
-                tcp.release(&mut svc.host.stack);
-                let report = cnet_apps::service::report(&svc.host);
-                let mut host = svc.shutdown();
-                let _ = host.port.flush();
-                host.port.inner_mut().reclaim(host.stack.pool_mut());
-                let p = host.stack.pool().stats();
-                let held = host.port.frames_held();
-                if p.free + held != p.capacity || p.double_frees != 0 {
-                    return Err(format!(
-                        "UMEM frame accounting: {} free + {held} in the port != {} ({} double frees)\n{report}",
-                        p.free, p.capacity, p.double_frees
-                    ));
+                    },
                 }
-                Ok(report)
             });
             match ready_rx.recv_timeout(std::time::Duration::from_secs(20)) {
                 Ok(Ok(())) => {}

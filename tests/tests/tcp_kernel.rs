@@ -4,6 +4,8 @@
 //! handshake negotiates (read back from the capture of cnet's port), and a flood of 1 M SYNs.
 
 use cnet_apps::lab::{Lab, KERNEL_IP, STACK_DEV, STACK_IP};
+use cnet_drivers::impair::ImpairConfig;
+use cnet_drivers::mem::Impairments;
 use cnet_drivers::xdp::XdpConfig;
 use cnet_stack::tcp::{TcpOpts, TcpState};
 use cnet_tests::require_lab;
@@ -99,37 +101,33 @@ fn kernel_client_to_cnet_echo_by_hash() {
     stack.stop();
 }
 
-#[test]
-fn cnet_client_to_kernel_server_by_hash() {
-    require_lab!();
-    let lab = Lab::new("cxt", 1).unwrap();
-    let stack = start(&lab);
-    const N: usize = 8 << 20;
-    // Kernel server: reads everything, answers the hash of what it read, closes.
+/// cnet client -> kernel server on 198.18.0.1:`port`: cnet sends `n` bytes and half-closes; the
+/// server answers the hash of what it read. Returns (cnet's hash, the server's hash as seen by
+/// the server, the server's hash as cnet received it, seconds).
+fn cnet_to_kernel(lab: &Lab, stack: &XdpStack, port: u16, n: usize) -> (u64, u64, u64, f64) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let ns = cnet_netlink::netns_path(&lab.kernel_ns);
     let server = std::thread::spawn(move || {
         cnet_netlink::enter_netns(&ns).unwrap();
-        let l = TcpListener::bind(SocketAddrV4::new(KERNEL_IP, 9000)).unwrap();
+        let l = TcpListener::bind(SocketAddrV4::new(KERNEL_IP, port)).unwrap();
         ready_tx.send(()).unwrap();
         let (mut s, _) = l.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut h = Fnv::new();
         let mut buf = vec![0u8; 64 * 1024];
-        let mut n = 0;
+        let mut got = 0;
         loop {
             let k = s.read(&mut buf).expect("read from cnet");
             if k == 0 {
                 break;
             }
             h.update(&buf[..k]);
-            n += k;
+            got += k;
         }
         s.write_all(&h.0.to_be_bytes()).unwrap();
-        (n, h.0)
+        (got, h.0)
     });
     ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    // cnet client: connect, send N bytes, half-close, read the 8-byte answer.
     let result = Arc::new(Mutex::new(None::<(u64, u64)>));
     let out = result.clone();
     let mut h = None;
@@ -140,7 +138,7 @@ fn cnet_client_to_kernel_server_by_hash() {
     stack.spawn_app(move |s, now| {
         let c = *h.get_or_insert_with(|| {
             s.tcp_connect(
-                SocketAddrV4::new(KERNEL_IP, 9000),
+                SocketAddrV4::new(KERNEL_IP, port),
                 None,
                 TcpOpts::default(),
                 now,
@@ -155,8 +153,8 @@ fn cnet_client_to_kernel_server_by_hash() {
             }
             _ => {}
         }
-        while off < N && s.tcp_can_send(c) > 0 {
-            let k = chunk.len().min(N - off);
+        while off < n && s.tcp_can_send(c) > 0 {
+            let k = chunk.len().min(n - off);
             for (j, b) in chunk[..k].iter_mut().enumerate() {
                 *b = pattern(off + j);
             }
@@ -168,7 +166,7 @@ fn cnet_client_to_kernel_server_by_hash() {
                 }
             }
         }
-        if off == N && s.tcp_send_queued(c) == 0 {
+        if off == n && s.tcp_send_queued(c) == 0 {
             s.tcp_shutdown(c, now);
         }
         let mut buf = [0u8; 8];
@@ -183,9 +181,10 @@ fn cnet_client_to_kernel_server_by_hash() {
         true
     });
     let t = Instant::now();
-    let (n, server_hash) = server.join().unwrap();
+    let (got, server_hash) = server.join().unwrap();
     let secs = t.elapsed().as_secs_f64();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    assert_eq!(got, n, "the server read everything");
+    let deadline = Instant::now() + Duration::from_secs(10);
     let (mine, theirs) = loop {
         if let Some(r) = *result.lock().unwrap() {
             break r;
@@ -196,13 +195,77 @@ fn cnet_client_to_kernel_server_by_hash() {
         );
         std::thread::sleep(Duration::from_millis(5));
     };
-    assert_eq!(n, N);
-    assert_eq!(mine, server_hash);
-    assert_eq!(theirs, server_hash);
+    (mine, server_hash, theirs, secs)
+}
+
+#[test]
+fn cnet_client_to_kernel_server_by_hash() {
+    require_lab!();
+    let lab = Lab::new("cxt", 1).unwrap();
+    let stack = start(&lab);
+    const N: usize = 8 << 20;
+    let (mine, server, theirs, secs) = cnet_to_kernel(&lab, &stack, 9000, N);
+    assert_eq!(mine, server);
+    assert_eq!(theirs, server);
     eprintln!(
         "cnet -> kernel TCP: {N} bytes in {secs:.3} s ({:.1} Mbit/s)",
         N as f64 * 8.0 / secs / 1e6
     );
+    stack.stop();
+}
+
+#[test]
+fn both_ways_over_an_impaired_path_with_a_rate_limit() {
+    require_lab!();
+    let lab = Lab::new("cxt", 1).unwrap();
+    // Seeded impairments around cnet's own AF_XDP port, both directions, and a token bucket on
+    // the kernel's side (this kernel has no netem).
+    let bad = Impairments {
+        loss: 0.02,
+        duplicate: 0.01,
+        corrupt: 0.005,
+        reorder: 0.02,
+        reorder_delay: Duration::from_millis(3),
+        delay: Duration::from_millis(1),
+        jitter: Duration::from_micros(200),
+        ..Impairments::default()
+    };
+    let cfg = ImpairConfig {
+        seed: 42,
+        tx: bad.clone(),
+        rx: bad,
+    };
+    let stack = XdpStack::start_with(&lab, XdpConfig::new(STACK_DEV), Some(cfg));
+    lab.kernel(&[
+        "tc", "qdisc", "add", "dev", "kern0", "root", "tbf", "rate", "40mbit",
+    ])
+    .map(|_| ())
+    .or_else(|_| {
+        lab.kernel(&[
+            "tc", "qdisc", "add", "dev", "kern0", "root", "tbf", "rate", "40mbit", "burst", "32kb",
+            "latency", "100ms",
+        ])
+        .map(|_| ())
+    })
+    .expect("tc tbf on the kernel side");
+    const N: usize = 2 << 20;
+    let (sent, got, secs) = kernel_echo_transfer(&lab, N);
+    assert_eq!(sent, got, "kernel -> cnet echo intact over the bad path");
+    eprintln!("impaired kernel -> cnet echo: {N} bytes in {secs:.2} s");
+    let (mine, server, theirs, secs) = cnet_to_kernel(&lab, &stack, 9001, N);
+    assert_eq!(
+        (mine, theirs),
+        (server, server),
+        "cnet -> kernel intact over the bad path"
+    );
+    eprintln!("impaired cnet -> kernel: {N} bytes in {secs:.2} s");
+    let counters = stack.with(|s, _| s.counters().nonzero().collect::<Vec<_>>());
+    let retrans = counters
+        .iter()
+        .find(|(k, _)| k.contains("retrans"))
+        .map_or(0, |(_, v)| *v);
+    eprintln!("cnet counters: {counters:?}");
+    assert!(retrans > 0, "losses were repaired by retransmission");
     stack.stop();
 }
 
