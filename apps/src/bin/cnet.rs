@@ -6,7 +6,7 @@
 //!   until Ctrl-C or SIGTERM; addresses from the flag and from the kernel (netlink).
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use cnet_apps::service::{self, Idle, Service, ServiceConfig, TcpEcho, UdpEcho};
 use cnet_drivers::xdp::{AttachMode, BindMode, BusyPoll, XdpConfig};
 use cnet_stack::IfAddr;
@@ -29,39 +29,43 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Run a UDP echo service on AF_XDP on an interface of this namespace.
-    Echo {
-        /// Interface to serve.
-        #[arg(long)]
-        iface: String,
-        /// Address to serve besides those the kernel has on the interface (A.B.C.D/P).
-        #[arg(long)]
-        addr: Option<String>,
-        /// UDP echo port.
-        #[arg(long, default_value_t = 7)]
-        udp: u16,
-        /// TCP echo port (0: no TCP echo).
-        #[arg(long, default_value_t = 7)]
-        tcp: u16,
-        /// Queues to serve, one stack instance and thread each (e.g. `0,1`).
-        #[arg(long, value_delimiter = ',', default_value = "0")]
-        queues: Vec<u32>,
-        /// XDP attach mode: auto, native, generic.
-        #[arg(long, default_value = "auto")]
-        attach: String,
-        /// Bind mode: auto, copy, zero-copy.
-        #[arg(long, default_value = "auto")]
-        bind: String,
-        /// Do not learn addresses and routes from the kernel.
-        #[arg(long)]
-        no_netlink: bool,
-        /// Idle strategy: poll (sleep in poll(2)) or spin.
-        #[arg(long, default_value = "poll")]
-        idle: String,
-        /// Busy polling: SO_BUSY_POLL microseconds and SO_BUSY_POLL_BUDGET (e.g. `20,64`).
-        #[arg(long)]
-        busy_poll: Option<String>,
-    },
+    /// Run UDP and TCP echo services on AF_XDP on an interface of this namespace.
+    Echo(EchoArgs),
+}
+
+/// `cnet echo` options.
+#[derive(Args)]
+struct EchoArgs {
+    /// Interface to serve.
+    #[arg(long)]
+    iface: String,
+    /// Address to serve besides those the kernel has on the interface (A.B.C.D/P).
+    #[arg(long)]
+    addr: Option<String>,
+    /// UDP echo port.
+    #[arg(long, default_value_t = 7)]
+    udp: u16,
+    /// TCP echo port (0: no TCP echo).
+    #[arg(long, default_value_t = 7)]
+    tcp: u16,
+    /// Queues to serve, one stack instance and thread each (e.g. `0,1`).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    queues: Vec<u32>,
+    /// XDP attach mode: auto, native, generic.
+    #[arg(long, default_value = "auto")]
+    attach: String,
+    /// Bind mode: auto, copy, zero-copy.
+    #[arg(long, default_value = "auto")]
+    bind: String,
+    /// Do not learn addresses and routes from the kernel.
+    #[arg(long)]
+    no_netlink: bool,
+    /// Idle strategy: poll (sleep in poll(2)) or spin.
+    #[arg(long, default_value = "poll")]
+    idle: String,
+    /// Busy polling: SO_BUSY_POLL microseconds and SO_BUSY_POLL_BUDGET (e.g. `20,64`).
+    #[arg(long)]
+    busy_poll: Option<String>,
 }
 
 fn parse_ifaddr(s: &str) -> Result<IfAddr> {
@@ -74,26 +78,12 @@ fn parse_ifaddr(s: &str) -> Result<IfAddr> {
     })
 }
 
-/// `cnet echo` options.
-struct EchoOpts {
-    iface: String,
-    addr: Option<String>,
-    port: u16,
-    tcp_port: u16,
-    queues: Vec<u32>,
-    attach: String,
-    bind: String,
-    no_netlink: bool,
-    idle: String,
-    busy_poll: Option<String>,
-}
-
-fn echo(o: EchoOpts) -> Result<()> {
-    let EchoOpts {
+fn echo(o: EchoArgs) -> Result<()> {
+    let EchoArgs {
         iface,
         addr,
-        port,
-        tcp_port,
+        udp: port,
+        tcp: tcp_port,
         queues,
         attach,
         bind,
@@ -211,28 +201,6 @@ fn main() -> Result<()> {
             cnet_apps::mem_demo::run(&mut std::io::stdout().lock(), seed)
         }
         Cmd::Demo { mem: false, seed } => cnet_apps::demo::run(&mut std::io::stdout().lock(), seed),
-        Cmd::Echo {
-            iface,
-            addr,
-            udp,
-            tcp,
-            queues,
-            attach,
-            bind,
-            no_netlink,
-            idle,
-            busy_poll,
-        } => echo(EchoOpts {
-            iface,
-            addr,
-            port: udp,
-            tcp_port: tcp,
-            queues,
-            attach,
-            bind,
-            no_netlink,
-            idle,
-            busy_poll,
-        }),
+        Cmd::Echo(args) => echo(args),
     }
 }
