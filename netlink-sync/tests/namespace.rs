@@ -562,6 +562,10 @@ fn overrun_triggers_snapshot_redump() {
     );
     assert!(snapshots > 0, "expected ENOBUFS and a re-dump");
     assert_eq!(folded_routes(&f.state), kernel_routes(&ns));
-    assert_eq!(f.stack_routes(), kernel_routes(&ns), "the stack resynchronised too");
+    assert_eq!(
+        f.stack_routes(),
+        kernel_routes(&ns),
+        "the stack resynchronised too"
+    );
     assert_eq!(sync.state(), f.state);
 }
