@@ -27,13 +27,8 @@ pub const KERNEL_DEV: &str = "kern0";
 
 /// Why the lab cannot run here, if it cannot: root, `ip`, AF_XDP sockets.
 pub fn missing_requirements() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some(
-            "not root: the demo creates network namespaces and AF_XDP sockets \
-             (needs CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF/CAP_SYS_ADMIN and locked memory)"
-                .into(),
-        );
+    if let Some(why) = cnet_drivers::xdp::unavailable_reason() {
+        return Some(why);
     }
     if Command::new("ip").arg("-V").output().is_err() {
         return Some("no `ip` command: install iproute2 (scripts/install-deps.sh)".into());
@@ -41,16 +36,6 @@ pub fn missing_requirements() -> Option<String> {
     if Command::new("ethtool").arg("--version").output().is_err() {
         return Some("no `ethtool` command: install ethtool (scripts/install-deps.sh)".into());
     }
-    // SAFETY: creating and closing a socket; nothing is shared.
-    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Some(format!(
-            "this kernel refuses AF_XDP sockets: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: `fd` is ours and open.
-    unsafe { libc::close(fd) };
     None
 }
 

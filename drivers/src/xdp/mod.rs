@@ -55,6 +55,31 @@
 //! The port works in the network namespace of the thread that opens it (interface lookups happen
 //! then); the socket stays bound to that device wherever it is used afterwards.
 
+/// Why AF_XDP cannot be used by this process, if it cannot: not root, or the kernel refuses AF_XDP
+/// sockets. (A process with only CAP_NET_RAW and a map handed over can still use it, see
+/// [`XskMapSource`]; this check is for tests and demos that set everything up themselves.)
+pub fn unavailable_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some(
+            "not root: creating namespaces and loading the XDP program needs CAP_SYS_ADMIN, \
+             CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and locked memory"
+                .into(),
+        );
+    }
+    // SAFETY: creating and closing a socket; nothing is shared.
+    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Some(format!(
+            "this kernel refuses AF_XDP sockets: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `fd` is ours and open.
+    unsafe { libc::close(fd) };
+    None
+}
+
 mod config;
 mod datapath;
 mod ring;

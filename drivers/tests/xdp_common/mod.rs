@@ -31,20 +31,9 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// Why a privileged test cannot run here, if it cannot.
 pub fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
+    if let Some(why) = cnet_drivers::xdp::unavailable_reason() {
+        return Some(why);
     }
-    // SAFETY: creating and closing a socket; no memory is shared.
-    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Some(format!(
-            "no AF_XDP sockets: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: `fd` is ours.
-    unsafe { libc::close(fd) };
     if Command::new("ip").arg("-V").output().is_err() {
         return Some("no `ip` command (run scripts/install-deps.sh)".into());
     }
