@@ -186,7 +186,13 @@ impl Stack {
         let ck = u16::from_be_bytes([buf[2], buf[3]]);
         buf[0] = types::ECHO_REPLY;
         let new = u16::from_be_bytes([buf[0], buf[1]]);
-        buf[2..4].copy_from_slice(&checksum::update(ck, old, new).to_be_bytes());
+        let mut c = checksum::update(ck, old, new);
+        if c == 0 && !p.chained && buf[..2] == [0, 0] && buf[4..].iter().all(|&b| b == 0) {
+            // RFC 1624 eqn. 3 gives +0 for all-zero data, whose checksum is 0xffff (found by
+            // fuzzing: fuzz/regressions/icmp/echo-reply-all-zero-checksum).
+            c = 0xffff;
+        }
+        buf[2..4].copy_from_slice(&c.to_be_bytes());
         self.counters.add(Event::IcmpEchoReplies, 1);
         let _ = self.ip_output(p.frame, p.dst, p.src, PROTO_ICMP, now);
     }
@@ -340,6 +346,10 @@ impl Stack {
         let mut hdr = [types::ECHO_REQUEST, 0, 0, 0, 0, 0, 0, 0];
         hdr[4..6].copy_from_slice(&ident.to_be_bytes());
         hdr[6..8].copy_from_slice(&seq.to_be_bytes());
+        // The source first: failing after `build_l4` would leak its frames (found by fuzzing:
+        // ping_send without an address; fuzz/regressions/stack/ping-send-no-address-leak).
+        let next_hop = self.routes.lookup(dst).map(|h| h.addr).unwrap_or(dst);
+        let src = self.source_for(next_hop).ok_or(SendError::NoAddress)?;
         let f = self.build_l4(&hdr, payload)?;
         let mut acc = Accumulator::new(0);
         for seg in self.pool.chain_iter(&f) {
@@ -347,8 +357,6 @@ impl Stack {
         }
         let c = acc.finish();
         self.pool.data_mut(&f)[2..4].copy_from_slice(&c.to_be_bytes());
-        let next_hop = self.routes.lookup(dst).map(|h| h.addr).unwrap_or(dst);
-        let src = self.source_for(next_hop).ok_or(SendError::NoAddress)?;
         self.ip_output(f, src, dst, PROTO_ICMP, now)
             .map_err(SendError::from)
     }

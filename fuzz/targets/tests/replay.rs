@@ -1,0 +1,68 @@
+//! Replays every committed corpus and regression input through its target, so `cargo test`
+//! guards against regressions without a fuzzer. A failing file is named in the panic message.
+
+use std::path::{Path, PathBuf};
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("fuzz/targets has a parent")
+        .to_path_buf()
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .map(|e| e.expect("readable directory entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    v.sort();
+    v
+}
+
+fn replay(name: &str, target: fn(&[u8])) -> usize {
+    let mut n = 0;
+    for kind in ["corpus", "regressions"] {
+        for path in files(&fuzz_dir().join(kind).join(name)) {
+            let data = std::fs::read(&path).expect("readable corpus file");
+            let r = std::panic::catch_unwind(|| target(&data));
+            assert!(r.is_ok(), "{name}: {} fails", path.display());
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn every_target_has_a_corpus_and_replays_it() {
+    for &(name, target) in cnet_fuzz_targets::TARGETS {
+        let n = replay(name, target);
+        assert!(n > 0, "target {name} has no corpus");
+        eprintln!("{name}: {n} inputs replayed");
+    }
+}
+
+#[test]
+fn empty_and_tiny_inputs_are_fine() {
+    for &(_, target) in cnet_fuzz_targets::TARGETS {
+        target(&[]);
+        for b in 0..=255u8 {
+            target(&[b]);
+        }
+    }
+}
+
+/// Finding 1 of docs/FUZZING.md, not fixed yet: a protocol-unreachable about a reassembled
+/// datagram quotes from the wrong offset when its first fragment carried IP options and its last
+/// did not (the last fragment's header length is used to find the head fragment's header).
+#[test]
+#[ignore = "known issue: see docs/FUZZING.md, finding 1"]
+fn known_issue_reassembled_quote() {
+    std::env::set_var("CNET_FUZZ_STRICT_QUOTE", "1");
+    // Unknown protocol; fragment 0 (8 bytes, 4 bytes of options), then the last fragment at 8.
+    cnet_fuzz_targets::ipv4_frags(&[
+        1, 0x05, 0x80, 0x00, 0x00, 0x08, 0x01, 0x00, 0x01, 0x00, 0x08,
+    ]);
+}
