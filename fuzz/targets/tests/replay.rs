@@ -54,13 +54,11 @@ fn empty_and_tiny_inputs_are_fine() {
     }
 }
 
-/// Finding 1 of docs/FUZZING.md, not fixed yet: a protocol-unreachable about a reassembled
-/// datagram quotes from the wrong offset when its first fragment carried IP options and its last
-/// did not (the last fragment's header length is used to find the head fragment's header).
+/// Finding 1 of docs/FUZZING.md (fixed): a protocol-unreachable about a reassembled datagram
+/// quoted from the wrong offset when its first fragment carried IP options and its last did not
+/// (the last fragment's header length was used to find the head fragment's header).
 #[test]
-#[ignore = "known issue: see docs/FUZZING.md, finding 1"]
-fn known_issue_reassembled_quote() {
-    std::env::set_var("CNET_FUZZ_STRICT_QUOTE", "1");
+fn reassembled_datagram_is_quoted_from_its_first_header() {
     // Unknown protocol; fragment 0 (8 bytes, 4 bytes of options), then the last fragment at 8.
     cnet_fuzz_targets::ipv4_frags(&[
         1, 0x05, 0x80, 0x00, 0x00, 0x08, 0x01, 0x00, 0x01, 0x00, 0x08,

@@ -88,7 +88,10 @@ impl Stack {
                 continue;
             };
             self.counters.add(Event::Ipv4Delivered, 1);
-            let (frame, len, chained) = if info.is_fragment() {
+            let (frame, len, chained, ip_hdr_len) = if info.is_fragment() {
+                // Each fragment remembers its own header length: the first fragment's is the one
+                // an ICMP error about the datagram quotes (options may differ between fragments).
+                self.pool.set_flags(&f, info.hdr_len as u32);
                 self.pool.pull_front(&f, info.hdr_len);
                 let key = Key {
                     src,
@@ -115,19 +118,20 @@ impl Stack {
                     }
                     Outcome::Complete(head, len) => {
                         self.counters.add(Event::FragReassembled, 1);
-                        (head, len, true)
+                        let first_hdr_len = self.pool.flags(&head) as usize;
+                        (head, len, true, first_hdr_len)
                     }
                 }
             } else {
                 self.pool.pull_front(&f, info.hdr_len);
                 let len = info.total_len - info.hdr_len;
-                (f, len, false)
+                (f, len, false, info.hdr_len)
             };
             let pkt = L4Packet {
                 frame,
                 src,
                 dst: info.dst,
-                ip_hdr_len: info.hdr_len,
+                ip_hdr_len,
                 len,
                 broadcast,
                 chained,
