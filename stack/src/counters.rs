@@ -233,6 +233,14 @@ reasons! {
         TcpPmtuUpdates => "tcp_pmtu_updates",
         /// MSS lowered after repeated RTOs (suspected path MTU black hole, RFC 4821 5.3).
         TcpMtuBlackholes => "tcp_mtu_blackholes",
+        /// D-SACK blocks received (RFC 2883: the peer got a segment twice).
+        TcpDsacksRecv => "tcp_dsacks_recv",
+        /// D-SACK blocks sent.
+        TcpDsacksSent => "tcp_dsacks_sent",
+        /// Recoveries found spurious by D-SACK and undone (RFC 3708).
+        TcpSpuriousUndos => "tcp_spurious_undos",
+        /// Segments deemed lost by RACK's timer rather than on an ACK (RFC 8985).
+        TcpRackTimeouts => "tcp_rack_timeouts",
     }
 }
 

@@ -40,7 +40,7 @@ impl Seg {
 }
 
 /// DupThresh (RFC 5681, RFC 6675).
-const DUPTHRESH: u32 = 3;
+pub(crate) const DUPTHRESH: u32 = 3;
 
 impl Stack {
     /// TCP input for a sub-burst; touched connections emit their output at the end.
@@ -424,6 +424,11 @@ impl Stack {
             let c = &mut self.tcp.conns[idx as usize];
             if !seg.has(flags::RST) {
                 c.flags |= F_ACK_NOW;
+                let end = seg.seq.wrapping_add(seg.len);
+                if seg.len > 0 && c.has(F_SACK) && seq_le(end, c.rcv_nxt) {
+                    // RFC 2883 4: data received twice is reported in a D-SACK block.
+                    c.ooo.dsack = Some((seg.seq, end));
+                }
             }
             return self.tcp_drop_seg(seg, DropReason::TcpBadSeq);
         }
@@ -664,9 +669,21 @@ impl Stack {
                 c.probes = 0;
             }
         }
-        let sack_changed = c.has(F_SACK)
-            && !seg.opts.sack.is_empty()
-            && c.sndq.apply_sack(&seg.opts.sack, c.snd_una, c.snd_max);
+        // RFC 2883 4: the first block is a D-SACK when it lies below the cumulative ACK or
+        // inside the second block.
+        let mut blocks = &seg.opts.sack[..];
+        let mut dsack = None;
+        if c.has(F_SACK) {
+            if let Some(&(l, r)) = blocks.first() {
+                let inside_next = blocks
+                    .get(1)
+                    .is_some_and(|&(l2, r2)| seq_le(l2, l) && seq_le(r, r2));
+                if seq_lt(l, r) && (seq_le(r, seg.ack) || inside_next) {
+                    dsack = Some((l, r));
+                    blocks = &blocks[1..];
+                }
+            }
+        }
         if seq_gt(seg.ack, c.snd_una) {
             let acked = seg.ack.wrapping_sub(c.snd_una);
             // RFC 7661 / Linux tcp_is_cwnd_limited: grow cwnd only when it limited the sender.
@@ -681,7 +698,7 @@ impl Stack {
             } else {
                 seg.ack
             };
-            let a = c.sndq.ack(&mut self.pool, data_ack, now_us);
+            let a = c.sndq.ack(&mut self.pool, data_ack, now_us, &mut c.rack);
             c.snd_una = seg.ack;
             if seq_lt(c.snd_nxt, c.snd_una) {
                 c.snd_nxt = c.snd_una;
@@ -695,10 +712,14 @@ impl Stack {
             c.probes = 0;
             if c.has(F_RECOVERY) {
                 if seq_ge(seg.ack, c.recovery_point) {
-                    // RFC 6582 3.2 step 3 / RFC 6675 5: full ACK, recovery ends.
+                    // RFC 6582 3.2 step 3 / RFC 6675 5: full ACK, recovery ends (an undone
+                    // recovery keeps the window it got back).
                     c.flags &= !F_RECOVERY;
-                    let flight = c.snd_nxt.wrapping_sub(c.snd_una);
-                    c.cc.cwnd = c.cc.ssthresh.min(flight.max(mss) + mss).max(2 * mss);
+                    c.rack.on_recovery_end();
+                    if !c.rack.undone {
+                        let flight = c.snd_nxt.wrapping_sub(c.snd_una);
+                        c.cc.cwnd = c.cc.ssthresh.min(flight.max(mss) + mss).max(2 * mss);
+                    }
                 } else if !c.has(F_SACK) {
                     // RFC 6582 3.2 step 4: partial ACK: retransmit the next hole, deflate.
                     c.cc.cwnd = c.cc.cwnd.saturating_sub(acked).saturating_add(mss).max(mss);
@@ -731,34 +752,75 @@ impl Stack {
                 c.cc.cwnd = c.cc.cwnd.saturating_add(mss);
             }
         }
-        self.tcp_maybe_enter_recovery(idx, sack_changed, now);
+        if c.has(F_SACK) && !blocks.is_empty() {
+            c.sndq
+                .apply_sack(blocks, c.snd_una, c.snd_max, now_us, &mut c.rack);
+        }
+        if let Some((l, r)) = dsack {
+            self.tcp_dsack(idx, l, r);
+        }
+        self.tcp_rack_detect(idx, now);
+        self.tcp_maybe_enter_recovery(idx, now);
     }
 
-    /// Fast retransmit: three duplicate ACKs (RFC 5681 3.2, RFC 6582), or with SACK the first
-    /// unacknowledged segment deemed lost (RFC 6675 5: DupThresh SACKed segments above it).
-    fn tcp_maybe_enter_recovery(&mut self, idx: u32, sack_changed: bool, now: Instant) {
+    /// A D-SACK from the peer (RFC 2883): widens RACK's reordering window (RFC 8985 6.2 step
+    /// 4) and, once every retransmission of the last recovery was reported as a duplicate,
+    /// undoes that recovery's window reduction (RFC 3708 2; Linux tcp_try_undo_dsack).
+    fn tcp_dsack(&mut self, idx: u32, l: u32, r: u32) {
+        self.counters.add(Event::TcpDsacksRecv, 1);
+        let c = &mut self.tcp.conns[idx as usize];
+        c.rack.on_dsack(c.snd_una, c.snd_nxt);
+        if let Some(prior) = c.rack.dsack_undo(l, r) {
+            let cwnd = c.cc.cwnd.max(prior.cwnd);
+            let ssthresh = c.cc.ssthresh.max(prior.ssthresh);
+            c.cc = prior;
+            c.cc.cwnd = cwnd;
+            c.cc.ssthresh = ssthresh;
+            self.counters.add(Event::TcpSpuriousUndos, 1);
+        }
+    }
+
+    /// RACK loss detection (RFC 8985 6.2 step 5) for SACK connections; arms the reordering
+    /// timer for segments that are not lost yet. Returns true if a segment became lost.
+    pub(crate) fn tcp_rack_detect(&mut self, idx: u32, now: Instant) -> bool {
+        let c = &mut self.tcp.conns[idx as usize];
+        c.t_rack = Instant::MAX;
+        if !c.has(F_SACK) || c.snd_una == c.snd_max {
+            return false;
+        }
+        let reo = c.rack.reo_wnd(
+            c.has(F_RECOVERY),
+            c.sndq.segs_sacked(u32::from(c.mss)),
+            c.rtt.srtt,
+        );
+        let (any, timeout) = c.sndq.rack_detect(&c.rack, reo, now.total_micros() as u32);
+        if timeout > 0 {
+            // The wheel ticks in milliseconds: round up so the timer never fires early.
+            c.t_rack = now + Duration::from_micros(u64::from(timeout));
+        }
+        any
+    }
+
+    /// Fast recovery. With SACK, entered when RACK deems a segment lost (RFC 8985, replacing
+    /// RFC 6675's DupThresh); without SACK information, on three duplicate ACKs (RFC 5681 3.2,
+    /// RFC 6582). Not entered again for data sent before the last recovery or RTO.
+    pub(crate) fn tcp_maybe_enter_recovery(&mut self, idx: u32, now: Instant) {
         let c = &mut self.tcp.conns[idx as usize];
         let mss = u32::from(c.mss);
-        if c.has(F_SACK) && sack_changed {
-            c.sndq.mark_lost(DUPTHRESH, mss);
-        }
         if c.has(F_RECOVERY) || c.snd_una == c.snd_max {
             return;
         }
-        let head_lost = c
-            .sndq
-            .segs
-            .front()
-            .is_some_and(|s| s.flags & sack::LOST != 0 && s.flags & sack::SACKED == 0);
-        let trigger = u32::from(c.dupacks) >= DUPTHRESH || (c.has(F_SACK) && head_lost);
-        if !trigger {
+        let rack_lost = c.has(F_SACK) && c.sndq.next_lost(c.snd_max).is_some();
+        let dupthresh = u32::from(c.dupacks) >= DUPTHRESH && c.sndq.sacked_bytes == 0;
+        if !rack_lost && !dupthresh {
             return;
         }
-        // RFC 6582 3.2 step 2: not again for losses of the window already recovered.
-        if !c.has(F_SACK) && seq_lt(c.snd_una, c.recovery_point) {
+        // RFC 6582 3.2 step 2, RFC 6675 5.1: not again for the window already recovered.
+        if seq_lt(c.snd_una, c.recovery_point) {
             return;
         }
         let flight = c.snd_max.wrapping_sub(c.snd_una);
+        c.rack.start_undo(c.cc);
         c.cc.on_congestion(flight, mss, now);
         c.recovery_point = c.snd_max;
         c.flags |= F_RECOVERY;
@@ -770,9 +832,11 @@ impl Stack {
             // RFC 6582 3.2 step 2: cwnd = ssthresh + 3 * SMSS.
             c.cc.cwnd = c.cc.ssthresh + 3 * mss;
         }
-        if let Some(s) = c.sndq.segs.front_mut() {
-            if s.flags & sack::SACKED == 0 {
-                s.flags = (s.flags & !sack::RETRANS) | sack::LOST;
+        if dupthresh && !rack_lost {
+            if let Some(s) = c.sndq.segs.front_mut() {
+                if s.flags & sack::SACKED == 0 {
+                    s.flags = (s.flags & !sack::RETRANS) | sack::LOST;
+                }
             }
         }
         self.counters.add(Event::TcpFastRecoveries, 1);
@@ -844,6 +908,10 @@ impl Stack {
         // Already received part: trimmed (RFC 9293: only the new part is processed).
         if seq_lt(seq, c.rcv_nxt) {
             let cut = c.rcv_nxt.wrapping_sub(seq);
+            if c.has(F_SACK) {
+                // RFC 2883 4: the part received twice goes in a D-SACK block.
+                c.ooo.dsack = Some((seq, seq.wrapping_add(cut.min(len))));
+            }
             if cut >= len {
                 c.flags |= F_ACK_NOW;
                 self.counters.drop(DropReason::TcpDuplicateData);
@@ -903,6 +971,10 @@ impl Stack {
             if c.ooo.insert(&mut self.pool, seq, len, frame) == Insert::Stored {
                 self.counters.add(Event::TcpOutOfOrder, 1);
             } else {
+                if c.has(F_SACK) {
+                    // RFC 2883 4.1: a duplicate above RCV.NXT; its block follows it.
+                    c.ooo.dsack = Some((seq, seq.wrapping_add(len)));
+                }
                 self.counters.drop(DropReason::TcpDuplicateData);
             }
         }

@@ -10,7 +10,8 @@
 //! | `timers` | RTO, persist, delayed ACK, keepalive, TIME-WAIT on the wheel |
 //! | `rtt` | RFC 6298 estimator with Karn's rule and back-off |
 //! | [`congestion`] | NewReno (RFC 5681/6582) and CUBIC (RFC 9438), per socket |
-//! | `sack` | send queue and SACK scoreboard (RFC 2018, RFC 6675) |
+//! | `sack` | send queue and SACK scoreboard (RFC 2018, RFC 6675), D-SACK (RFC 2883) |
+//! | `rack` | RACK loss detection (RFC 8985) and D-SACK undo of spurious recoveries (RFC 3708) |
 //! | `reassembly` | out-of-order queue bounded by the receive window |
 //! | `syncookie`, `isn` | SYN cookies; RFC 6528 ISNs with a keyed PRF |
 //!
@@ -28,6 +29,7 @@ pub mod congestion;
 mod input;
 mod isn;
 mod output;
+mod rack;
 mod reassembly;
 mod rtt;
 mod sack;
@@ -326,6 +328,8 @@ pub struct TcpInfo {
     pub recoveries: u32,
     /// RTO expirations.
     pub rto_expirations: u32,
+    /// Recoveries found spurious by D-SACK and undone (RFC 3708).
+    pub undos: u32,
     /// Timestamps negotiated.
     pub timestamps: bool,
     /// SACK negotiated.
@@ -413,6 +417,8 @@ pub(crate) struct Conn {
     pub t_rtx: Instant,
     pub t_delack: Instant,
     pub t_misc: Instant,
+    /// RACK reordering timer (RFC 8985 6.2 step 5) or tail loss probe (RFC 8985 7).
+    pub t_rack: Instant,
     pub keepalive_idle_s: u32,
     pub timer: Option<TimerId>,
     pub error: Option<TcpError>,
@@ -421,6 +427,7 @@ pub(crate) struct Conn {
     pub rxq: VecDeque<Frame>,
     pub ooo: Box<OooQueue>,
     pub stats: Box<Stats>,
+    pub rack: Box<rack::Rack>,
 }
 
 /// Counters of a connection, boxed to keep `Conn` small.
@@ -825,6 +832,7 @@ impl Stack {
             t_rtx: Instant::MAX,
             t_delack: Instant::MAX,
             t_misc: Instant::MAX,
+            t_rack: Instant::MAX,
             keepalive_idle_s: opts
                 .keepalive
                 .map_or(0, |d| d.as_secs().clamp(1, u64::from(u32::MAX)) as u32),
@@ -835,6 +843,7 @@ impl Stack {
             rxq: VecDeque::new(),
             ooo: Box::default(),
             stats: Box::default(),
+            rack: Box::default(),
         };
         let idx = self.tcp.conns.insert(conn) as u32;
         self.tcp.by_tuple.insert(Tuple { local, remote }, idx);
@@ -877,6 +886,7 @@ impl Stack {
         c.t_rtx = Instant::MAX;
         c.t_delack = Instant::MAX;
         c.t_misc = Instant::MAX;
+        c.t_rack = Instant::MAX;
         c.flags &= !(F_ACK_NOW | F_PERSIST | F_RTO_ARMED);
         c.sndq.clear(&mut self.pool);
         c.ooo.clear(&mut self.pool);
@@ -1279,6 +1289,7 @@ impl Stack {
             retransmits: c.stats.retransmits,
             recoveries: c.stats.recoveries,
             rto_expirations: c.stats.rto_expirations,
+            undos: c.rack.undos,
             timestamps: c.has(F_TS),
             sack: c.has(F_SACK),
             wscale: c.has(F_WS).then_some((c.snd_wscale, c.rcv_wscale)),
@@ -1302,6 +1313,7 @@ impl Stack {
         core::mem::size_of::<Conn>()
             + core::mem::size_of::<OooQueue>()
             + core::mem::size_of::<Stats>()
+            + core::mem::size_of::<rack::Rack>()
     }
 
     /// Flushes connections touched by application calls or a burst: one output pass each.

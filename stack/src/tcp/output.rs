@@ -65,6 +65,7 @@ impl Stack {
         let c = &mut self.tcp.conns[idx as usize];
         let syn = fl & flags::SYN != 0;
         let mut opts = SegmentOptions::default();
+        let mut dsack_sent = false;
         let tsval = Stack::tcp_ts_now(c.ts_offset, now);
         if syn {
             opts.mss = Some(c.rcv_mss);
@@ -92,8 +93,20 @@ impl Stack {
             if c.has(F_TS) {
                 opts.timestamps = Some((tsval, c.ts_recent));
             }
-            if c.has(F_SACK) && !c.ooo.is_empty() && fl & flags::ACK != 0 {
-                opts.sack = c.ooo.sack_blocks(if c.has(F_TS) { 3 } else { 4 });
+            if c.has(F_SACK) && fl & flags::ACK != 0 {
+                let max = if c.has(F_TS) { 3 } else { 4 };
+                // RFC 2883 4: a D-SACK block goes first, in one ACK only.
+                if let Some(d) = c.ooo.dsack.take() {
+                    opts.sack.push(d);
+                    dsack_sent = true;
+                }
+                if !c.ooo.is_empty() {
+                    for b in c.ooo.sack_blocks(max) {
+                        if opts.sack.len() < max {
+                            opts.sack.push(b);
+                        }
+                    }
+                }
             }
         }
         let (window, adv) = if fl & flags::RST != 0 {
@@ -117,6 +130,10 @@ impl Stack {
         }
         let (local, remote) = (c.local, c.remote);
         let sent_mss = c.mss;
+        if dsack_sent {
+            self.counters.add(Event::TcpDsacksSent, 1);
+        }
+        let c = &mut self.tcp.conns[idx as usize];
         if fl & flags::ACK != 0 {
             c.last_ack_sent = c.rcv_nxt;
             c.flags &= !F_ACK_NOW;
@@ -395,6 +412,7 @@ impl Stack {
         s.flags |= sack::RETRANS | sack::SENT;
         s.sent = now.total_micros() as u32;
         c.stats.retransmits += 1;
+        c.rack.on_retransmit(seq);
         if !c.has(F_RTO_ARMED) {
             c.t_rtx = now + c.rtt.rto();
             c.flags |= F_RTO_ARMED;
@@ -565,6 +583,7 @@ impl Stack {
             if retrans {
                 s.flags |= sack::RETRANS;
                 c.stats.retransmits += 1;
+                c.rack.on_retransmit(seq);
                 self.counters.add(Event::TcpRetransSegs, 1);
             }
             c.snd_nxt = seq.wrapping_add(n);

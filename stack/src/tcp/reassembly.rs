@@ -27,6 +27,8 @@ pub(crate) struct OooQueue {
     last: Option<u32>,
     /// Sequence number of a FIN received out of order.
     pub fin: Option<u32>,
+    /// Duplicate data to report in the next ACK (D-SACK, RFC 2883).
+    pub dsack: Option<(u32, u32)>,
 }
 
 /// What an insertion did.

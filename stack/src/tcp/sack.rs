@@ -9,8 +9,10 @@
 //! lengths of entries flagged `SACKED`. Costs: SACK processing O(log n + entries covered); loss
 //! marking and `pipe` O(n) and only run during recovery.
 
+use super::rack::{sent_after, Rack};
 use super::{seq_ge, seq_gt, seq_le, seq_lt};
 use crate::buf::{Frame, Pool};
+use arrayvec::ArrayVec;
 use std::collections::VecDeque;
 
 /// Selectively acknowledged.
@@ -71,8 +73,9 @@ impl SendQueue {
             .map(|_| i)
     }
 
-    /// Frees entries below `ack`; trims a partially acknowledged one.
-    pub fn ack(&mut self, pool: &mut Pool, ack: u32, now_us: u32) -> Acked {
+    /// Frees entries below `ack`; trims a partially acknowledged one. Entries delivered by this
+    /// ACK (not SACKed before) are reported to RACK in sequence order.
+    pub fn ack(&mut self, pool: &mut Pool, ack: u32, now_us: u32, rack: &mut Rack) -> Acked {
         let mut out = Acked::default();
         // Karn (RFC 6298 3) extended: when this ACK also covers a retransmitted segment, the
         // later segments were held up by the repair, so no sample is taken from any of them.
@@ -83,6 +86,9 @@ impl SendQueue {
                 out.bytes += s.len as u32;
                 if s.flags & SACKED != 0 {
                     self.sacked_bytes -= s.len as u32;
+                }
+                if s.flags & (SACKED | SENT) == SENT {
+                    rack.on_delivered(s.sent, s.end(), s.flags & RETRANS != 0, now_us);
                 }
                 tainted |= s.flags & RETRANS != 0;
                 if s.flags & (RETRANS | SACKED) == 0 && s.flags & SENT != 0 && !tainted {
@@ -110,10 +116,19 @@ impl SendQueue {
     }
 
     /// Applies SACK blocks (RFC 2018); only blocks inside `(snd_una, snd_max]` count.
-    /// Returns true if any entry became SACKed.
-    pub fn apply_sack(&mut self, blocks: &[(u32, u32)], snd_una: u32, snd_max: u32) -> bool {
+    /// Returns true if any entry became SACKed; those are reported to RACK, lowest first.
+    pub fn apply_sack(
+        &mut self,
+        blocks: &[(u32, u32)],
+        snd_una: u32,
+        snd_max: u32,
+        now_us: u32,
+        rack: &mut Rack,
+    ) -> bool {
         let mut any = false;
-        for &(l, r) in blocks {
+        let mut blocks: ArrayVec<(u32, u32), 4> = blocks.iter().copied().collect();
+        blocks.sort_unstable_by(|a, b| (a.0.wrapping_sub(b.0) as i32).cmp(&0));
+        for &(l, r) in &blocks {
             if !(seq_lt(l, r) && seq_ge(l, snd_una) && seq_le(r, snd_max)) {
                 continue; // D-SACK or bogus: ignored
             }
@@ -125,6 +140,9 @@ impl SendQueue {
                     break;
                 }
                 if seq_ge(s.seq, l) && s.flags & SACKED == 0 {
+                    if s.flags & SENT != 0 {
+                        rack.on_delivered(s.sent, s.end(), s.flags & RETRANS != 0, now_us);
+                    }
                     s.flags |= SACKED;
                     s.flags &= !LOST;
                     self.sacked_bytes += s.len as u32;
@@ -144,32 +162,47 @@ impl SendQueue {
         (i < self.segs.len()).then_some(i)
     }
 
-    /// RFC 6675 IsLost for every entry below HighSACK: lost when at least `dupthresh` SACKed
-    /// entries (or `(dupthresh - 1) * mss + 1` SACKed bytes) lie above it. Returns true if any
-    /// entry became lost.
-    pub fn mark_lost(&mut self, dupthresh: u32, mss: u32) -> bool {
-        if self.sacked_bytes == 0 {
-            return false;
-        }
-        let mut above_segs = 0u32;
-        let mut above_bytes = 0u32;
+    /// RFC 8985 6.2 step 5 (RACK_detect_loss): every entry sent before RACK's segment and
+    /// longer ago than `RACK.rtt + reo_wnd` is lost (a lost retransmission too: it becomes
+    /// eligible for retransmission again). Returns whether any entry became lost, and how long
+    /// (µs) until the next one would, for the reordering timer (0: none pending).
+    ///
+    /// Cost: the walk stops at the first entry sent after RACK's segment, never retransmitted:
+    /// every entry above it was sent later still.
+    pub fn rack_detect(&mut self, rack: &Rack, reo_wnd: u32, now_us: u32) -> (bool, u32) {
         let mut any = false;
-        let high = self.high_sacked;
-        for s in self.segs.iter_mut().rev() {
-            if seq_ge(s.seq, high) {
+        let mut timeout = 0u32;
+        if !rack.valid {
+            return (false, 0);
+        }
+        for s in self.segs.iter_mut() {
+            if s.flags & SENT == 0 {
+                break;
+            }
+            if s.flags & SACKED != 0 || s.flags & (LOST | RETRANS) == LOST {
                 continue;
             }
-            if s.flags & SACKED != 0 {
-                above_segs += 1;
-                above_bytes += s.len as u32;
-            } else if s.flags & (LOST) == 0
-                && (above_segs >= dupthresh || above_bytes > (dupthresh - 1) * mss)
-            {
-                s.flags |= LOST;
+            if !sent_after(rack.xmit_ts, rack.end_seq, s.sent, s.end()) {
+                if s.flags & RETRANS == 0 {
+                    break;
+                }
+                continue;
+            }
+            let deadline = s.sent.wrapping_add(rack.rtt).wrapping_add(reo_wnd);
+            let remaining = deadline.wrapping_sub(now_us) as i32;
+            if remaining <= 0 {
+                s.flags = (s.flags | LOST) & !RETRANS;
                 any = true;
+            } else {
+                timeout = timeout.max(remaining as u32);
             }
         }
-        any
+        (any, timeout)
+    }
+
+    /// Entries SACKed (RACK.segs_sacked, approximately: bytes over the MSS).
+    pub fn segs_sacked(&self, mss: u32) -> u32 {
+        self.sacked_bytes / mss.max(1)
     }
 
     /// RFC 6675 `pipe`: octets in flight below `snd_nxt`.
@@ -248,7 +281,7 @@ mod tests {
                 seq: base.wrapping_add(100 * i as u32),
                 off,
                 len: 100,
-                sent: 0,
+                sent: 10 * i as u32,
                 flags: SENT,
             });
         }
@@ -261,19 +294,24 @@ mod tests {
         let base = u32::MAX - 250;
         let mut q = queue(&mut pool, base, 10);
         let s = |i: u32| base.wrapping_add(100 * i);
-        // Holes at entries 0 and 4; entries 1-3 and 5-8 SACKed.
-        assert!(q.apply_sack(&[(s(5), s(9)), (s(1), s(4))], base, s(10)));
+        // Holes at entries 0 and 4; entries 1-3 and 5-8 SACKed (entry i sent at 10 i µs).
+        let mut rack = Rack::default();
+        let sack = [(s(5), s(9)), (s(1), s(4))];
+        assert!(q.apply_sack(&sack, base, s(10), 1000, &mut rack));
         assert_eq!(q.sacked_bytes, 700);
         assert_eq!(q.high_sacked, s(9));
-        assert!(q.mark_lost(3, 100));
+        assert_eq!((rack.xmit_ts, rack.rtt), (80, 920), "entry 8: sent last");
+        // Within a reordering window of 100 µs nothing is lost yet: 20 µs to go for entry 0.
+        assert_eq!(q.rack_detect(&rack, 100, 1000), (false, 60));
+        assert_eq!(q.rack_detect(&rack, 0, 1000), (true, 0));
         let lost: Vec<usize> = (0..10).filter(|&i| q.segs[i].flags & LOST != 0).collect();
-        assert_eq!(lost, vec![0, 4], "entry 9 is above HighSACK: not lost");
+        assert_eq!(lost, vec![0, 4], "entry 9 was sent after entry 8: not lost");
         assert_eq!(q.pipe(s(10)), 100, "only entry 9 is in flight");
         assert_eq!(q.next_lost(s(10)), Some(0));
         q.segs[0].flags |= RETRANS;
         assert_eq!(q.next_lost(s(10)), Some(4));
         assert_eq!(q.pipe(s(10)), 200);
-        let a = q.ack(&mut pool, s(4), 0);
+        let a = q.ack(&mut pool, s(4), 2000, &mut rack);
         assert_eq!(a.bytes, 400);
         assert_eq!(q.sacked_bytes, 400);
         assert_eq!(q.find(s(4)), Some(0));

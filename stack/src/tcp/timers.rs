@@ -21,7 +21,7 @@ impl Stack {
         let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
             return;
         };
-        let next = c.t_rtx.min(c.t_delack).min(c.t_misc);
+        let next = c.t_rtx.min(c.t_delack).min(c.t_misc).min(c.t_rack);
         match (next == Instant::MAX, c.timer) {
             (true, Some(id)) => {
                 self.tcp.wheel.cancel(id);
@@ -56,6 +56,13 @@ impl Stack {
                     c.flags &= !F_RTO_ARMED;
                     self.tcp_rto_expired(idx, now);
                 }
+            }
+            let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
+                continue;
+            };
+            if c.t_rack <= now {
+                c.t_rack = Instant::MAX;
+                self.tcp_rack_timer(idx, now);
             }
             let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
                 continue;
@@ -138,6 +145,9 @@ impl Stack {
                 if c.retries == 1 {
                     // RFC 5681 (4): ssthresh from the flight size, once per loss episode.
                     let flight = c.snd_max.wrapping_sub(c.snd_una);
+                    if !c.has(F_RECOVERY) {
+                        c.rack.start_undo(c.cc);
+                    }
                     c.cc.on_rto(flight, mss, now);
                 } else {
                     c.cc.cwnd = mss;
@@ -156,6 +166,26 @@ impl Stack {
                     c.flags |= F_RTO_ARMED;
                 }
             }
+        }
+    }
+
+    /// The RACK reordering timer (RFC 8985 6.3): segments not deemed lost on the last ACK only
+    /// because their reordering window had not passed.
+    fn tcp_rack_timer(&mut self, idx: u32, now: Instant) {
+        if !matches!(
+            self.tcp.conns[idx as usize].state,
+            TcpState::Established
+                | TcpState::FinWait1
+                | TcpState::Closing
+                | TcpState::LastAck
+                | TcpState::CloseWait
+        ) {
+            return;
+        }
+        if self.tcp_rack_detect(idx, now) {
+            self.counters.add(Event::TcpRackTimeouts, 1);
+            self.tcp_maybe_enter_recovery(idx, now);
+            self.tcp_output(idx, now);
         }
     }
 
@@ -201,6 +231,7 @@ impl Stack {
         let c = &mut self.tcp.conns[idx as usize];
         c.state = TcpState::TimeWait;
         c.t_rtx = Instant::MAX;
+        c.t_rack = Instant::MAX;
         c.flags &= !(F_RTO_ARMED | F_PERSIST);
         c.t_misc = now + tw;
         c.sndq.clear(&mut self.pool);

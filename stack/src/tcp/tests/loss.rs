@@ -9,6 +9,8 @@ fn burst(p: &mut Peer, h: TcpHandle, n: usize, mss: usize) -> Vec<S> {
     let out = p.poll();
     assert_eq!(out.len(), n, "initial window covers the burst");
     assert!(out.iter().all(|s| s.data.len() == mss));
+    // The ACKs come back one 10 ms round trip later.
+    assert!(p.advance(10).is_empty());
     out
 }
 
@@ -80,21 +82,18 @@ fn several_sack_holes_are_all_retransmitted_in_one_recovery() {
     let s = |i: usize| segs[0].seq + 1000 * i as u32;
     // Lost: 0, 3 and 6.
     assert!(p.send(&[sack_ack(&p, s(0), &[(s(1), s(3))])]).is_empty());
-    // Four SACKed segments above segment 0: lost (RFC 6675 IsLost), recovery starts.
+    // Four SACKed segments, no reordering seen: no reordering window (RFC 8985 6.2 step 4).
+    // Segments 0 and 3 were sent before segment 5, which arrived: both lost, recovery starts.
     let out = p.send(&[sack_ack(&p, s(0), &[(s(4), s(6)), (s(1), s(3))])]);
     let seqs: Vec<u32> = out.iter().map(|x| x.seq).collect();
-    assert_eq!(seqs, vec![s(0)]);
+    assert_eq!(seqs, vec![s(0), s(3)], "within cwnd - pipe");
     let out = p.send(&[sack_ack(
         &p,
         s(0),
         &[(s(7), s(10)), (s(4), s(6)), (s(1), s(3))],
     )]);
     let seqs: Vec<u32> = out.iter().map(|x| x.seq).collect();
-    assert_eq!(
-        seqs,
-        vec![s(3), s(6)],
-        "the other holes, within cwnd - pipe"
-    );
+    assert_eq!(seqs, vec![s(6)], "the last hole");
     assert!(p.send(&[sack_ack(&p, s(10), &[])]).is_empty());
     assert_eq!(p.s.tcp_info(h).unwrap().retransmits, 3);
 }
@@ -140,4 +139,140 @@ fn retransmissions_give_up_after_retries2_and_report_a_timeout() {
     p.advance(10_000);
     assert_eq!(p.s.tcp_state(h), Some(TcpState::Closed));
     assert_eq!(p.s.tcp_take_error(h), Some(TcpError::TimedOut));
+}
+
+/// A burst of 10 segments of 1000 bytes on a SACK connection, ACKs one 10 ms RTT later, after
+/// the peer has shown reordering (segment 1 delivered after segment 2).
+fn reordered_burst(p: &mut Peer, h: TcpHandle) -> Vec<S> {
+    let segs = burst(p, h, 10, 1000);
+    let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    assert!(p.send(&[sack_ack(p, s(1), &[(s(2), s(3))])]).is_empty());
+    assert!(p.send(&[sack_ack(p, s(3), &[])]).is_empty());
+    segs
+}
+
+#[test]
+fn reordering_within_rack_window_is_not_taken_for_a_loss() {
+    // RFC 8985: once reordering was seen, a hole below SACKed data is lost only after
+    // RACK.rtt + min_RTT / 4; DupThresh (RFC 6675) would retransmit at the third SACK.
+    let mut p = Peer::new();
+    let h = p.accept_sack();
+    let segs = reordered_burst(&mut p, h);
+    let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    let out = p.send(&[sack_ack(&p, s(3), &[(s(4), s(8))])]);
+    assert!(
+        out.is_empty(),
+        "four SACKed above the hole: still waiting {out:?}"
+    );
+    // The late segment arrives 1 ms later: nothing was resent, no recovery.
+    assert!(p.advance(1).is_empty());
+    assert!(p.send(&[sack_ack(&p, s(10), &[])]).is_empty());
+    let info = p.s.tcp_info(h).unwrap();
+    assert_eq!((info.retransmits, info.recoveries), (0, 0));
+    assert_eq!(info.ssthresh, u32::MAX);
+}
+
+#[test]
+fn rack_timer_retransmits_a_hole_once_its_reordering_window_passed() {
+    let mut p = Peer::new();
+    let h = p.accept_sack();
+    let segs = reordered_burst(&mut p, h);
+    let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    assert!(p.send(&[sack_ack(&p, s(3), &[(s(4), s(8))])]).is_empty());
+    // min_RTT 10 ms: the window is 2.5 ms; the wheel ticks in ms.
+    assert!(p.advance(2).is_empty());
+    let out = p.advance(2);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].seq, out[0].data.len()), (s(3), 1000));
+    assert_eq!(p.s.counters().get(Event::TcpRackTimeouts), 1);
+    assert_eq!(p.s.tcp_info(h).unwrap().recoveries, 1);
+}
+
+#[test]
+fn a_lost_retransmission_is_detected_by_rack_without_an_rto() {
+    // RFC 8985 2.2: RACK also finds retransmissions that were lost, by their send time.
+    let mut p = Peer::new();
+    let h = p.accept_sack();
+    let segs = burst(&mut p, h, 10, 1000);
+    let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    let out = p.send(&[sack_ack(&p, s(0), &[(s(1), s(4))])]);
+    assert_eq!(out[0].seq, s(0), "fast retransmit");
+    // New data goes out after the retransmission and is SACKed one RTT later, while the
+    // retransmission of segment 0 is not: it was lost too.
+    p.s.tcp_send_slice(h, &pattern(1000), p.now).unwrap();
+    let out = p.send(&[sack_ack(&p, s(0), &[(s(1), s(10))])]);
+    assert_eq!(out.iter().map(|x| x.seq).collect::<Vec<_>>(), vec![s(10)]);
+    let _ = p.advance(10);
+    let out = p.send(&[sack_ack(&p, s(0), &[(s(1), s(11))])]);
+    let seqs: Vec<u32> = out.iter().map(|x| x.seq).collect();
+    assert!(seqs.contains(&s(0)), "segment 0 again: {seqs:?}");
+    assert_eq!(p.s.tcp_info(h).unwrap().rto_expirations, 0);
+}
+
+#[test]
+fn a_recovery_whose_retransmissions_all_come_back_as_dsack_is_undone() {
+    // RFC 2883 / RFC 3708: the peer got the original and the retransmission; the window
+    // reduction was needless and is undone (Linux tcp_try_undo_dsack).
+    let mut p = Peer::new();
+    let h = p.accept_sack();
+    let segs = burst(&mut p, h, 10, 1000);
+    let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    let before = p.s.tcp_info(h).unwrap();
+    let out = p.send(&[sack_ack(&p, s(0), &[(s(1), s(4))])]);
+    assert_eq!(out[0].seq, s(0));
+    let during = p.s.tcp_info(h).unwrap();
+    assert_eq!(during.ssthresh, 7000);
+    // The original, only delayed, fills the hole; then the retransmission is reported twice.
+    p.send(&[sack_ack(&p, s(10), &[])]);
+    assert!(p.s.tcp_info(h).unwrap().cwnd <= 7000);
+    p.send(&[sack_ack(&p, s(10), &[(s(0), s(1))])]);
+    let after = p.s.tcp_info(h).unwrap();
+    assert_eq!(after.undos, 1);
+    assert_eq!(p.s.counters().get(Event::TcpSpuriousUndos), 1);
+    assert!(
+        after.cwnd >= before.cwnd,
+        "{} < {}",
+        after.cwnd,
+        before.cwnd
+    );
+    assert_eq!(after.ssthresh, before.ssthresh);
+}
+
+#[test]
+fn a_dsack_for_data_never_retransmitted_undoes_nothing() {
+    // A network duplicate of an original is not evidence that a recovery was spurious.
+    let mut p = Peer::new();
+    let h = p.accept_sack();
+    let segs = burst(&mut p, h, 10, 1000);
+    let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    p.send(&[sack_ack(&p, s(0), &[(s(1), s(4))])]);
+    p.send(&[sack_ack(&p, s(10), &[])]);
+    p.send(&[sack_ack(&p, s(10), &[(s(5), s(6))])]);
+    let info = p.s.tcp_info(h).unwrap();
+    assert_eq!(info.undos, 0);
+    assert_eq!(info.ssthresh, 7000);
+}
+
+#[test]
+fn duplicate_data_is_reported_in_a_dsack_block() {
+    let mut p = Peer::new();
+    let h = p.accept_sack();
+    let seg = p.seg(ACK | PSH, b"hello");
+    p.push(seg.clone());
+    // The same segment again: below RCV.NXT (RFC 2883 4, first block).
+    let out = p.send(std::slice::from_ref(&seg));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].opts.sack.to_vec(), vec![(seg.seq, seg.seq + 5)]);
+    // Out of order, twice: the D-SACK block, then the block holding it (RFC 2883 4.1).
+    let mut ooo = p.seg(ACK, b"world");
+    ooo.seq += 100;
+    p.send(&[ooo.clone()]);
+    let out = p.send(std::slice::from_ref(&ooo));
+    let blocks = out[0].opts.sack.to_vec();
+    assert_eq!(blocks, vec![(ooo.seq, ooo.seq + 5), (ooo.seq, ooo.seq + 5)]);
+    // Reported once only.
+    let out = p.send(&[p.seg(ACK, b"")]);
+    assert!(out.iter().all(|x| x.opts.sack.len() <= 1));
+    assert_eq!(p.s.counters().get(Event::TcpDsacksSent), 2);
+    let _ = p.recv_all(h);
 }
