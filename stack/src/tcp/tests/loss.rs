@@ -276,3 +276,20 @@ fn duplicate_data_is_reported_in_a_dsack_block() {
     assert_eq!(p.s.counters().get(Event::TcpDsacksSent), 2);
     let _ = p.recv_all(h);
 }
+
+#[test]
+fn after_an_rto_no_fast_recovery_until_the_data_sent_before_it_is_acknowledged() {
+    // RFC 6675 5.1 / RFC 6582: the RTO already reduced the window for this loss episode; the
+    // segments it marked lost must not start a fast recovery (a second reduction) on the next ACK.
+    let mut p = Peer::new();
+    let h = p.accept_sack();
+    let segs = burst(&mut p, h, 10, 1000);
+    let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    let out = p.advance(200);
+    assert_eq!(out[0].seq, s(0), "RTO retransmission");
+    let ssthresh = p.s.tcp_info(h).unwrap().ssthresh;
+    assert_eq!(ssthresh, 7000);
+    let _ = p.send(&[sack_ack(&p, s(1), &[])]);
+    let info = p.s.tcp_info(h).unwrap();
+    assert_eq!((info.recoveries, info.ssthresh), (0, ssthresh));
+}
