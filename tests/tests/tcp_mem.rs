@@ -276,8 +276,7 @@ fn large_transfer_100mb_in_release_4mb_in_debug() {
 fn reordering_alone_is_not_taken_for_loss() {
     // 3 % of frames 2 ms late on a 2 ms RTT path, nothing lost: RACK's reordering window
     // (RFC 8985), widened by D-SACK, keeps the sender out of recovery; the recoveries it still
-    // enters are mostly undone by D-SACK (RFC 2883, RFC 3708). Before RACK: ~1 recovery per
-    // 7 segments reordered (DupThresh), each halving the window.
+    // enters are mostly undone by D-SACK (RFC 2883, RFC 3708).
     let imp = Impairments {
         reorder: 0.03,
         reorder_delay: Duration::from_millis(2),
@@ -296,8 +295,8 @@ fn reordering_alone_is_not_taken_for_loss() {
     );
     report("reordering only", size, &o);
     assert_eq!(o.a.rto_expirations, 0);
-    // Measured (seed 31): 36 recoveries, 26 of them undone; before RACK and D-SACK undo: 168
-    // recoveries, none undone, 2.5 times the virtual time.
+    // Measured (seed 31, debug and release alike): 36 recoveries, 26 of them undone, 0.375 s
+    // virtual; before RACK and D-SACK undo: 46 recoveries, none undone, 0.865 s.
     assert!(
         o.a.recoveries <= 80 && o.a.recoveries - o.a.undos <= 25,
         "{} recoveries ({} undone) for {} retransmits",
