@@ -11,6 +11,8 @@
 # warm-up; (Ir(N) - Ir(0)) / N is the cost of one echoed packet (request and reply, each through
 # both stacks and the link), with set-up, warm-up and exit subtracted out. Profiles are kept in
 # $OUT (default /work/target-bench/callgrind) for callgrind_annotate.
+#
+# TCP (per-packet cost with 10 vs 100 000 established connections): benches/callgrind_tcp.sh.
 set -euo pipefail
 
 N=${1:-100000}

@@ -20,11 +20,17 @@
 //! uses and why their costs match.
 //!
 //! Addresses, MACs and ports are the same for both stacks ([`CLIENT_IP`], [`SERVER_IP`], ...).
+//!
+//! TCP (issue #6): [`tcp_mem`] (bulk transfer, cnet against smoltcp, same link design) and
+//! [`tcp_scale`] (many established cnet connections: per-packet cost and heap per connection);
+//! the binaries `tcp_bulk`, `tcp_conns` and (AF_XDP, root) `tcp_veth`.
 
 #![deny(missing_docs)]
 
 pub mod cnet_echo;
 pub mod smoltcp_echo;
+pub mod tcp_mem;
+pub mod tcp_scale;
 
 use core::net::Ipv4Addr;
 

@@ -1,0 +1,135 @@
+//! In-memory bulk TCP throughput, cnet against smoltcp 0.14 on the same link design (issue #6,
+//! benchmark 1). See `cnet_benches::tcp_mem` for the workload.
+//!
+//! ```text
+//! tcp_bulk [--bytes 268435456] [--warmup 16777216] [--buf 4194304] [--step-us 10] [--runs 3]
+//!          [--only cnet,cnet-ts,smoltcp] [--quick]
+//! ```
+//!
+//! Runs alternate between variants (cnet, cnet-ts, smoltcp, cnet, ...), each on a fresh pair:
+//! connect, `--warmup` bytes untimed, then `--bytes` timed. Output, one record per line:
+//!
+//! ```text
+//! run variant=cnet run=1 bytes=.. secs=.. gbps=.. steps=..
+//! result variant=cnet runs=3 median_gbps=..
+//! ratio cnet_over_smoltcp=.. cnet_ts_over_smoltcp=.. goal=3 goal_met=yes|no
+//! ```
+//!
+//! `gbps` is goodput on one core: client stack, server stack, both applications and the link all
+//! run on the calling thread.
+
+use anyhow::{bail, Context as _, Result};
+use cnet_benches::tcp_mem::{Bulk, BulkConfig, BULK_VARIANTS};
+
+const USAGE: &str = "usage: tcp_bulk [--bytes 268435456] [--warmup 16777216] [--buf 4194304] \
+[--step-us 10] [--runs 3] [--only cnet,cnet-ts,smoltcp] [--quick]";
+
+/// Longest a variant's run may take before the benchmark gives up (it never hangs).
+const RUN_LIMIT_SECS: f64 = 120.0;
+
+fn main() -> Result<()> {
+    let mut cfg = BulkConfig::default();
+    let mut runs = 3usize;
+    let mut only: Vec<String> = BULK_VARIANTS.iter().map(|s| s.to_string()).collect();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "--quick" {
+            cfg.bytes = 16 << 20;
+            cfg.warmup = 1 << 20;
+            runs = 1;
+            continue;
+        }
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        let v = args
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let num = |v: &str| -> Result<u64> {
+            v.replace('_', "")
+                .parse()
+                .with_context(|| format!("{flag}: {v:?} is not a number"))
+        };
+        match flag.as_str() {
+            "--bytes" => cfg.bytes = num(&v)?,
+            "--warmup" => cfg.warmup = num(&v)?,
+            "--buf" => cfg.buf = u32::try_from(num(&v)?).context("--buf too large")?,
+            "--step-us" => cfg.step_us = num(&v)?,
+            "--runs" => runs = num(&v)? as usize,
+            "--only" => only = v.split(',').map(str::to_owned).collect(),
+            other => bail!("unknown flag {other:?}\n{USAGE}"),
+        }
+    }
+    anyhow::ensure!(
+        cfg.bytes > 0 && runs > 0,
+        "--bytes and --runs must be positive"
+    );
+    anyhow::ensure!(
+        cfg.buf >= 64 * 1024 && cfg.buf <= 64 << 20,
+        "--buf in 64 KiB..=64 MiB"
+    );
+    anyhow::ensure!(cfg.step_us > 0, "--step-us at least 1");
+    println!(
+        "# tcp_bulk bytes={} warmup={} buf={} step_us={} runs={} mss=1460 link=copy build={}",
+        cfg.bytes,
+        cfg.warmup,
+        cfg.buf,
+        cfg.step_us,
+        runs,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    let mut results: Vec<(String, Vec<f64>)> = only.iter().map(|v| (v.clone(), vec![])).collect();
+    for run in 1..=runs {
+        for (v, gbps) in results.iter_mut() {
+            let t = std::time::Instant::now();
+            let mut b = Bulk::new(v, &cfg)?;
+            let r = b.run(&cfg).with_context(|| format!("{v} run {run}"))?;
+            println!(
+                "run variant={v} run={run} bytes={} secs={:.4} gbps={:.3} steps={} info={}",
+                r.bytes,
+                r.secs,
+                r.gbps(),
+                r.steps,
+                match &b {
+                    Bulk::Cnet(c) => c.info().replace(' ', ","),
+                    Bulk::Smoltcp(_) => "-".into(),
+                }
+            );
+            gbps.push(r.gbps());
+            anyhow::ensure!(
+                t.elapsed().as_secs_f64() < RUN_LIMIT_SECS,
+                "{v}: run took over {RUN_LIMIT_SECS} s"
+            );
+        }
+    }
+    let mut med = Vec::new();
+    for (v, g) in &results {
+        let m = median(g.clone());
+        println!("result variant={v} runs={} median_gbps={m:.3}", g.len());
+        med.push((v.as_str(), m));
+    }
+    let get = |n: &str| med.iter().find(|(v, _)| *v == n).map(|(_, g)| *g);
+    if let Some(s) = get("smoltcp") {
+        let c = get("cnet").map_or(f64::NAN, |c| c / s);
+        let t = get("cnet-ts").map_or(f64::NAN, |c| c / s);
+        println!(
+            "ratio cnet_over_smoltcp={c:.2} cnet_ts_over_smoltcp={t:.2} goal=3 goal_met={}",
+            if c >= 3.0 { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
