@@ -140,7 +140,11 @@ impl Stack {
         Stack {
             iface: Iface {
                 mac: cfg.mac,
-                mtu: cfg.mtu,
+                mtu: cfg.mtu.clamp(
+                    68,
+                    pool.frame_size()
+                        .saturating_sub(pool.headroom().max(256) + crate::wire::ETH_HLEN),
+                ),
                 up: true,
                 addrs: Vec::new(),
             },
@@ -330,6 +334,17 @@ impl Stack {
         }
     }
 
+    /// The largest IP MTU the pool's frames can carry: a frame holds the Ethernet header and the
+    /// packet after the headroom (received frames start at least 256 bytes in, AF_XDP's
+    /// `XDP_PACKET_HEADROOM`). A link with a larger MTU is used with this one (RFC 1122 3.3.3:
+    /// we never send more than we can build).
+    pub fn max_mtu(&self) -> usize {
+        let head = self.pool.headroom().max(256);
+        self.pool
+            .frame_size()
+            .saturating_sub(head + crate::wire::ETH_HLEN)
+    }
+
     /// Applies a configuration change (from the service config or netlink), between bursts.
     pub fn apply_config(&mut self, ev: ConfigEvent, now: Instant) {
         self.counters.add(Event::ConfigEvents, 1);
@@ -337,7 +352,7 @@ impl Stack {
             ConfigEvent::Link { up, mtu, mac } => {
                 let was_up = self.iface.up;
                 self.iface.up = up;
-                self.iface.mtu = mtu.clamp(68, self.pool.frame_size());
+                self.iface.mtu = mtu.clamp(68, self.max_mtu());
                 self.iface.mac = mac;
                 if up && !was_up {
                     self.announce_all(now);
@@ -371,7 +386,7 @@ impl Stack {
                     self.iface.mac = mac;
                 }
                 if let Some(mtu) = s.mtu {
-                    self.iface.mtu = mtu.clamp(68, self.pool.frame_size());
+                    self.iface.mtu = mtu.clamp(68, self.max_mtu());
                 }
                 self.iface.up = s.up;
                 let old: Vec<IfAddr> = core::mem::take(&mut self.iface.addrs);

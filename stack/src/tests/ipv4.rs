@@ -185,3 +185,28 @@ fn options_are_skipped_and_several_addresses_answer() {
     let out = feed(&mut s, &[], Instant::ZERO);
     assert_eq!(&out[0][26..30], &second.octets());
 }
+
+#[test]
+fn a_link_mtu_larger_than_a_frame_is_capped_to_what_frames_carry() {
+    let mut s = stack(MAC_A, IP_A, 16);
+    let mac = s.mac();
+    s.apply_config(
+        ConfigEvent::Link {
+            up: true,
+            mtu: 9000,
+            mac,
+        },
+        Instant::ZERO,
+    );
+    assert_eq!(s.mtu(), 2048 - 256 - 14);
+    assert_eq!(s.mtu(), s.max_mtu());
+    s.apply_config(
+        ConfigEvent::Link {
+            up: true,
+            mtu: 20,
+            mac,
+        },
+        Instant::ZERO,
+    );
+    assert_eq!(s.mtu(), 68, "RFC 791: every host takes 68 bytes");
+}
