@@ -88,6 +88,10 @@ pub struct StackConfig {
     /// then halved down to what a 552-byte MTU carries), in case a router drops our DF packets
     /// without telling.
     pub tcp_mtu_probing: bool,
+    /// Tail loss probes (RFC 8985 7; Linux `tcp_early_retrans = 3`) on SACK connections: a
+    /// flight whose last segments are lost is probed after about two round trips instead of
+    /// waiting for the RTO.
+    pub tcp_tlp: bool,
 }
 
 impl StackConfig {
@@ -129,6 +133,7 @@ impl StackConfig {
             tcp_keepalive_probes: 9,
             tcp_challenge_ack_limit: 1000,
             tcp_mtu_probing: true,
+            tcp_tlp: true,
         }
     }
 }

@@ -241,6 +241,14 @@ reasons! {
         TcpSpuriousUndos => "tcp_spurious_undos",
         /// Segments deemed lost by RACK's timer rather than on an ACK (RFC 8985).
         TcpRackTimeouts => "tcp_rack_timeouts",
+        /// Tail loss probes sent (RFC 8985 7; Linux `TCPLossProbes`).
+        TcpLossProbes => "tcp_loss_probes",
+        /// Tail loss probes that repaired a loss, answered by a window reduction (RFC 8985
+        /// 7.4; Linux `TCPLossProbeRecovery`).
+        TcpLossProbeRecoveries => "tcp_loss_probe_recoveries",
+        /// Duplicate ACKs with a slightly old timestamp let through PAWS because they were
+        /// only reordered (Linux `tcp_disordered_ack`).
+        TcpPawsDisorderedAcks => "tcp_paws_disordered_acks",
     }
 }
 

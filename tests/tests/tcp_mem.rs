@@ -223,6 +223,13 @@ fn one_megabyte_survives_loss_reordering_duplication_and_corruption() {
             );
             report(&format!("loss {loss} {cc:?}"), 1 << 20, &o);
             assert!(o.a.retransmits > 0, "loss forced retransmissions");
+            if loss <= 0.05 {
+                // Tail loss probes (RFC 8985 7) find the lost tails of flights. Measured at 5 %
+                // (debug and release alike): NewReno 2.235 s -> 0.598 s virtual, CUBIC 2.227 s
+                // -> 0.643 s, 6 RTOs -> 0 each; at 10 %: NewReno 5.13 s -> 2.58 s (3 -> 2
+                // RTOs), CUBIC 7.91 s -> 6.90 s (15 -> 6 RTOs).
+                assert_eq!(o.a.rto_expirations, 0, "loss {loss} {cc:?}");
+            }
         }
     }
 }
@@ -259,6 +266,8 @@ fn large_transfer_100mb_in_release_4mb_in_debug() {
     } else {
         100 << 20
     };
+    // Measured, release, 100 MB: tail loss probes took CUBIC from 33.2 s to 28.9 s virtual (16
+    // -> 3 RTOs, 2801 -> 1729 retransmits) and NewReno from 35.8 s to 29.6 s (23 -> 4 RTOs).
     for cc in [Congestion::Cubic, Congestion::NewReno] {
         let o = transfer(
             "tcp_large",
@@ -296,7 +305,9 @@ fn reordering_alone_is_not_taken_for_loss() {
     report("reordering only", size, &o);
     assert_eq!(o.a.rto_expirations, 0);
     // Measured (seed 31, debug and release alike): 36 recoveries, 26 of them undone, 0.375 s
-    // virtual; before RACK and D-SACK undo: 46 recoveries, none undone, 0.865 s.
+    // virtual; before RACK and D-SACK undo: 46 recoveries, none undone, 0.865 s. Since reordered
+    // duplicate ACKs pass PAWS (Linux tcp_disordered_ack) their SACK blocks count too: 50
+    // recoveries, 37 undone (13 kept, was 10), 0.433 s.
     assert!(
         o.a.recoveries <= 80 && o.a.recoveries - o.a.undos <= 25,
         "{} recoveries ({} undone) for {} retransmits",

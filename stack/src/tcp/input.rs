@@ -463,6 +463,27 @@ impl Stack {
         }
     }
 
+    /// Linux `tcp_disordered_ack`: a segment failing PAWS that is only a duplicate ACK
+    /// overtaken by a later one (ACKs reordered on the way). Its ACK and SACK information is
+    /// still good, and dropping it (with an ACK in reply) would lose SACK blocks that loss
+    /// detection needs. Exactly Linux's conditions: (1) a pure ACK at RCV.NXT, (2) a duplicate
+    /// ACK (SEG.ACK = SND.UNA), (3) that could not update the window
+    /// (`tcp_may_update_window`), and (4) a timestamp at most one RTO (in 1/1024 s units, as
+    /// Linux counts it) older than TS.Recent.
+    fn tcp_disordered_ack(c: &Conn, seg: &Seg, tsval: u32) -> bool {
+        let nwin = u32::from(seg.wnd) << c.snd_wscale;
+        let may_update_window = seq_gt(seg.ack, c.snd_una)
+            || seq_gt(seg.seq, c.snd_wl1)
+            || (seg.seq == c.snd_wl1 && (nwin > c.snd_wnd || nwin == 0));
+        let tolerance = (u64::from(c.rtt.rto) * 1024 / 1_000_000).min(i32::MAX as u64) as i32;
+        seg.has(flags::ACK)
+            && seg.seg_len() == 0
+            && seg.seq == c.rcv_nxt
+            && seg.ack == c.snd_una
+            && !may_update_window
+            && (c.ts_recent.wrapping_sub(tsval) as i32) <= tolerance
+    }
+
     /// PAWS and the acceptability test (RFC 9293 3.10.7.4 first, RFC 7323 5.3). Records
     /// TS.Recent (RFC 7323 4.3) for acceptable segments.
     fn tcp_check_seq(&mut self, idx: u32, seg: &Seg) -> bool {
@@ -470,9 +491,12 @@ impl Stack {
         if c.has(F_TS) && !seg.has(flags::RST) {
             if let Some((tsval, _)) = seg.opts.timestamps {
                 if seq_lt(tsval, c.ts_recent) {
-                    self.counters.drop(DropReason::TcpPaws);
-                    c.flags |= F_ACK_NOW;
-                    return false;
+                    if !Self::tcp_disordered_ack(c, seg, tsval) {
+                        self.counters.drop(DropReason::TcpPaws);
+                        c.flags |= F_ACK_NOW;
+                        return false;
+                    }
+                    self.counters.add(Event::TcpPawsDisorderedAcks, 1);
                 }
             }
         }
@@ -656,6 +680,9 @@ impl Stack {
         let c = &mut self.tcp.conns[idx as usize];
         let mss = u32::from(c.mss);
         let old_wnd = c.snd_wnd;
+        let flight_before = c.snd_max.wrapping_sub(c.snd_una);
+        let advanced = seq_gt(seg.ack, c.snd_una);
+        let pto = c.has(F_TLP).then_some(c.t_rack);
         // RFC 9293 3.10.7.4 fifth: window update if newer (SND.WL1/WL2 rule).
         if seq_lt(c.snd_wl1, seg.seq) || (c.snd_wl1 == seg.seq && seq_le(c.snd_wl2, seg.ack)) {
             c.snd_wnd = u32::from(seg.wnd) << c.snd_wscale;
@@ -684,10 +711,9 @@ impl Stack {
                 }
             }
         }
-        if seq_gt(seg.ack, c.snd_una) {
+        if advanced {
             let acked = seg.ack.wrapping_sub(c.snd_una);
             // RFC 7661 / Linux tcp_is_cwnd_limited: grow cwnd only when it limited the sender.
-            let flight_before = c.snd_max.wrapping_sub(c.snd_una);
             let cwnd_limited = if c.cc.cwnd < c.cc.ssthresh {
                 c.cc.cwnd < 2 * flight_before
             } else {
@@ -752,15 +778,29 @@ impl Stack {
                 c.cc.cwnd = c.cc.cwnd.saturating_add(mss);
             }
         }
+        let mut sacked = false;
         if c.has(F_SACK) && !blocks.is_empty() {
-            c.sndq
+            sacked = c
+                .sndq
                 .apply_sack(blocks, c.snd_una, c.snd_max, now_us, &mut c.rack);
         }
+        let pure_dupack = !advanced
+            && seg.len == 0
+            && !seg.has(flags::SYN | flags::FIN)
+            && c.snd_wnd == old_wnd
+            && !sacked;
         if let Some((l, r)) = dsack {
             self.tcp_dsack(idx, l, r);
         }
+        self.tcp_tlp_on_ack(idx, seg.ack, pure_dupack, dsack, flight_before, now);
         self.tcp_rack_detect(idx, now);
         self.tcp_maybe_enter_recovery(idx, now);
+        // RFC 8985 7.2: an ACK of new data restarts the loss probe timer; any other keeps it.
+        if advanced {
+            self.tcp_tlp_schedule(idx, now, None);
+        } else if let Some(at) = pto {
+            self.tcp_tlp_schedule(idx, now, Some(at));
+        }
     }
 
     /// A D-SACK from the peer (RFC 2883): widens RACK's reordering window (RFC 8985 6.2 step
@@ -785,6 +825,7 @@ impl Stack {
     pub(crate) fn tcp_rack_detect(&mut self, idx: u32, now: Instant) -> bool {
         let c = &mut self.tcp.conns[idx as usize];
         c.t_rack = Instant::MAX;
+        c.flags &= !F_TLP;
         if !c.has(F_SACK) || c.snd_una == c.snd_max {
             return false;
         }
@@ -825,6 +866,12 @@ impl Stack {
         c.recovery_point = c.snd_max;
         c.flags |= F_RECOVERY;
         c.stats.recoveries += 1;
+        // RFC 8985 7.4.1: a new TLP episode; fast recovery takes over from the probe.
+        c.rack.tlp_end_seq = None;
+        if c.has(F_TLP) {
+            c.flags &= !F_TLP;
+            c.t_rack = Instant::MAX;
+        }
         if c.has(F_SACK) {
             // RFC 6675 5 (4.2): cwnd = ssthresh; NextSeg() retransmits from the lost ones.
             c.cc.cwnd = c.cc.ssthresh;

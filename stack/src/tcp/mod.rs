@@ -12,6 +12,7 @@
 //! | [`congestion`] | NewReno (RFC 5681/6582) and CUBIC (RFC 9438), per socket |
 //! | `sack` | send queue and SACK scoreboard (RFC 2018, RFC 6675), D-SACK (RFC 2883) |
 //! | `rack` | RACK loss detection (RFC 8985) and D-SACK undo of spurious recoveries (RFC 3708) |
+//! | `tlp` | tail loss probes (RFC 8985 7) |
 //! | `reassembly` | out-of-order queue bounded by the receive window |
 //! | `syncookie`, `isn` | SYN cookies; RFC 6528 ISNs with a keyed PRF |
 //!
@@ -35,6 +36,7 @@ mod rtt;
 mod sack;
 mod syncookie;
 mod timers;
+mod tlp;
 pub mod wire;
 
 #[cfg(test)]
@@ -361,6 +363,8 @@ pub(crate) const F_PASSIVE: u32 = 1 << 12;
 pub(crate) const F_RTO_ARMED: u32 = 1 << 13;
 pub(crate) const F_FIN_RCVD: u32 = 1 << 14;
 pub(crate) const F_KEEPALIVE: u32 = 1 << 15;
+/// `t_rack` holds the tail loss probe timer (RFC 8985 7), not the RACK reordering timer.
+pub(crate) const F_TLP: u32 = 1 << 16;
 
 const NONE: u32 = u32::MAX;
 
@@ -887,7 +891,7 @@ impl Stack {
         c.t_delack = Instant::MAX;
         c.t_misc = Instant::MAX;
         c.t_rack = Instant::MAX;
-        c.flags &= !(F_ACK_NOW | F_PERSIST | F_RTO_ARMED);
+        c.flags &= !(F_ACK_NOW | F_PERSIST | F_RTO_ARMED | F_TLP);
         c.sndq.clear(&mut self.pool);
         c.ooo.clear(&mut self.pool);
         if let Some(id) = c.timer.take() {

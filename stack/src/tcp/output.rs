@@ -377,7 +377,10 @@ impl Stack {
                 }
             }
             _ => {
-                self.tcp_send_data(idx, now);
+                if self.tcp_send_data(idx, now, false) > 0 {
+                    // RFC 8985 7.2: new data (re)starts the loss probe timer.
+                    self.tcp_tlp_schedule(idx, now, None);
+                }
                 if self.tcp.conns[idx as usize].has(F_ACK_NOW) {
                     self.tcp_send_ack(idx, now);
                 }
@@ -397,8 +400,15 @@ impl Stack {
         }
     }
 
-    /// Retransmits entry `i` whole.
-    fn tcp_retransmit(&mut self, idx: u32, i: usize, now: Instant) -> bool {
+    /// Retransmits entry `i` whole; `recovery`: a loss-recovery retransmission, which a D-SACK
+    /// undo waits for (a loss probe is not).
+    pub(crate) fn tcp_retransmit(
+        &mut self,
+        idx: u32,
+        i: usize,
+        now: Instant,
+        recovery: bool,
+    ) -> bool {
         let (seq, len) = {
             let s = &self.tcp.conns[idx as usize].sndq.segs[i];
             (s.seq, u32::from(s.len))
@@ -412,7 +422,9 @@ impl Stack {
         s.flags |= sack::RETRANS | sack::SENT;
         s.sent = now.total_micros() as u32;
         c.stats.retransmits += 1;
-        c.rack.on_retransmit(seq);
+        if recovery {
+            c.rack.on_retransmit(seq);
+        }
         if !c.has(F_RTO_ARMED) {
             c.t_rtx = now + c.rtt.rto();
             c.flags |= F_RTO_ARMED;
@@ -455,8 +467,11 @@ impl Stack {
         true
     }
 
-    /// New data and retransmissions (RFC 6675 NextSeg order: lost segments first).
-    fn tcp_send_data(&mut self, idx: u32, now: Instant) {
+    /// New data and retransmissions (RFC 6675 NextSeg order: lost segments first). Returns
+    /// the segments of new data sent. `probe`: a tail loss probe (RFC 8985 7.3): at most one
+    /// segment of new data, whatever cwnd and Nagle say, within the peer's window.
+    pub(crate) fn tcp_send_data(&mut self, idx: u32, now: Instant, probe: bool) -> u32 {
+        let mut new_segs = 0u32;
         let tx_room = |s: &Stack| s.tx.len() + 2 < s.cfg.tx_queue;
         // 1. Loss recovery retransmissions.
         let (recovery, sack_on) = {
@@ -464,7 +479,7 @@ impl Stack {
             (c.has(F_RECOVERY), c.has(F_SACK))
         };
         let mut pipe = 0u32;
-        if recovery {
+        if recovery && !probe {
             if sack_on {
                 let c = &self.tcp.conns[idx as usize];
                 pipe = c.sndq.pipe(c.snd_nxt);
@@ -478,7 +493,7 @@ impl Stack {
                     if pipe + len > c.cc.cwnd || !tx_room(self) {
                         break;
                     }
-                    if !self.tcp_retransmit(idx, i, now) {
+                    if !self.tcp_retransmit(idx, i, now, true) {
                         break;
                     }
                     pipe += len;
@@ -491,7 +506,7 @@ impl Stack {
                     .front()
                     .is_some_and(|s| s.flags & (sack::LOST | sack::RETRANS) == sack::LOST);
                 if head && tx_room(self) {
-                    self.tcp_retransmit(idx, 0, now);
+                    self.tcp_retransmit(idx, 0, now, true);
                 }
             }
         }
@@ -499,6 +514,9 @@ impl Stack {
         let mut budget = 4096usize;
         loop {
             budget -= 1;
+            if probe && new_segs > 0 {
+                break;
+            }
             if budget == 0 || !tx_room(self) {
                 // Resume at the next flush (poll_tx) once the driver took frames.
                 self.tcp.touch(idx);
@@ -553,11 +571,12 @@ impl Stack {
                     break;
                 }
             }
-            if !nothing_in_flight && flight + n > c.cc.cwnd {
+            if !nothing_in_flight && flight + n > c.cc.cwnd && !probe {
                 break;
             }
             // Nagle (RFC 9293 3.7.4): a short segment waits while data is unacknowledged.
-            if n < u32::from(mss)
+            if !probe
+                && n < u32::from(mss)
                 && last
                 && !nothing_in_flight
                 && !c.has(F_NODELAY)
@@ -585,6 +604,8 @@ impl Stack {
                 c.stats.retransmits += 1;
                 c.rack.on_retransmit(seq);
                 self.counters.add(Event::TcpRetransSegs, 1);
+            } else {
+                new_segs += 1;
             }
             c.snd_nxt = seq.wrapping_add(n);
             c.snd_max = seq_max(c.snd_max, c.snd_nxt);
@@ -597,7 +618,8 @@ impl Stack {
         }
         // 3. FIN once every byte before it went out.
         let c = &mut self.tcp.conns[idx as usize];
-        if c.has(F_FIN_QUEUED)
+        if !probe
+            && c.has(F_FIN_QUEUED)
             && c.snd_nxt == c.snd_end
             && matches!(
                 c.state,
@@ -605,8 +627,10 @@ impl Stack {
             )
         {
             let seq = c.snd_end;
+            let first = c.snd_max == seq;
             if self.tcp_emit(idx, seq, flags::FIN | flags::ACK, None, now) {
                 let c = &mut self.tcp.conns[idx as usize];
+                new_segs += u32::from(first);
                 c.snd_nxt = seq.wrapping_add(1);
                 c.snd_max = seq_max(c.snd_max, c.snd_nxt);
                 if !c.has(F_RTO_ARMED) || c.has(F_PERSIST) {
@@ -616,5 +640,6 @@ impl Stack {
                 }
             }
         }
+        new_segs
     }
 }

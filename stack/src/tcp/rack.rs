@@ -51,6 +51,12 @@ pub(crate) struct Rack {
     pub undos: u32,
     /// The current recovery was undone (its end must not pull cwnd down).
     pub undone: bool,
+    /// Tail loss probe episode (RFC 8985 7.4): SND.NXT after the last probe, while the probe's
+    /// outcome is unknown (Linux `tlp_high_seq`). At most one probe is outstanding.
+    pub tlp_end_seq: Option<u32>,
+    /// The outstanding probe retransmitted `[tlp_seq, tlp_end_seq)` (not new data).
+    pub tlp_is_retrans: bool,
+    pub tlp_seq: u32,
 }
 
 /// What an undo needs: the congestion state before the reduction, and the retransmissions not
@@ -78,6 +84,9 @@ impl Default for Rack {
             undo: None,
             undos: 0,
             undone: false,
+            tlp_end_seq: None,
+            tlp_is_retrans: false,
+            tlp_seq: 0,
         }
     }
 }
@@ -147,6 +156,38 @@ impl Rack {
             return 0;
         }
         (self.reo_wnd_mult.saturating_mul(self.min_rtt / 4)).min(srtt)
+    }
+
+    /// RFC 8985 7.4.3 (as Linux `tcp_process_tlp_ack`): what an ACK of `ack` says about the
+    /// outstanding probe. `pure_dupack`: no data, no window update, SND.UNA not advanced,
+    /// nothing newly SACKed; `dsack`: a D-SACK block arrived with it. Returns true when the
+    /// probe repaired a loss (the ACK went past the probe without the peer reporting the
+    /// probe as a duplicate): the caller reduces the window as a fast recovery would.
+    pub fn tlp_on_ack(&mut self, ack: u32, pure_dupack: bool, dsack: Option<(u32, u32)>) -> bool {
+        let Some(end) = self.tlp_end_seq else {
+            return false;
+        };
+        if super::seq_lt(ack, end) {
+            return false;
+        }
+        let probe_dup = dsack.is_some_and(|(l, r)| {
+            self.tlp_is_retrans && super::seq_lt(l, end) && seq_gt(r, self.tlp_seq)
+        });
+        if !self.tlp_is_retrans || probe_dup {
+            // New data delivered, or both the original and the probe arrived: no loss.
+            self.tlp_end_seq = None;
+            false
+        } else if seq_gt(ack, end) {
+            // The ACK passed the probe and no duplicate was reported: the probe repaired a loss.
+            self.tlp_end_seq = None;
+            true
+        } else {
+            if pure_dupack {
+                // The ACK of the probe's sequence came before; this one is the second copy.
+                self.tlp_end_seq = None;
+            }
+            false
+        }
     }
 
     /// A recovery (fast or RTO) starts reducing the window from `prior`.

@@ -1,8 +1,9 @@
 //! Connection timers on the stack's timer wheel.
 //!
-//! A connection keeps three deadlines: `t_rtx` (RTO, SYN/SYN-ACK retransmission, or the persist
-//! timer when `F_PERSIST`), `t_delack` (delayed ACK) and `t_misc` (TIME-WAIT, orphaned
-//! FIN-WAIT-2, keepalive). The wheel holds one entry per connection at the earliest of them,
+//! A connection keeps four deadlines: `t_rtx` (RTO, SYN/SYN-ACK retransmission, or the persist
+//! timer when `F_PERSIST`), `t_delack` (delayed ACK), `t_misc` (TIME-WAIT, orphaned
+//! FIN-WAIT-2, keepalive) and `t_rack` (RACK reordering timer, or the tail loss probe timer
+//! when `F_TLP`). The wheel holds one entry per connection at the earliest of them,
 //! moved in O(1) when they change; expiry runs only the connections that are due.
 
 use super::*;
@@ -48,6 +49,15 @@ impl Stack {
                 continue;
             };
             c.timer = None;
+            if c.has(F_TLP) && c.t_rack <= now {
+                // The PTO first: capped at the RTO's expiry, it stands in for it (RFC 8985 7.2).
+                c.t_rack = Instant::MAX;
+                c.flags &= !F_TLP;
+                self.tcp_tlp_fire(idx, now);
+            }
+            let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
+                continue;
+            };
             if c.t_rtx <= now {
                 c.t_rtx = Instant::MAX;
                 if c.has(F_PERSIST) {
@@ -60,7 +70,7 @@ impl Stack {
             let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
                 continue;
             };
-            if c.t_rack <= now {
+            if c.t_rack <= now && !c.has(F_TLP) {
                 c.t_rack = Instant::MAX;
                 self.tcp_rack_timer(idx, now);
             }
@@ -153,7 +163,13 @@ impl Stack {
                     c.cc.cwnd = mss;
                 }
                 // RFC 6675 5.1: recovery ends; resend from SND.UNA, skipping SACKed data.
+                // RFC 8985 7.4.1: a new TLP episode.
                 c.flags &= !F_RECOVERY;
+                c.rack.tlp_end_seq = None;
+                if c.has(F_TLP) {
+                    c.flags &= !F_TLP;
+                    c.t_rack = Instant::MAX;
+                }
                 c.recovery_point = c.snd_max;
                 c.dupacks = 0;
                 c.sndq.on_rto();
@@ -232,7 +248,7 @@ impl Stack {
         c.state = TcpState::TimeWait;
         c.t_rtx = Instant::MAX;
         c.t_rack = Instant::MAX;
-        c.flags &= !(F_RTO_ARMED | F_PERSIST);
+        c.flags &= !(F_RTO_ARMED | F_PERSIST | F_TLP);
         c.t_misc = now + tw;
         c.sndq.clear(&mut self.pool);
         c.ooo.clear(&mut self.pool);

@@ -285,6 +285,9 @@ fn after_an_rto_no_fast_recovery_until_the_data_sent_before_it_is_acknowledged()
     let h = p.accept_sack();
     let segs = burst(&mut p, h, 10, 1000);
     let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    // The tail loss probe (20 ms: 2 SRTT) goes unanswered too; the RTO follows it.
+    let out = p.advance(20);
+    assert_eq!(out.iter().map(|x| x.seq).collect::<Vec<_>>(), vec![s(9)]);
     let out = p.advance(200);
     assert_eq!(out[0].seq, s(0), "RTO retransmission");
     let ssthresh = p.s.tcp_info(h).unwrap().ssthresh;
@@ -292,4 +295,218 @@ fn after_an_rto_no_fast_recovery_until_the_data_sent_before_it_is_acknowledged()
     let _ = p.send(&[sack_ack(&p, s(1), &[])]);
     let info = p.s.tcp_info(h).unwrap();
     assert_eq!((info.recoveries, info.ssthresh), (0, ssthresh));
+}
+
+/// The last segment of a 10-segment burst is lost; the peer acknowledges the first eight at
+/// once and holds the ninth for a delayed ACK (40 ms). Returns the time from the burst to the
+/// ACK of the whole burst.
+fn tail_loss(tlp: bool) -> (u64, Peer, TcpHandle, Vec<S>) {
+    let mut p = Peer::with(|c| c.tcp_tlp = tlp);
+    let h = p.accept_sack();
+    let sent_at = p.now.total_millis();
+    let segs = burst(&mut p, h, 10, 1000);
+    let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    assert!(p.send(&[sack_ack(&p, s(8), &[])]).is_empty());
+    for _ in 0..1000 {
+        if p.now.total_millis() == sent_at + 50 {
+            // The delayed ACK of segment 8.
+            assert!(p.send(&[sack_ack(&p, s(9), &[])]).is_empty());
+        }
+        let out = p.advance(1);
+        if !out.is_empty() {
+            assert_eq!(out.len(), 1, "{out:?}");
+            assert_eq!((out[0].seq, out[0].data.len()), (s(9), 1000));
+            assert!(p.advance(10).is_empty());
+            assert!(p.send(&[sack_ack(&p, s(10), &[])]).is_empty());
+            return (p.now.total_millis() - sent_at, p, h, segs);
+        }
+    }
+    panic!("never repaired");
+}
+
+#[test]
+fn a_lost_tail_is_probed_after_two_srtt_instead_of_waiting_for_the_rto() {
+    // RFC 8985 7: two segments were in flight at the last ACK: PTO = 2 SRTT = 20 ms. The probe
+    // retransmits the highest segment; its ACK repairs the tail. Without TLP: the RTO.
+    let (with, p, h, _) = tail_loss(true);
+    let info = p.s.tcp_info(h).unwrap();
+    assert_eq!((info.rto_expirations, info.retransmits), (0, 1));
+    assert_eq!(p.s.counters().get(Event::TcpLossProbes), 1);
+    let (without, q, h2, _) = tail_loss(false);
+    assert_eq!(q.s.tcp_info(h2).unwrap().rto_expirations, 1);
+    eprintln!("tail loss repaired after {with} ms with TLP, {without} ms without");
+    assert_eq!(
+        with, 40,
+        "probe at 2 SRTT after the ACK at 10 ms, its ACK 10 ms later"
+    );
+    assert_eq!(without, 260, "RTO 200 ms after the delayed ACK at 60 ms");
+    assert!(info.cwnd >= 10_000, "no window collapse: {}", info.cwnd);
+}
+
+#[test]
+fn a_probe_that_repaired_a_loss_reduces_the_window_once_the_ack_goes_past_it() {
+    // RFC 8985 7.4: the ACK of the probe alone cannot tell a repaired loss from a late ACK of
+    // the original; an ACK beyond it without a D-SACK of the probe can (Linux: CWR).
+    let (_, mut p, h, segs) = tail_loss(true);
+    let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    let before = p.s.tcp_info(h).unwrap();
+    assert_eq!(before.ssthresh, u32::MAX);
+    p.s.tcp_send_slice(h, &pattern(1000), p.now).unwrap();
+    assert_eq!(p.poll().len(), 1);
+    p.send(&[sack_ack(&p, s(11), &[])]);
+    let after = p.s.tcp_info(h).unwrap();
+    assert_eq!(p.s.counters().get(Event::TcpLossProbeRecoveries), 1);
+    assert!(
+        after.ssthresh.abs_diff(before.cwnd * 7 / 10) <= 1,
+        "CUBIC beta 0.7 of {}: {}",
+        before.cwnd,
+        after.ssthresh
+    );
+    assert_eq!(after.cwnd, after.ssthresh);
+    assert_eq!(after.recoveries, 0, "no fast recovery entered");
+}
+
+#[test]
+fn a_probe_reported_as_a_duplicate_leaves_the_window_alone() {
+    // Only the ACK was late: the original arrived, and the probe comes back in a D-SACK.
+    let (_, mut p, h, segs) = tail_loss(true);
+    let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    let before = p.s.tcp_info(h).unwrap();
+    p.send(&[sack_ack(&p, s(10), &[(s(9), s(10))])]);
+    p.s.tcp_send_slice(h, &pattern(1000), p.now).unwrap();
+    assert_eq!(p.poll().len(), 1);
+    p.send(&[sack_ack(&p, s(11), &[])]);
+    let after = p.s.tcp_info(h).unwrap();
+    assert_eq!(p.s.counters().get(Event::TcpLossProbeRecoveries), 0);
+    assert_eq!(after.ssthresh, before.ssthresh);
+}
+
+#[test]
+fn the_probe_sends_new_data_when_the_windows_allow_it_even_beyond_cwnd() {
+    // RFC 8985 7.3: unsent data goes first (cwnd is full: ten segments of 1000 bytes).
+    let mut p = Peer::new();
+    let h = p.accept_sack();
+    p.s.tcp_set_nodelay(h, true, p.now);
+    p.s.tcp_send_slice(h, &pattern(11_000), p.now).unwrap();
+    let segs = p.poll();
+    assert_eq!(segs.len(), 10);
+    let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    assert!(p.advance(19).is_empty());
+    let out = p.advance(1);
+    assert_eq!(out.iter().map(|x| x.seq).collect::<Vec<_>>(), vec![s(10)]);
+    assert_eq!(p.s.tcp_info(h).unwrap().retransmits, 0);
+    // Every ACK had been lost: the probe's brings them all; new data probed, no loss inferred.
+    p.send(&[sack_ack(&p, s(11), &[])]);
+    let info = p.s.tcp_info(h).unwrap();
+    assert_eq!((info.unacked, info.ssthresh), (0, u32::MAX));
+    assert_eq!(p.s.counters().get(Event::TcpLossProbeRecoveries), 0);
+}
+
+#[test]
+fn the_probe_retransmits_when_the_peer_window_has_no_room_and_is_sent_once_per_flight() {
+    let mut p = Peer::new();
+    let h = p.accept_sack();
+    // The peer's window: exactly ten segments.
+    let mut w = p.seg(ACK, b"");
+    w.wnd = 10_000;
+    p.send(&[w]);
+    p.s.tcp_set_nodelay(h, true, p.now);
+    p.s.tcp_send_slice(h, &pattern(11_000), p.now).unwrap();
+    let segs = p.poll();
+    assert_eq!(segs.len(), 10);
+    let s = |i: usize| segs[0].seq + 1000 * i as u32;
+    let out = p.advance(20);
+    assert_eq!(out.iter().map(|x| x.seq).collect::<Vec<_>>(), vec![s(9)]);
+    // No second probe: the RTO, 200 ms after the probe, is next.
+    assert!(p.advance(199).is_empty());
+    let out = p.advance(1);
+    assert_eq!(out[0].seq, s(0));
+    assert_eq!(p.s.tcp_info(h).unwrap().rto_expirations, 1);
+    assert_eq!(p.s.counters().get(Event::TcpLossProbes), 1);
+}
+
+#[test]
+fn with_one_segment_in_flight_the_probe_waits_for_a_delayed_ack_and_stands_in_for_the_rto() {
+    // RFC 8985 7.2: PTO = 2 SRTT + WCDelAckT (200 ms) = 220 ms, capped at the RTO (200 ms
+    // after the send): the probe goes out at the RTO's time instead of the RTO, so the window
+    // does not collapse to one segment.
+    let mut p = Peer::new();
+    let h = p.accept_sack();
+    p.s.tcp_send_slice(h, b"one", p.now).unwrap();
+    let first = p.poll();
+    assert_eq!(first.len(), 1);
+    assert!(p.advance(199).is_empty());
+    let out = p.advance(1);
+    assert_eq!((out.len(), out[0].seq), (1, first[0].seq));
+    let info = p.s.tcp_info(h).unwrap();
+    assert_eq!(info.rto_expirations, 0);
+    assert_eq!(info.cwnd, 10_000);
+    assert_eq!(p.s.counters().get(Event::TcpLossProbes), 1);
+}
+
+/// A timestamps connection without SACK, ten segments of 1460 bytes in flight, segment 0 lost:
+/// returns the first data segment and B's tsecr.
+fn ts_burst(p: &mut Peer) -> (TcpHandle, u32, u32) {
+    let o = SegmentOptions {
+        mss: Some(1460),
+        timestamps: Some((1000, 0)),
+        ..SegmentOptions::default()
+    };
+    let (h, synack) = p.accept_with(o);
+    p.s.tcp_set_congestion(h, Congestion::NewReno);
+    let segs = burst(p, h, 10, 1448);
+    (h, segs[0].seq, synack.opts.timestamps.unwrap().0)
+}
+
+fn ts_dupack(p: &Peer, ack: u32, tsval: u32, tsecr: u32) -> S {
+    let mut s = p.seg(ACK, b"");
+    s.ack = ack;
+    s.opts.timestamps = Some((tsval, tsecr));
+    s
+}
+
+#[test]
+fn a_reordered_duplicate_ack_with_a_slightly_old_timestamp_passes_paws() {
+    // Linux tcp_disordered_ack: the third duplicate ACK was overtaken by the fourth; its
+    // timestamp is 1 ms old. PAWS (RFC 7323 5.3) alone would drop it, answer it with an ACK,
+    // and lose the third duplicate ACK that starts fast retransmit.
+    let mut p = Peer::new();
+    let (h, s0, tsecr) = ts_burst(&mut p);
+    assert!(p.send(&[ts_dupack(&p, s0, 2000, tsecr)]).is_empty());
+    assert!(p.send(&[ts_dupack(&p, s0, 2002, tsecr)]).is_empty());
+    let out = p.send(&[ts_dupack(&p, s0, 2001, tsecr)]);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].seq, out[0].data.len()),
+        (s0, 1448),
+        "fast retransmit"
+    );
+    let c = p.s.counters();
+    assert_eq!(c.get(Event::TcpPawsDisorderedAcks), 1);
+    assert_eq!(c.drops(DropReason::TcpPaws), 0);
+    assert_eq!(p.s.tcp_info(h).unwrap().recoveries, 1);
+}
+
+#[test]
+fn paws_still_drops_old_acks_that_are_not_plain_reordered_duplicates() {
+    let mut p = Peer::new();
+    let (_h, s0, tsecr) = ts_burst(&mut p);
+    assert!(p.send(&[ts_dupack(&p, s0, 2000, tsecr)]).is_empty());
+    // Older than one RTO (200 ms = 204 ticks of 1/1024 s): dropped, answered by an ACK.
+    let out = p.send(&[ts_dupack(&p, s0, 2000 - 205, tsecr)]);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].data.is_empty());
+    // One that may update the window (here: closes it) is not a plain duplicate.
+    let mut w = ts_dupack(&p, s0, 1999, tsecr);
+    w.wnd = 0;
+    assert_eq!(p.send(&[w]).len(), 1);
+    // Nor is an ACK of new data.
+    assert_eq!(p.send(&[ts_dupack(&p, s0 + 1448, 1999, tsecr)]).len(), 1);
+    // Nor data.
+    let mut d = ts_dupack(&p, s0, 1999, tsecr);
+    d.data = b"x".to_vec();
+    assert_eq!(p.send(&[d]).len(), 1);
+    let c = p.s.counters();
+    assert_eq!(c.get(Event::TcpPawsDisorderedAcks), 0);
+    assert_eq!(c.drops(DropReason::TcpPaws), 4);
 }

@@ -188,6 +188,12 @@ impl Peer {
     /// A listens on port 80; B performs the handshake (with `opts` on its SYN). Returns A's
     /// accepted handle and A's SYN-ACK.
     pub fn accept_with(&mut self, opts: SegmentOptions) -> (TcpHandle, S) {
+        self.accept_with_rtt(opts, 0)
+    }
+
+    /// As [`Peer::accept_with`], B's ACK arriving `rtt_ms` after A's SYN-ACK (A's first RTT
+    /// sample).
+    pub fn accept_with_rtt(&mut self, opts: SegmentOptions, rtt_ms: u64) -> (TcpHandle, S) {
         let l = self
             .s
             .tcp_listen(SocketAddrV4::new(IP_A, A_PORT), 8, TcpOpts::default())
@@ -202,6 +208,9 @@ impl Peer {
         assert_eq!(synack.ack, B_ISN + 1);
         self.seq = B_ISN + 1;
         self.ack = synack.seq.wrapping_add(1);
+        if rtt_ms > 0 {
+            assert!(self.advance(rtt_ms).is_empty());
+        }
         let mut ack = self.seg(ACK, b"");
         if let Some((v, _)) = synack.opts.timestamps {
             ack.opts.timestamps = Some((ts.unwrap_or(0) + 1, v));
@@ -222,14 +231,15 @@ impl Peer {
         self.accept_with(o).0
     }
 
-    /// Handshake with SACK permitted (and MSS 1000 for round numbers).
+    /// Handshake with SACK permitted (and MSS 1000 for round numbers) over a 10 ms round trip
+    /// (SRTT 10 ms: a tail loss probe would come 20 ms after a flight, RFC 8985 7.2).
     pub fn accept_sack(&mut self) -> TcpHandle {
         let o = SegmentOptions {
             mss: Some(1000),
             sack_permitted: true,
             ..SegmentOptions::default()
         };
-        self.accept_with(o).0
+        self.accept_with_rtt(o, 10).0
     }
 
     pub fn recv_all(&mut self, h: TcpHandle) -> Vec<u8> {
