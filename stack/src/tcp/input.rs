@@ -683,8 +683,12 @@ impl Stack {
         let flight_before = c.snd_max.wrapping_sub(c.snd_una);
         let advanced = seq_gt(seg.ack, c.snd_una);
         let pto = c.has(F_TLP).then_some(c.t_rack);
-        // RFC 9293 3.10.7.4 fifth: window update if newer (SND.WL1/WL2 rule).
-        if seq_lt(c.snd_wl1, seg.seq) || (c.snd_wl1 == seg.seq && seq_le(c.snd_wl2, seg.ack)) {
+        // RFC 9293 3.10.7.4 fifth: window update if newer (SND.WL1/WL2 rule), and only when
+        // SND.UNA =< SEG.ACK: the window is an offset from SEG.ACK, so one carried by an ACK
+        // below SND.UNA would move the right edge beyond what the peer offered.
+        if seq_ge(seg.ack, c.snd_una)
+            && (seq_lt(c.snd_wl1, seg.seq) || (c.snd_wl1 == seg.seq && seq_le(c.snd_wl2, seg.ack)))
+        {
             c.snd_wnd = u32::from(seg.wnd) << c.snd_wscale;
             c.max_snd_wnd = c.max_snd_wnd.max(c.snd_wnd);
             c.snd_wl1 = seg.seq;

@@ -73,3 +73,38 @@ fn out_of_order_data_is_sacked_and_delivered_when_the_hole_fills() {
     assert!(out[0].opts.sack.is_empty());
     assert_eq!(p.recv_all(h), b"AAAABBBB");
 }
+
+#[test]
+fn a_window_carried_by_an_ack_below_snd_una_is_not_applied() {
+    // RFC 9293 3.10.7.4: the send window is updated only if SND.UNA =< SEG.ACK =< SND.NXT;
+    // it counts from SEG.ACK. Here SND.WL2 lags SND.UNA (the ACK that advanced SND.UNA came on
+    // a retransmission of B's, below SND.WL1) and a reordered pure ACK at SND.WL1 acknowledges
+    // less than SND.UNA: its window must not move the right edge beyond B's offer.
+    let mut p = Peer::new();
+    let h = p.accept();
+    p.s.tcp_set_nodelay(h, true, p.now);
+    let una0 = p.ack;
+    p.s.tcp_send_slice(h, &[7u8; 1000], p.now).unwrap();
+    assert_eq!(p.poll().len(), 1);
+    let x = p.seq;
+    // B's pure ACK after its 2 bytes of data (which are lost): SND.WL1 = x + 2.
+    let mut q = p.seg(ACK, b"");
+    q.seq = x + 2;
+    q.wnd = 2000;
+    p.send(&[q]);
+    // B retransmits its data, acknowledging A's 1000 bytes: SND.UNA moves, the window does
+    // not (SEG.SEQ < SND.WL1).
+    let mut d = p.seg(ACK | PSH, b"hi");
+    d.ack = una0 + 1000;
+    d.wnd = 2000;
+    p.push(d);
+    assert_eq!(p.s.tcp_info(h).unwrap().unacked, 0);
+    // A reordered pure ACK at SND.WL1 acknowledging half: right edge una0 + 500 + 2500 =
+    // SND.UNA + 2000.
+    let mut r = p.seg(ACK, b"");
+    r.ack = una0 + 500;
+    r.wnd = 2500;
+    p.send(&[r]);
+    assert_eq!(p.s.tcp_info(h).unwrap().snd_wnd, 2000);
+    assert_eq!(p.recv_all(h), b"hi");
+}
