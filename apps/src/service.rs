@@ -334,18 +334,28 @@ fn sysfs_mac(ifname: &str) -> Result<MacAddr> {
     Ok(MacAddr(mac))
 }
 
+/// Starts netlink-sync for the service's interface when configured, with its first snapshot.
+fn start_netlink(
+    cfg: &ServiceConfig,
+) -> Result<(
+    Option<NetlinkSync>,
+    Option<cnet_stack::config::InterfaceSnapshot>,
+)> {
+    if !cfg.netlink {
+        return Ok((None, None));
+    }
+    let ifname = &cfg.xdp.ifname;
+    let (s, snap) = NetlinkSync::start(SyncConfig::new(ifname))
+        .with_context(|| format!("netlink-sync on {ifname}"))?;
+    Ok((Some(s), Some(snap)))
+}
+
 impl Service<XdpPort> {
     /// Opens the AF_XDP port, starts netlink-sync (in the calling thread's namespace) and builds the
     /// stack from what the kernel reports.
     pub fn open(cfg: ServiceConfig) -> Result<Service> {
         let ifname = cfg.xdp.ifname.clone();
-        let (sync, snapshot) = if cfg.netlink {
-            let (s, snap) = NetlinkSync::start(SyncConfig::new(&ifname))
-                .with_context(|| format!("netlink-sync on {ifname}"))?;
-            (Some(s), Some(snap))
-        } else {
-            (None, None)
-        };
+        let (sync, snapshot) = start_netlink(&cfg)?;
         let (port, pool) = retry_busy(|| XdpPort::open(&cfg.xdp, cfg.queue))
             .with_context(|| format!("AF_XDP on {ifname} queue {}", cfg.queue))?;
         let events = sync.as_ref().map(|s| s.subscribe());
@@ -356,13 +366,7 @@ impl Service<XdpPort> {
     /// netlink-sync, each told of the neighbours the others learn. Move each to its own thread.
     pub fn open_all(cfg: ServiceConfig) -> Result<Vec<Service>> {
         let ifname = cfg.xdp.ifname.clone();
-        let (sync, snapshot) = if cfg.netlink {
-            let (s, snap) = NetlinkSync::start(SyncConfig::new(&ifname))
-                .with_context(|| format!("netlink-sync on {ifname}"))?;
-            (Some(s), Some(snap))
-        } else {
-            (None, None)
-        };
+        let (sync, snapshot) = start_netlink(&cfg)?;
         let ports = retry_busy(|| XdpPort::open_all(&cfg.xdp))
             .with_context(|| format!("AF_XDP on {ifname}"))?;
         let mut sync = sync;

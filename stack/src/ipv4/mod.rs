@@ -171,9 +171,22 @@ impl Stack {
         proto: u8,
         now: Instant,
     ) -> Result<(), DropReason> {
+        self.ip_output_routed(f, src, dst, proto, false, now)
+    }
+
+    /// Routes, then [`Stack::ip_output_hop`].
+    fn ip_output_routed(
+        &mut self,
+        f: Frame,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        dont_frag: bool,
+        now: Instant,
+    ) -> Result<(), DropReason> {
         match self.route_to(dst) {
             Ok((next_hop, broadcast)) => {
-                self.ip_output_via(f, src, dst, proto, next_hop, broadcast, now)
+                self.ip_output_hop(f, src, dst, proto, next_hop, broadcast, dont_frag, now)
             }
             Err(r) => {
                 self.drop_frame(f, r);
@@ -193,15 +206,7 @@ impl Stack {
         proto: u8,
         now: Instant,
     ) -> Result<(), DropReason> {
-        match self.route_to(dst) {
-            Ok((next_hop, broadcast)) => {
-                self.ip_output_hop(f, src, dst, proto, next_hop, broadcast, true, now)
-            }
-            Err(r) => {
-                self.drop_frame(f, r);
-                Err(r)
-            }
-        }
+        self.ip_output_routed(f, src, dst, proto, true, now)
     }
 
     /// The neighbour to send to for `dst`, and whether `dst` is a broadcast address.
