@@ -7,5 +7,4 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ]; then
     sh scripts/install-deps.sh
 fi
-cargo build --release -q -p cnet-apps --bin cnet
-exec target/release/cnet demo "$@"
+exec cargo run --release -q -p cnet-apps --bin cnet -- demo "$@"
