@@ -74,6 +74,11 @@ impl TimerWheel {
         self.nodes.is_empty()
     }
 
+    /// Ticks covered by the wheel (`64^LEVELS`).
+    const SPAN: u64 = 1 << (SLOT_BITS as usize * LEVELS);
+    /// Ticks of one top-level slot.
+    const TOP_SLOT: u64 = 1 << (SLOT_BITS as usize * (LEVELS - 1));
+
     fn ticks_ceil(&self, t: Instant) -> u64 {
         t.total_micros().div_ceil(self.tick_us)
     }
@@ -85,7 +90,12 @@ impl TimerWheel {
     }
 
     fn link(&mut self, id: u32) {
-        let when = self.nodes[id as usize].deadline;
+        // A deadline beyond the wheel's span (`64^LEVELS` ticks) is filed at the last position
+        // before the current top-level slot comes round again, and cascades from there: filed at
+        // its own position, it would alias to a slot the wheel reaches too early, and `advance`
+        // would put it back into the slot it is processing for ever.
+        let horizon = (self.elapsed & !(Self::TOP_SLOT - 1)).saturating_add(Self::SPAN - 1);
+        let when = self.nodes[id as usize].deadline.min(horizon);
         let level = self.level_for(when);
         let slot = ((when >> (level as u32 * SLOT_BITS)) as usize) & (SLOTS - 1);
         let s = level * SLOTS + slot;
@@ -181,7 +191,9 @@ impl TimerWheel {
             let zeros = rotated.trailing_zeros() as usize;
             let slot = (now_slot + zeros) & (SLOTS - 1);
             let level_start = self.elapsed & !(level_range.wrapping_sub(1));
-            let mut at = level_start + slot as u64 * range;
+            // A slot before the current one is in the level's next turn (only the top level
+            // wraps: its entries may lie past the current turn).
+            let mut at = level_start.saturating_add((now_slot + zeros) as u64 * range);
             if at < self.elapsed && level > 0 {
                 // The slot holding the current tick at this level: its entries are due within it.
                 at = self.elapsed;
@@ -202,6 +214,22 @@ impl TimerWheel {
     /// Advances to `now`, appending the keys of due timers to `out` (their ids become invalid).
     pub fn advance(&mut self, now: Instant, out: &mut Vec<u32>) {
         let now_tick = now.total_micros() / self.tick_us;
+        if now_tick.saturating_sub(self.elapsed) >= Self::SPAN {
+            // A jump past the whole wheel: every entry is due or re-filed from the new position
+            // (walking there turn by turn of the top level could take 2^28 steps).
+            self.elapsed = now_tick;
+            self.heads.fill(NIL);
+            self.occupied = [0; LEVELS];
+            let ids: Vec<usize> = self.nodes.iter().map(|(id, _)| id).collect();
+            for id in ids {
+                if self.nodes[id].deadline <= now_tick {
+                    out.push(self.nodes.remove(id).key);
+                } else {
+                    self.link(id as u32);
+                }
+            }
+            return;
+        }
         while let Some((at, level, slot)) = self.next_slot() {
             if at > now_tick {
                 break;
@@ -304,6 +332,30 @@ mod tests {
         assert_eq!(out, vec![7]);
         assert!(w.is_empty());
         assert_eq!(w.next_deadline(), None);
+    }
+
+    /// Fuzz finding (docs/FUZZING.md, `timer`): a deadline more than `64^6` ticks ahead aliased
+    /// to a top-level slot the wheel reached early, and `advance` re-filed it into that slot for
+    /// ever.
+    #[test]
+    fn deadlines_beyond_the_span_neither_hang_nor_fire_early() {
+        let mut w = TimerWheel::new(1000);
+        let mut out = Vec::new();
+        w.insert(1, Instant::from_micros(u64::MAX));
+        w.insert(2, ms((1 << 36) + 5));
+        let mut now = 0;
+        for _ in 0..200 {
+            let t = w.next_deadline().expect("armed");
+            assert!(t.total_millis() > now, "progress");
+            now = t.total_millis().min((1 << 36) + 5);
+            w.advance(ms(now), &mut out);
+            if !out.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(out, vec![2], "fires at its deadline, not before");
+        assert_eq!(now, (1 << 36) + 5);
+        assert_eq!(w.len(), 1);
     }
 
     #[test]

@@ -237,6 +237,60 @@ fn generated(seeds: &mut Seeds) {
     s.push(vec![
         0x0a, 0x04, 4, 0, 16, 0, 0, 0, 0x04, 4, 0, 16, 1, 0, 1, 0x84, 4, 0, 16, 0, 0, 2,
     ]);
+    // TCP (opcodes 0x70-0x7f, see `stack_tcp.rs`), peer's MAC known. Passive open: listen on
+    // 192.0.2.2:80; the peer's SYN (MSS, window scale 7, SACK permitted, timestamps); its ACK with
+    // 100 bytes; accept, read, send 4 KiB; a partial ACK with one SACK block; 256 ms later, close;
+    // the peer's FIN; timers run out.
+    s.push(vec![
+        0x10, // head: peer known
+        0x70, 0, 0, 2, 0, // listen 192.0.2.2:80, backlog 2
+        0xfc, 0x12, 0, 0, 0x10, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0x0f, 7, 1, 0, 0, // SYN
+        0xfc, 0x11, 0, 1, 0x08, 1, 0, 100, // ACK + PSH, 100 bytes
+        0x73, 0, // accept
+        0x76, 0, 1, 1, 0, // read up to 256 bytes
+        0xf4, 0, 0x10, 0, // send 4096 bytes
+        0xfc, 0x15, 0, 0x08, 0, 0, 0x18, 1, 0x05, 0xb4, 0x05, 0xb4, 0,
+        0, // partial ACK + SACK
+        0x85, 1, 0, // 256 ms
+        0x77, 0, 0, // close
+        0xfc, 0x11, 0, 4, 0x08, 1, 0, 0, // FIN
+        0x86, 0x86, 0x86, 0x86,
+    ]);
+    // Active open to 192.0.2.1:5000; the SYN-ACK; 8 KiB sent; three duplicate ACKs with SACK
+    // blocks (loss recovery), RTOs, then an in-window RST.
+    s.push(vec![
+        0x10, 0xf2, 1, 2, 0, 0, // connect
+        0xfc, 0x11, 0, 3, 0x0f, 7, 1, 0, 0, // SYN-ACK
+        0xf4, 0, 0x20, 0, // send 8192 bytes
+        0xfc, 0x19, 0, 0, 0x18, 1, 0x05, 0xb5, 0x05, 0xb4, 0, 0, // dup ACK, SACK 2nd segment
+        0xfc, 0x19, 0, 0, 0x18, 1, 0x0b, 0x69, 0x05, 0xb4, 0, 0, // dup ACK, SACK 3rd
+        0xfc, 0x19, 0, 0, 0x18, 1, 0x11, 0x1d, 0x05, 0xb4, 0, 0, // dup ACK, SACK 4th
+        0x86, 0x86, 0x86, // retransmission timers
+        0xfc, 0x11, 0, 5, 0, 0, 0, // RST
+        0x86,
+    ]);
+    // Without SACK, timestamps and window scaling, short timers: connect, the SYN-ACK, send
+    // (zero copy) and shut down, the peer's FIN; TIME-WAIT expires; an abort of a stale handle.
+    s.push(vec![
+        0xb0, 0xf2, 1, 2, 0, 0, 0xfc, 0x11, 0, 3, 0x01, 0, 0, 0xf5, 0, 0x02, 0, 0xf9, 0, 0xfc,
+        0x11, 0, 4, 0, 0, 0, 0x86, 0x86, 0x86, 0x78, 0, 0,
+    ]);
+    // Timer wheel (1 ms ticks): inserts at TCP-like offsets (delayed ACK, RTO, TIME-WAIT), one
+    // far in the future, a cancel, a reschedule, an advance, wake-ups at `next_deadline`.
+    seeds.entry("timer").or_default().push(vec![
+        1, 0, 1, // tick 1 ms, now 1 s
+        0, 1, 1, 0, 0, 0x9c, 0x40, // +40 ms
+        1, 1, 2, 0, 0x03, 0x0d, 0x40, // +200 ms
+        2, 1, 3, 0, 0, 0xea, 0x60, // +60 s
+        0, 1, 4, 0, 0x10, 0, 0, // far
+        3, 0, 0, // cancel
+        4, 1, 1, 0, 0, 0x27, 0x10, // reschedule +10 ms
+        5, 1, 0, 1, 0, 0, // advance
+        7, 7, 7, 7,
+    ]);
+    seeds.entry("timer").or_default().push(vec![
+        0, 0, 0, 0, 1, 5, 0, 0, 0, 0x40, 0, 1, 5, 0x30, 0, 0, 0, 7, 6, 1, 0, 0, 0, 9, 7, 7,
+    ]);
 }
 
 /// Real captures: each frame as an `eth` input; ARP payloads, IPv4 packets, and ICMP / UDP

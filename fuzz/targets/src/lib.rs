@@ -20,8 +20,9 @@
 //! | [`checksum`] | `wire::checksum` | differential vs RFC 1071's code; split sums; RFC 1624 update |
 //! | [`reassembly`] | `Reassembler` alone | outcome by outcome against a byte-map model |
 //! | [`ipv4_frags`] | fragment sequences through the stack | echo replies of reassembled datagrams carry the sent bytes |
-//! | [`stack`] | the whole stack: frame bursts, time, config, UDP and ping calls | every pool frame accounted for, bounded queues, no due timer left |
+//! | [`stack`] | the whole stack: frame bursts, time, config, UDP, ping and TCP calls, a TCP peer | every pool frame accounted for, bounded queues and connections, no due timer left |
 //! | [`netlink`] | `cnet_netlink::Decoder::decode_bytes`, events applied to a `Stack` | state = fold of emitted events; accounting |
+//! | [`timer`] | `timer::TimerWheel`: insert, cancel, reschedule, advance (also backwards) | every step against a list model |
 //!
 //! Inputs are decoded by hand ([`input::Input`]) rather than with the `arbitrary` crate, so that a
 //! committed corpus keeps its meaning when dependencies are upgraded.
@@ -34,13 +35,16 @@ mod model;
 mod netlink_target;
 mod parsers;
 mod stack_target;
+mod stack_tcp;
 mod tcp_target;
+mod timer_target;
 
 pub use model::{ipv4_frags, reassembly};
 pub use netlink_target::{datagrams, encode_datagrams, netlink};
 pub use parsers::{arp, checksum, eth, icmp, ipv4, udp};
 pub use stack_target::stack;
 pub use tcp_target::tcp;
+pub use timer_target::timer;
 
 /// A fuzz target: takes any bytes, panics only on a bug.
 pub type Target = fn(&[u8]);
@@ -58,4 +62,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("ipv4_frags", ipv4_frags),
     ("stack", stack),
     ("netlink", netlink),
+    ("timer", timer),
 ];

@@ -1,5 +1,7 @@
 //! Replays every committed corpus and regression input through its target, so `cargo test`
 //! guards against regressions without a fuzzer. A failing file is named in the panic message.
+//! Inputs of open findings (bugs not fixed yet, `fuzz/regressions-open/NAME/`) replay in ignored
+//! tests, one per finding: `cargo test -p cnet-fuzz-targets -- --ignored` shows them failing.
 
 use std::path::{Path, PathBuf};
 
@@ -63,4 +65,34 @@ fn reassembled_datagram_is_quoted_from_its_first_header() {
     cnet_fuzz_targets::ipv4_frags(&[
         1, 0x05, 0x80, 0x00, 0x00, 0x08, 0x01, 0x00, 0x01, 0x00, 0x08,
     ]);
+}
+
+/// Runs `data` through `target` on a thread and fails if it panics or does not finish within
+/// `secs` (a hang), naming `path`.
+fn replay_with_deadline(path: &Path, target: fn(&[u8]), secs: u64) {
+    let data = std::fs::read(path).expect("readable regression file");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(|| target(&data));
+        let _ = tx.send(r.is_ok());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(true) => {}
+        Ok(false) => panic!("{} fails", path.display()),
+        Err(_) => panic!("{} did not finish in {secs} s (hang)", path.display()),
+    }
+}
+
+/// Open finding 7 of docs/FUZZING.md: `tcp_flush` loops for ever when a connection's output finds
+/// the tx queue nearly full (`tcp_send_data` touches the connection again, `tcp_flush` pops it
+/// again). Fails (hangs) until fixed in `stack/src/tcp/`.
+#[test]
+#[ignore = "open finding 7, see docs/FUZZING.md"]
+fn open_finding_7_tcp_flush_loops_when_the_tx_queue_is_nearly_full() {
+    let dir = fuzz_dir().join("regressions-open").join("stack");
+    let v = files(&dir);
+    assert!(!v.is_empty());
+    for path in v {
+        replay_with_deadline(&path, cnet_fuzz_targets::stack, 30);
+    }
 }

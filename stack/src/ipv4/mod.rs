@@ -311,7 +311,14 @@ impl Stack {
         let mut offset = 0usize;
         while offset < len {
             let chunk = per_frag.min(len - offset);
-            let frag = self.pool.alloc().expect("checked: enough frames available");
+            // Checked above, but `l2_output` of an earlier fragment may have taken a frame (an
+            // ARP request for the next hop): the rest of the datagram is dropped then.
+            let Some(frag) = self.pool.alloc() else {
+                if let Some(rest) = src {
+                    self.drop_frame(rest, DropReason::PoolEmpty);
+                }
+                return Err(DropReason::PoolEmpty);
+            };
             self.pool
                 .push_back(&frag, chunk)
                 .expect("fragment sized to fit the frame");
