@@ -199,11 +199,6 @@ pub fn stack(data: &[u8]) {
     cfg.seed = u64::from(head);
     cfg.max_neighbors = 16;
     cfg.tx_queue = if tight { 8 } else { 512 };
-    if cfg!(feature = "avoid-open-findings") {
-        // Open finding 7 (docs/FUZZING.md): TCP output loops for ever once the tx queue is
-        // nearly full. For fuzzing the rest while it is open, the queue never fills.
-        cfg.tx_queue = 1 << 16;
-    }
     cfg.udp_rx_queue = if tight { 2 } else { 64 };
     cfg.reassembly_max_datagrams = if tight { 2 } else { 16 };
     cfg.reassembly_max_frames = if tight { 4 } else { 512 };

@@ -493,6 +493,9 @@ pub(crate) struct TcpTable {
     pub key: isn::Key,
     /// Connections touched by the current burst or an application call, to flush.
     pub touched: Vec<u32>,
+    /// The list a flush works through (kept to reuse its allocation): connections touched again
+    /// while it runs land in `touched`, for the next flush.
+    flushing: Vec<u32>,
     /// Scratch: keys of expired timers.
     pub expired: Vec<u32>,
     /// Scratch for copying a payload between frames of the pool.
@@ -513,6 +516,7 @@ impl TcpTable {
             next_gen: 1,
             key: isn::Key::new(seed_b, seed_c),
             touched: Vec::with_capacity(64),
+            flushing: Vec::with_capacity(64),
             expired: Vec::with_capacity(64),
             scratch: vec![0; 65536],
             challenge_second: u64::MAX,
@@ -1321,8 +1325,14 @@ impl Stack {
     }
 
     /// Flushes connections touched by application calls or a burst: one output pass each.
+    ///
+    /// Each connection touched before the call gets one pass. One that touches itself again (its
+    /// output stopped because the transmit queue is full) waits for the next flush, when the
+    /// driver has taken frames: looping here until it could send would never end.
     pub(crate) fn tcp_flush(&mut self, now: Instant) {
-        while let Some(idx) = self.tcp.touched.pop() {
+        let mut work = core::mem::take(&mut self.tcp.flushing);
+        core::mem::swap(&mut work, &mut self.tcp.touched);
+        for idx in work.drain(..) {
             let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
                 continue;
             };
@@ -1336,5 +1346,6 @@ impl Stack {
             self.tcp_output(idx, now);
             self.tcp_timers_changed(idx);
         }
+        self.tcp.flushing = work;
     }
 }

@@ -517,15 +517,16 @@ impl Stack {
             if probe && new_segs > 0 {
                 break;
             }
+            let c = &self.tcp.conns[idx as usize];
+            if c.snd_nxt == c.snd_end || seq_gt(c.snd_nxt, c.snd_end) {
+                break;
+            }
             if budget == 0 || !tx_room(self) {
                 // Resume at the next flush (poll_tx) once the driver took frames.
                 self.tcp.touch(idx);
                 break;
             }
             let c = &mut self.tcp.conns[idx as usize];
-            if c.snd_nxt == c.snd_end || seq_gt(c.snd_nxt, c.snd_end) {
-                break;
-            }
             let Some(i) = c.sndq.find(c.snd_nxt) else {
                 break;
             };
