@@ -187,6 +187,9 @@ reasons! {
         UdpSent => "udp_sent",
         /// Configuration events applied.
         ConfigEvents => "config_events",
+        /// Configured neighbours not stored because the table was full of permanent entries or
+        /// entries with packets waiting.
+        NeighborTableFull => "neighbor_table_full",
         /// TCP segments received.
         TcpSegsIn => "tcp_segs_in",
         /// TCP segments sent.

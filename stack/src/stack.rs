@@ -369,11 +369,7 @@ impl Stack {
             ConfigEvent::RouteDel(r) => {
                 self.routes.remove(&r);
             }
-            ConfigEvent::NeighborSet(n) => {
-                if let Some(q) = self.neighbors.set(n.ip, n.mac, n.permanent, now) {
-                    self.flush_neighbor_queue(n.mac, q);
-                }
-            }
+            ConfigEvent::NeighborSet(n) => self.neighbor_set(n, now),
             ConfigEvent::NeighborDel(ip) => {
                 if let Some(q) = self.neighbors.remove(ip) {
                     for f in q {
@@ -410,11 +406,19 @@ impl Stack {
                     self.drop_frame(f, DropReason::ArpUnresolved);
                 }
                 for n in s.neighbors {
-                    if let Some(q) = self.neighbors.set(n.ip, n.mac, n.permanent, now) {
-                        self.flush_neighbor_queue(n.mac, q);
-                    }
+                    self.neighbor_set(n, now);
                 }
             }
+        }
+    }
+
+    /// A neighbour from configuration; counted when the full table refuses it.
+    fn neighbor_set(&mut self, n: crate::config::Neighbor, now: Instant) {
+        if let Some(q) = self.neighbors.set(n.ip, n.mac, n.permanent, now) {
+            self.flush_neighbor_queue(n.mac, q);
+        }
+        if self.neighbors.get(n.ip).is_none() {
+            self.counters.add(Event::NeighborTableFull, 1);
         }
     }
 

@@ -276,7 +276,9 @@ impl NeighborTable {
     }
 
     /// Sets an entry from configuration. A permanent entry replaces whatever was there; a dynamic one
-    /// counts as a fresh confirmation. Returns packets that were waiting.
+    /// counts as a fresh confirmation. Returns packets that were waiting. A new entry that finds
+    /// the table full evicts a dynamic one; when every entry is permanent or has packets waiting
+    /// it is not stored (the table's bound holds for configuration too: check with `get`).
     pub fn set(
         &mut self,
         ip: Ipv4Addr,
@@ -286,6 +288,9 @@ impl NeighborTable {
     ) -> Option<VecDeque<Frame>> {
         if !permanent {
             return self.confirm(ip, mac, true, now);
+        }
+        if !self.entries.contains_key(&ip) && self.entries.len() >= self.max && !self.evict_one() {
+            return None;
         }
         self.pending.retain(|p| *p != ip);
         let queued = self
@@ -457,8 +462,22 @@ mod tests {
         assert_eq!(t.resolve(IP, Instant::ZERO), Resolution::Resolve);
         assert!(t.get(Ipv4Addr::new(198, 18, 0, 11)).is_none());
         assert!(t.get(Ipv4Addr::new(198, 18, 0, 10)).is_some());
+        // Configuration respects the bound too: a permanent entry evicts a dynamic one, and is
+        // refused when only permanent entries are left.
+        t.confirm(Ipv4Addr::new(198, 18, 0, 13), MAC, true, Instant::ZERO);
+        t.set(Ipv4Addr::new(198, 18, 0, 14), MAC, true, Instant::ZERO);
+        assert!(t.get(Ipv4Addr::new(198, 18, 0, 14)).is_some());
+        assert!(t.len() <= 2);
         let mut pool = Pool::new(1, 256, 0).unwrap();
+        t.remove(Ipv4Addr::new(198, 18, 0, 14));
+        assert_eq!(t.resolve(IP, Instant::ZERO), Resolution::Resolve);
         t.enqueue(IP, pool.alloc().unwrap(), 4, 10).unwrap();
+        t.set(Ipv4Addr::new(198, 18, 0, 15), MAC, true, Instant::ZERO);
+        assert!(
+            t.get(Ipv4Addr::new(198, 18, 0, 15)).is_none(),
+            "refused: table full"
+        );
+        assert_eq!(t.len(), 2);
         assert_eq!(t.queued(), 1);
         assert_eq!(
             t.resolve(Ipv4Addr::new(198, 18, 0, 12), Instant::ZERO),
