@@ -146,6 +146,25 @@ pub struct TcpEcho {
     pub accepted: u64,
     /// Bytes echoed.
     pub bytes: u64,
+    /// Reused for the rare copies (chains, frames without headroom): no allocation per segment.
+    scratch: Vec<u8>,
+}
+
+/// Drops the first `n` bytes of a frame chain, freeing frames that empties; `None` when nothing
+/// is left.
+fn chain_advance(pool: &mut cnet_stack::Pool, f: Frame, mut n: usize) -> Option<Frame> {
+    let mut cur = f;
+    loop {
+        let len = pool.len(&cur);
+        if n < len {
+            pool.pull_front(&cur, n);
+            return Some(cur);
+        }
+        n -= len;
+        let next = pool.chain_split(&cur);
+        pool.free(cur);
+        cur = next?;
+    }
 }
 
 #[derive(Debug)]
@@ -173,6 +192,7 @@ impl TcpEcho {
             conns: Vec::new(),
             accepted: 0,
             bytes: 0,
+            scratch: Vec::new(),
         })
     }
 
@@ -203,7 +223,7 @@ impl TcpEcho {
         let mut i = 0;
         while i < self.conns.len() {
             let c = &mut self.conns[i];
-            let alive = Self::serve(c, stack, now, &mut self.bytes);
+            let alive = Self::serve(c, stack, now, &mut self.bytes, &mut self.scratch);
             if alive {
                 i += 1;
             } else {
@@ -216,7 +236,13 @@ impl TcpEcho {
     }
 
     /// Serves one connection; false when it is gone.
-    fn serve(c: &mut EchoConn, stack: &mut Stack, now: Instant, bytes: &mut u64) -> bool {
+    fn serve(
+        c: &mut EchoConn,
+        stack: &mut Stack,
+        now: Instant,
+        bytes: &mut u64,
+        scratch: &mut Vec<u8>,
+    ) -> bool {
         match stack.tcp_state(c.h) {
             None => return false,
             Some(TcpState::Closed) | Some(TcpState::TimeWait) => {
@@ -250,22 +276,27 @@ impl TcpEcho {
                     }
                 }
             } else {
-                // Too little headroom or a reassembled chain: copy into fresh frames.
-                let mut buf = vec![0u8; len as usize];
-                stack.pool().chain_copy_to(&f, &mut buf);
-                stack.pool_mut().free(f);
-                match stack.tcp_send_slice(c.h, &buf, now) {
-                    Ok(n) if n == buf.len() => *bytes += len,
+                // Too little headroom or a reassembled chain: copy, through a reused buffer.
+                if (stack.tcp_can_send(c.h) as u64) < len {
+                    c.pending.push_front(f);
+                    break;
+                }
+                scratch.clear();
+                scratch.resize(len as usize, 0);
+                stack.pool().chain_copy_to(&f, scratch);
+                match stack.tcp_send_slice(c.h, scratch, now) {
                     Ok(n) => {
                         *bytes += n as u64;
-                        // Keep the rest for later, in a frame of its own.
-                        match stack.pool_mut().alloc_from(&buf[n..]) {
-                            Some(rest) => c.pending.push_front(rest),
-                            None => stack.tcp_abort(c.h, now),
+                        // What the send buffer or the pool did not take waits, in its frames.
+                        if let Some(rest) = chain_advance(stack.pool_mut(), f, n) {
+                            c.pending.push_front(rest);
+                            break;
                         }
-                        break;
                     }
-                    Err(_) => return true,
+                    Err(_) => {
+                        stack.pool_mut().free(f);
+                        return true;
+                    }
                 }
             }
         }
@@ -566,4 +597,27 @@ pub fn report<P: ServicePort>(host: &Host<P>) -> String {
         s.push_str(&format!("  kernel: {k:?}\n"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_advance_drops_whole_frames_then_part_of_one() {
+        let mut pool = cnet_stack::Pool::new(4, 256, 0).unwrap();
+        let head = pool.alloc_from(b"abc").unwrap();
+        let b = pool.alloc_from(b"defg").unwrap();
+        pool.chain_append(&head, b);
+        let rest = chain_advance(&mut pool, head, 5).expect("two bytes left");
+        let mut out = [0u8; 8];
+        let n = pool.chain_copy_to(&rest, &mut out);
+        assert_eq!(&out[..n], b"fg");
+        assert!(chain_advance(&mut pool, rest, 2).is_none());
+        assert_eq!(pool.available(), 4, "every frame freed");
+        let f = pool.alloc_from(b"xy").unwrap();
+        let f = chain_advance(&mut pool, f, 0).expect("nothing taken");
+        assert_eq!(pool.data(&f), b"xy");
+        pool.free(f);
+    }
 }
