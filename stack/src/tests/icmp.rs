@@ -4,16 +4,7 @@ use crate::wire::{checksum, PROTO_ICMP, PROTO_UDP};
 
 #[test]
 fn echo_request_is_answered_in_place_with_same_payload() {
-    let mut s = stack(MAC_A, IP_A, 16);
-    let _ = feed(&mut s, &[], Instant::ZERO);
-    s.apply_config(
-        ConfigEvent::NeighborSet(crate::config::Neighbor {
-            ip: IP_B,
-            mac: MAC_B,
-            permanent: true,
-        }),
-        Instant::ZERO,
-    );
+    let mut s = stack_knowing_b(16);
     let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 9, 1, 2, 3, 4, 5];
     let c = checksum::checksum(&icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
@@ -37,16 +28,7 @@ fn echo_request_is_answered_in_place_with_same_payload() {
 
 #[test]
 fn closed_udp_port_gets_rate_limited_port_unreachable() {
-    let mut s = stack(MAC_A, IP_A, 64);
-    let _ = feed(&mut s, &[], Instant::ZERO);
-    s.apply_config(
-        ConfigEvent::NeighborSet(crate::config::Neighbor {
-            ip: IP_B,
-            mac: MAC_B,
-            permanent: true,
-        }),
-        Instant::ZERO,
-    );
+    let mut s = stack_knowing_b(64);
     let udp = [0x30, 0x39, 0x00, 0x07, 0, 12, 0, 0, b'a', b'b', b'c', b'd'];
     let frame = ipv4_frame(PROTO_UDP, &udp, IP_B, IP_A);
     let mut sent = 0;
@@ -87,16 +69,7 @@ fn port_unreachable_reaches_the_sending_socket() {
 
 #[test]
 fn echo_to_broadcast_is_ignored_and_unknown_protocol_is_refused() {
-    let mut s = stack(MAC_A, IP_A, 16);
-    let _ = feed(&mut s, &[], Instant::ZERO);
-    s.apply_config(
-        ConfigEvent::NeighborSet(crate::config::Neighbor {
-            ip: IP_B,
-            mac: MAC_B,
-            permanent: true,
-        }),
-        Instant::ZERO,
-    );
+    let mut s = stack_knowing_b(16);
     let mut icmp = vec![8, 0, 0, 0, 0, 1, 0, 1];
     let c = checksum::checksum(&icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());

@@ -33,6 +33,22 @@ pub fn stack(mac: MacAddr, ip: Ipv4Addr, frames: usize) -> Stack {
     s
 }
 
+/// Stack A with B as a permanent neighbour and its start-up output (gratuitous ARP) drained: what
+/// it sends next is the reply under test.
+pub fn stack_knowing_b(frames: usize) -> Stack {
+    let mut s = stack(MAC_A, IP_A, frames);
+    let _ = feed(&mut s, &[], Instant::ZERO);
+    s.apply_config(
+        ConfigEvent::NeighborSet(crate::config::Neighbor {
+            ip: IP_B,
+            mac: MAC_B,
+            permanent: true,
+        }),
+        Instant::ZERO,
+    );
+    s
+}
+
 /// Moves every frame `from` has to send into `to`, copying bytes. Returns frames moved.
 pub fn transfer(from: &mut Stack, to: &mut Stack, now: Instant, log: &mut Vec<Vec<u8>>) -> usize {
     let mut moved = 0;
