@@ -154,6 +154,25 @@ struct Endpoint {
     sock: SocketHandle,
 }
 
+/// A smoltcp interface on `dev` with `mac` and `ip`/PREFIX_LEN, seeded from the MAC (shared by the
+/// UDP and TCP benchmarks so both configure smoltcp the same way).
+pub(crate) fn interface(
+    dev: &mut CopyDevice,
+    mac: [u8; 6],
+    ip: Ipv4Addr,
+    now: Instant,
+) -> anyhow::Result<Interface> {
+    let mut config = Config::new(EthernetAddress(mac).into());
+    config.random_seed = u64::from(mac[5]);
+    let mut iface = Interface::new(config, dev, now);
+    let mut pushed = Ok(());
+    iface.update_ip_addrs(|addrs| {
+        pushed = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN));
+    });
+    pushed.map_err(|_| anyhow::anyhow!("smoltcp interface address list full"))?;
+    Ok(iface)
+}
+
 impl Endpoint {
     fn new(
         mut dev: CopyDevice,
@@ -162,14 +181,7 @@ impl Endpoint {
         port: u16,
         now: Instant,
     ) -> anyhow::Result<Endpoint> {
-        let mut config = Config::new(EthernetAddress(mac).into());
-        config.random_seed = u64::from(mac[5]);
-        let mut iface = Interface::new(config, &mut dev, now);
-        let mut pushed = Ok(());
-        iface.update_ip_addrs(|addrs| {
-            pushed = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN));
-        });
-        pushed.map_err(|_| anyhow::anyhow!("smoltcp interface address list full"))?;
+        let iface = interface(&mut dev, mac, ip, now)?;
         let buffer = || {
             udp::PacketBuffer::new(
                 vec![udp::PacketMetadata::EMPTY; FRAMES],

@@ -378,10 +378,9 @@ pub fn handshake(
 
 mod smol {
     use super::*;
-    use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+    use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet};
     use smoltcp::socket::tcp;
     use smoltcp::time::Instant as SInstant;
-    use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 
     /// One smoltcp endpoint with one TCP socket.
     pub(super) struct Endpoint {
@@ -399,14 +398,7 @@ mod smol {
             buf: usize,
             now: SInstant,
         ) -> anyhow::Result<Endpoint> {
-            let mut config = Config::new(EthernetAddress(mac).into());
-            config.random_seed = u64::from(mac[5]);
-            let mut iface = Interface::new(config, &mut dev, now);
-            let mut pushed = Ok(());
-            iface.update_ip_addrs(|addrs| {
-                pushed = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN));
-            });
-            pushed.map_err(|_| anyhow::anyhow!("smoltcp interface address list full"))?;
+            let iface = crate::smoltcp_echo::interface(&mut dev, mac, ip, now)?;
             let socket = tcp::Socket::new(
                 tcp::SocketBuffer::new(vec![0u8; buf]),
                 tcp::SocketBuffer::new(vec![0u8; buf]),

@@ -349,22 +349,8 @@ impl Stack {
         if ack_ok {
             // Our SYN is acknowledged: ESTABLISHED.
             c.snd_una = seg.ack;
-            c.state = TcpState::Established;
-            c.snd_wnd = u32::from(seg.wnd) << c.snd_wscale;
-            c.max_snd_wnd = c.snd_wnd;
-            c.snd_wl1 = seg.seq;
-            c.snd_wl2 = seg.ack;
-            c.retries = 0;
-            if c.rtt.backoff == 0 && c.t_rtx != Instant::MAX {
-                // The SYN went out one RTO before its timer's deadline.
-                let r = now.saturating_duration_since(c.t_rtx - c.rtt.rto());
-                c.rtt.sample(r.as_micros().min(u32::MAX as u128) as u32);
-            }
-            c.t_rtx = Instant::MAX;
-            c.flags &= !F_RTO_ARMED;
-            c.rtt.backoff = 0;
             c.flags |= F_ACK_NOW;
-            self.counters.add(Event::TcpEstablished, 1);
+            self.tcp_enter_established(idx, &seg, now);
             // Data or FIN on the SYN-ACK: process from the sixth step.
             let mut seg = seg;
             seg.seq = seg.seq.wrapping_add(1);
@@ -656,6 +642,14 @@ impl Stack {
             l.syn_count = l.syn_count.saturating_sub(1);
             self.tcp.conns[idx as usize].flags |= F_ACCEPT_Q;
         }
+        self.tcp_enter_established(idx, seg, now);
+        true
+    }
+
+    /// The handshake's end, from SYN-SENT (SYN-ACK) or SYN-RECEIVED (ACK): ESTABLISHED, the send
+    /// window from this segment (RFC 9293 3.10.7.3/3.10.7.4), an RTT sample from the SYN or
+    /// SYN-ACK unless it was retransmitted (Karn), the retransmission timer stopped.
+    fn tcp_enter_established(&mut self, idx: u32, seg: &Seg, now: Instant) {
         let c = &mut self.tcp.conns[idx as usize];
         c.state = TcpState::Established;
         c.snd_wnd = u32::from(seg.wnd) << c.snd_wscale;
@@ -664,6 +658,7 @@ impl Stack {
         c.snd_wl2 = seg.ack;
         c.retries = 0;
         if c.rtt.backoff == 0 && c.t_rtx != Instant::MAX {
+            // The SYN (or SYN-ACK) went out one RTO before its timer's deadline.
             let r = now.saturating_duration_since(c.t_rtx - c.rtt.rto());
             c.rtt.sample(r.as_micros().min(u32::MAX as u128) as u32);
         }
@@ -671,7 +666,6 @@ impl Stack {
         c.flags &= !F_RTO_ARMED;
         c.rtt.backoff = 0;
         self.counters.add(Event::TcpEstablished, 1);
-        true
     }
 
     /// ACK processing proper: window update, acknowledged data, RTT, congestion, recovery.
