@@ -146,6 +146,10 @@ impl<P: Port> Port for ImpairPort<P> {
         .min()
     }
 
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner().wait_fd()
+    }
+
     fn frames_held(&self) -> usize {
         self.inner.frames_held() + self.tx_due.len() + self.rx_raw.len()
     }

@@ -341,6 +341,10 @@ impl<P: Port, W: Write> Port for PcapPort<P, W> {
         self.inner.poll_timeout()
     }
 
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner().wait_fd()
+    }
+
     fn frames_held(&self) -> usize {
         self.inner.frames_held()
     }

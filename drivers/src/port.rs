@@ -57,6 +57,13 @@ pub trait Port {
         None
     }
 
+    /// A file descriptor that becomes readable when frames arrive, for a runner that sleeps in
+    /// `poll(2)` while idle (an AF_XDP socket). `None`: the runner cannot sleep on the port and
+    /// polls it on a short timer instead (in-memory link, wrappers over such ports).
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
     /// Frames of the pool the port holds right now (rings, pending completions), for accounting:
     /// after a run, `pool.available() + port.frames_held() + frames held by the stack == capacity`.
     fn frames_held(&self) -> usize {

@@ -46,6 +46,8 @@ struct UdpSocket {
     local: SocketAddrV4,
     rx: VecDeque<UdpDatagram>,
     errors: VecDeque<IcmpError>,
+    /// Queued in `UdpTable::ready`.
+    notified: bool,
 }
 
 /// The socket table.
@@ -55,6 +57,8 @@ pub(crate) struct UdpTable {
     by_addr: crate::hash::Map<SocketAddrV4, usize>,
     next_gen: u32,
     queue_cap: usize,
+    /// Sockets that received a datagram or an error since the last `udp_take_ready`, each once.
+    ready: Vec<u32>,
 }
 
 impl UdpTable {
@@ -64,6 +68,7 @@ impl UdpTable {
             by_addr: crate::hash::map(16, seed),
             next_gen: 1,
             queue_cap: queue_cap.max(1),
+            ready: Vec::new(),
         }
     }
 
@@ -143,6 +148,7 @@ impl Stack {
             local,
             rx: VecDeque::with_capacity(cap),
             errors: VecDeque::new(),
+            notified: false,
         });
         self.udp.by_addr.insert(local, idx);
         Ok(UdpHandle {
@@ -166,6 +172,17 @@ impl Stack {
     /// The socket's local address.
     pub fn udp_local_addr(&self, h: UdpHandle) -> Option<SocketAddrV4> {
         self.udp.get(h).map(|s| s.local)
+    }
+
+    /// Hands out, once each, the sockets that received a datagram or an ICMP error since the last
+    /// call (a runtime serves only those; cost per event independent of the socket count).
+    pub fn udp_take_ready(&mut self, out: &mut Vec<UdpHandle>) {
+        for idx in self.udp.ready.drain(..) {
+            if let Some(s) = self.udp.sockets.get_mut(idx as usize) {
+                s.notified = false;
+                out.push(UdpHandle { idx, gen: s.gen });
+            }
+        }
     }
 
     /// Takes the next received datagram.
@@ -316,6 +333,10 @@ impl Stack {
             s.errors.pop_front();
         }
         s.errors.push_back(err);
+        if !s.notified {
+            s.notified = true;
+            self.udp.ready.push(idx as u32);
+        }
         true
     }
 
@@ -387,6 +408,10 @@ impl Stack {
                 dst,
                 len: p.len - UDP_HLEN,
             });
+            if !s.notified {
+                s.notified = true;
+                self.udp.ready.push(idx as u32);
+            }
             self.counters.add(Event::UdpDelivered, 1);
         }
     }

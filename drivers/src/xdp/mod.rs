@@ -728,6 +728,11 @@ impl Port for XdpPort {
         self.info.clone()
     }
 
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.xsk.fd().as_raw_fd())
+    }
+
     fn frames_held(&self) -> usize {
         self.dp.frames_held()
     }

@@ -640,6 +640,10 @@ impl Stack {
             }
             l.accept.push_back((idx, gen));
             l.syn_count = l.syn_count.saturating_sub(1);
+            if !l.notified {
+                l.notified = true;
+                self.tcp.app_listeners.push(listener);
+            }
             self.tcp.conns[idx as usize].flags |= F_ACCEPT_Q;
         }
         self.tcp_enter_established(idx, seg, now);

@@ -365,6 +365,8 @@ pub(crate) const F_FIN_RCVD: u32 = 1 << 14;
 pub(crate) const F_KEEPALIVE: u32 = 1 << 15;
 /// `t_rack` holds the tail loss probe timer (RFC 8985 7), not the RACK reordering timer.
 pub(crate) const F_TLP: u32 = 1 << 16;
+/// Queued in `TcpTable::app_conns` for the application runtime (see [`Stack::tcp_take_ready`]).
+pub(crate) const F_APP_EV: u32 = 1 << 30;
 
 const NONE: u32 = u32::MAX;
 
@@ -472,6 +474,8 @@ pub(crate) struct Listener {
     /// Established, not yet accepted: (slab index, generation).
     pub accept: VecDeque<(u32, u32)>,
     pub opts: TcpOpts,
+    /// Queued in `TcpTable::app_listeners`.
+    pub notified: bool,
 }
 
 /// The 4-tuple key.
@@ -503,6 +507,11 @@ pub(crate) struct TcpTable {
     /// Challenge ACK budget (RFC 5961 7): the second it was drawn for, and what is left.
     pub challenge_second: u64,
     pub challenge_left: u32,
+    /// Connections with a handle whose application-visible state may have changed, each once
+    /// (`F_APP_EV`), for [`Stack::tcp_take_ready`].
+    pub app_conns: Vec<u32>,
+    /// Listeners whose accept queue grew, each once (`Listener::notified`).
+    pub app_listeners: Vec<u32>,
 }
 
 impl TcpTable {
@@ -521,6 +530,8 @@ impl TcpTable {
             scratch: vec![0; 65536],
             challenge_second: u64::MAX,
             challenge_left: 0,
+            app_conns: Vec::with_capacity(64),
+            app_listeners: Vec::new(),
         }
     }
 
@@ -585,6 +596,20 @@ impl TcpTable {
                 c.flags |= F_TOUCHED;
                 self.touched.push(idx);
             }
+            if !c.has(F_APP_EV) {
+                c.flags |= F_APP_EV;
+                self.app_conns.push(idx);
+            }
+        }
+    }
+
+    /// Notes that a connection's application-visible state may have changed (timers).
+    pub fn note_app(&mut self, idx: u32) {
+        if let Some(c) = self.conns.get_mut(idx as usize) {
+            if !c.has(F_APP_EV) {
+                c.flags |= F_APP_EV;
+                self.app_conns.push(idx);
+            }
         }
     }
 }
@@ -638,6 +663,7 @@ impl Stack {
             syn_count: 0,
             accept: VecDeque::new(),
             opts,
+            notified: false,
         }) as u32;
         self.tcp.by_local.insert(local, idx);
         Ok(TcpListener { idx, gen })
@@ -670,6 +696,28 @@ impl Stack {
     /// Connections waiting in the listener's accept queue.
     pub fn tcp_accept_pending(&self, l: TcpListener) -> usize {
         self.listener(l).map_or(0, |x| x.accept.len())
+    }
+
+    /// Hands out, once each, the connections (with a handle) and listeners whose state as an
+    /// application sees it may have changed since the last call: data or a FIN arrived, data was
+    /// acknowledged, an error or a state change happened, or a connection is ready to accept.
+    /// A runtime uses it to serve only the sockets that moved, so its cost per event does not
+    /// grow with the number of sockets. Stale entries are filtered; spurious ones are possible.
+    pub fn tcp_take_ready(&mut self, conns: &mut Vec<TcpHandle>, listeners: &mut Vec<TcpListener>) {
+        for idx in self.tcp.app_conns.drain(..) {
+            if let Some(c) = self.tcp.conns.get_mut(idx as usize) {
+                c.flags &= !F_APP_EV;
+                if c.has(F_HANDLE) {
+                    conns.push(TcpHandle { idx, gen: c.gen });
+                }
+            }
+        }
+        for idx in self.tcp.app_listeners.drain(..) {
+            if let Some(l) = self.tcp.listeners.get_mut(idx as usize) {
+                l.notified = false;
+                listeners.push(TcpListener { idx, gen: l.gen });
+            }
+        }
     }
 
     /// Closes a listener: connections not yet accepted are reset.

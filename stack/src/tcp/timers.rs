@@ -45,6 +45,7 @@ impl Stack {
         expired.clear();
         self.tcp.wheel.advance(now, &mut expired);
         for &idx in &expired {
+            self.tcp.note_app(idx);
             let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
                 continue;
             };

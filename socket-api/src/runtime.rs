@@ -1,0 +1,567 @@
+//! The runtime: one owner thread per queue, each running its port, its stack, its configuration
+//! source (netlink) and the sockets it serves, shared nothing.
+//!
+//! Per iteration of an owner thread: configuration events → frames given back by applications →
+//! commands from other threads → receive, process, transmit (`Host::poll`) → in-loop apps
+//! ([`LoopApp`], run to completion with `&mut Stack`) → serve the sockets that moved → lend spare
+//! frames → flush output. When nothing moved it sleeps in `poll(2)` on its eventfd and the port's
+//! descriptor (AF_XDP) until a frame, a command or the stack's next deadline; a port without a
+//! descriptor (the in-memory link) is polled every 200 µs instead.
+//!
+//! Failure: a panic or a port error on an owner thread marks the queue failed with its reason;
+//! every socket of that queue reports [`crate::Error::RuntimeDown`] with it, every waiter is
+//! woken, and [`Runtime::join`] returns the reason. Nothing hangs.
+
+use crate::error::{Error, Result};
+use crate::owner::Owner;
+use crate::queue::{QueueShared, FAILED, RUNNING, STOPPED};
+use cnet_drivers::host::Host;
+use cnet_drivers::Port;
+use cnet_stack::buf::PoolStats;
+use cnet_stack::{ConfigEvent, Counters, IfAddr, Instant, Stack};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A monotonic clock mapped onto the stack's `Instant`.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(std::time::Instant);
+
+impl Clock {
+    /// A clock whose epoch is now.
+    pub fn start() -> Clock {
+        Clock(std::time::Instant::now())
+    }
+
+    /// Microseconds since the epoch, as the stack's `Instant`.
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.0.elapsed().as_micros() as u64)
+    }
+}
+
+/// What an owner thread does when an iteration moved nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Idle {
+    /// Sleep in `poll(2)` until a frame, a command or the next deadline.
+    #[default]
+    Poll,
+    /// Spin: lowest latency, one core at 100 %.
+    Spin,
+}
+
+/// An application run inside the owner thread's loop, with direct access to the stack (the
+/// zero-overhead path, like CNDP's chnl callbacks): no queue, no wake-up, no thread switch.
+pub trait LoopApp: Send {
+    /// Called every iteration, after received frames were processed.
+    fn poll(&mut self, stack: &mut Stack, now: Instant);
+    /// Called once when the thread stops: give back every frame held.
+    fn release(&mut self, _stack: &mut Stack) {}
+    /// One line about what it did, for the stop report.
+    fn report(&self) -> String {
+        String::new()
+    }
+}
+
+/// A source of configuration events for one queue's stack (netlink-sync's subscription).
+pub trait ConfigSource: Send {
+    /// Appends the events queued now.
+    fn drain(&mut self, out: &mut Vec<ConfigEvent>);
+    /// Called once when the owner thread stops (e.g. stop the netlink thread it owns).
+    fn finish(&mut self) {}
+}
+
+/// Netlink-sync as a configuration source: a subscription, and for one queue the sync itself.
+#[derive(Debug)]
+pub struct NetlinkSource {
+    /// The subscription.
+    pub sub: cnet_netlink::Subscription,
+    /// The sync thread, owned by one queue (stopped when it stops).
+    pub sync: Option<cnet_netlink::NetlinkSync>,
+}
+
+impl ConfigSource for NetlinkSource {
+    fn drain(&mut self, out: &mut Vec<ConfigEvent>) {
+        out.extend(self.sub.drain());
+    }
+    fn finish(&mut self) {
+        if let Some(s) = self.sync.take() {
+            s.stop();
+        }
+    }
+}
+
+/// Everything one queue's owner thread starts with.
+pub struct QueueSetup<P> {
+    /// Its stack and port.
+    pub host: Host<P>,
+    /// Where its configuration changes come from (`None`: static configuration).
+    pub config: Option<Box<dyn ConfigSource>>,
+    /// Addresses kept across configuration snapshots (given on a command line or in a config).
+    pub extra_addrs: Vec<IfAddr>,
+    /// Apps run inside the loop.
+    pub apps: Vec<Box<dyn LoopApp>>,
+}
+
+impl<P> QueueSetup<P> {
+    /// A queue with a stack and a port, nothing else.
+    pub fn new(host: Host<P>) -> QueueSetup<P> {
+        QueueSetup {
+            host,
+            config: None,
+            extra_addrs: Vec::new(),
+            apps: Vec::new(),
+        }
+    }
+}
+
+/// Runtime limits and behaviour.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Idle strategy.
+    pub idle: Idle,
+    /// Free frames each queue lends to other threads for sending (the depth of its spare queue).
+    pub spare_frames: usize,
+    /// Received bytes a TCP stream's application queue holds before the owner leaves data in the
+    /// stack (whose window then closes).
+    pub stream_rx_bytes: usize,
+    /// Bytes a TCP stream's writers may hand over beyond what the stack's send buffer took.
+    pub stream_tx_bytes: usize,
+    /// Datagrams a UDP socket's application queue holds (beyond them the stack's own queue fills,
+    /// then drops are counted as `udp_queue_full`).
+    pub udp_rx_datagrams: usize,
+    /// Datagrams a UDP socket's senders may have in flight to the owner thread.
+    pub udp_tx_datagrams: usize,
+    /// Commands handled per iteration at most (so the port is never starved).
+    pub cmds_per_iteration: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            idle: Idle::Poll,
+            spare_frames: 256,
+            stream_rx_bytes: 256 * 1024,
+            stream_tx_bytes: 256 * 1024,
+            udp_rx_datagrams: 1024,
+            udp_tx_datagrams: 256,
+            cmds_per_iteration: 1024,
+        }
+    }
+}
+
+/// What a queue reports when its thread ended.
+#[derive(Debug, Clone)]
+pub struct QueueReport {
+    /// Queue index.
+    pub index: usize,
+    /// The stack's counters.
+    pub counters: Counters,
+    /// Pool statistics after everything was released.
+    pub pool: PoolStats,
+    /// Frames still lent to application threads (dropping those buffers gives them back).
+    pub frames_lent: usize,
+    /// Frames neither free, nor lent, nor held by the port: an accounting bug if not 0.
+    pub frames_lost: usize,
+    /// What the in-loop apps report.
+    pub apps: Vec<String>,
+    /// Why the thread failed, if it did.
+    pub failure: Option<String>,
+}
+
+/// A queue's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// Queue index.
+    pub index: usize,
+    /// The owner thread runs.
+    pub running: bool,
+    /// The first configuration snapshot was applied (or there is no configuration source).
+    pub synced: bool,
+    /// Why it stopped, if it failed.
+    pub failure: Option<String>,
+}
+
+struct RtInner {
+    queues: Vec<Arc<QueueShared>>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<QueueReport>>>,
+    limits: Limits,
+}
+
+impl Drop for RtInner {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        for q in &self.queues {
+            q.wake();
+        }
+        if let Ok(mut t) = self.threads.lock() {
+            for h in t.drain(..) {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// The running stacks: a cheap, cloneable handle. The threads stop when [`Runtime::stop`] is
+/// called or the last handle is dropped (sockets do not keep them alive; theirs then report
+/// [`Error::RuntimeDown`]).
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RtInner>,
+}
+
+impl core::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("queues", &self.inner.queues.len())
+            .finish()
+    }
+}
+
+/// Offset of send data in a frame: room for Ethernet, IPv4 and the largest TCP header.
+fn send_offset(stack: &Stack) -> usize {
+    stack.pool().headroom().max(cnet_stack::tcp::TCP_HEADROOM)
+}
+
+impl Runtime {
+    /// Starts one owner thread per queue. Neighbours one queue learns from the wire are told to
+    /// the others (the kernel's ARP reply lands on one queue only).
+    pub fn start<P: Port + Send + 'static>(
+        setups: Vec<QueueSetup<P>>,
+        limits: Limits,
+    ) -> Result<Runtime> {
+        if setups.is_empty() {
+            return Err(Error::InvalidInput("a runtime needs at least one queue"));
+        }
+        let mut setups = setups;
+        let mut queues = Vec::with_capacity(setups.len());
+        for (i, s) in setups.iter_mut().enumerate() {
+            let off = send_offset(&s.host.stack);
+            queues.push(Arc::new(QueueShared::new(
+                i,
+                s.host.stack.pool_mut(),
+                off,
+                limits.spare_frames,
+            )?));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(setups.len());
+        for (i, setup) in setups.into_iter().enumerate() {
+            let q = queues[i].clone();
+            let siblings: Vec<_> = queues.iter().filter(|s| s.index != i).cloned().collect();
+            let stop = stop.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("cnet-q{i}"))
+                .spawn(move || owner_thread(setup, q, siblings, stop, limits))
+                .map_err(|_| Error::NoResources("threads"))?;
+            threads.push(t);
+        }
+        Ok(Runtime {
+            inner: Arc::new(RtInner {
+                queues,
+                stop,
+                threads: Mutex::new(threads),
+                limits,
+            }),
+        })
+    }
+
+    /// Number of queues.
+    pub fn queues(&self) -> usize {
+        self.inner.queues.len()
+    }
+
+    pub(crate) fn queue(&self, i: usize) -> &Arc<QueueShared> {
+        &self.inner.queues[i % self.inner.queues.len()]
+    }
+
+    pub(crate) fn all_queues(&self) -> &[Arc<QueueShared>] {
+        &self.inner.queues
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Each queue's status.
+    pub fn status(&self) -> Vec<QueueStatus> {
+        self.inner
+            .queues
+            .iter()
+            .map(|q| QueueStatus {
+                index: q.index,
+                running: q.state() == RUNNING,
+                synced: q.synced.load(SeqCst),
+                failure: q
+                    .alive()
+                    .err()
+                    .filter(|_| q.state() == FAILED)
+                    .map(|e| e.to_string()),
+            })
+            .collect()
+    }
+
+    /// The runtime's own counters of queue `i`.
+    pub fn counters(&self, i: usize) -> &crate::queue::RuntimeCounters {
+        &self.queue(i).counters
+    }
+
+    /// Waits until every queue runs and applied its first configuration snapshot, at most
+    /// `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut ready = true;
+            for q in &self.inner.queues {
+                q.alive()?;
+                ready &= q.state() == RUNNING && q.synced.load(SeqCst);
+            }
+            if ready {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::TimedOut);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Runs `f` with queue `i`'s stack on its owner thread and returns its result (control
+    /// operations: configuration, counters, a look at the stack).
+    pub fn with_stack<T: Send + 'static>(
+        &self,
+        i: usize,
+        f: impl FnOnce(&mut Stack, Instant) -> T + Send + 'static,
+    ) -> Result<T> {
+        crate::queue::call_blocking(self.queue(i), move |s, _, now| f(s, now))
+    }
+
+    /// Asks every owner thread to stop (returns at once; see [`Runtime::join`]).
+    pub fn stop(&self) {
+        self.inner.stop.store(true, SeqCst);
+        for q in &self.inner.queues {
+            q.wake();
+        }
+    }
+
+    /// Stops and waits for every owner thread; their reports, in queue order. A second call
+    /// returns nothing.
+    pub fn join(&self) -> Vec<QueueReport> {
+        self.stop();
+        let threads: Vec<_> = match self.inner.threads.lock() {
+            Ok(mut t) => t.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        threads
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.join().unwrap_or_else(|_| QueueReport {
+                    index: i,
+                    counters: Counters::default(),
+                    pool: PoolStats::default(),
+                    frames_lent: 0,
+                    frames_lost: 0,
+                    apps: Vec::new(),
+                    failure: Some("owner thread panicked outside its loop".into()),
+                })
+            })
+            .collect()
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".into()
+    }
+}
+
+struct Loop<P> {
+    host: Host<P>,
+    owner: Owner,
+    config: Option<Box<dyn ConfigSource>>,
+    extra_addrs: Vec<IfAddr>,
+    apps: Vec<Box<dyn LoopApp>>,
+    siblings: Vec<Arc<QueueShared>>,
+    events: Vec<ConfigEvent>,
+    clock: Clock,
+}
+
+fn owner_thread<P: Port + Send + 'static>(
+    setup: QueueSetup<P>,
+    q: Arc<QueueShared>,
+    siblings: Vec<Arc<QueueShared>>,
+    stop: Arc<AtomicBool>,
+    limits: Limits,
+) -> QueueReport {
+    if setup.config.is_none() {
+        q.synced.store(true, SeqCst);
+    }
+    let mut lp = Loop {
+        host: setup.host,
+        owner: Owner::new(q.clone(), limits),
+        config: setup.config,
+        extra_addrs: setup.extra_addrs,
+        apps: setup.apps,
+        siblings,
+        events: Vec::new(),
+        clock: Clock::start(),
+    };
+    q.set_state(RUNNING, None);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run(&stop, &limits)));
+    let failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("queue {}: port error: {e}", q.index)),
+        Err(p) => Some(format!(
+            "queue {}: panicked: {}",
+            q.index,
+            panic_message(&*p)
+        )),
+    };
+    if let Some(f) = &failure {
+        tracing::error!(queue = q.index, "{f}");
+    }
+    q.set_state(
+        if failure.is_some() { FAILED } else { STOPPED },
+        failure.clone(),
+    );
+    // After the state change: commands that raced with it are dropped here, their replies
+    // closed; every socket is told.
+    let report = lp.finish(failure);
+    let Loop { host, .. } = lp;
+    if let Ok(mut g) = q.graveyard.lock() {
+        *g = Some(Box::new(host));
+    }
+    report
+}
+
+impl<P: Port> Loop<P> {
+    fn run(
+        &mut self,
+        stop: &AtomicBool,
+        limits: &Limits,
+    ) -> core::result::Result<(), cnet_drivers::PortError> {
+        let q = self.owner.q.clone();
+        while !stop.load(SeqCst) {
+            let now = self.clock.now();
+            self.apply_config(now);
+            let mut moved = self.owner.reclaim(&mut self.host.stack);
+            moved += self
+                .owner
+                .handle_cmds(&mut self.host.stack, now, limits.cmds_per_iteration);
+            let stats = self.host.poll(now)?;
+            for app in &mut self.apps {
+                app.poll(&mut self.host.stack, now);
+            }
+            self.owner.serve_ready(&mut self.host.stack, now);
+            self.owner.refill_spare(&mut self.host.stack);
+            let sent = self.host.flush(now)?;
+            // Output of the flush may have changed sockets (acknowledged data, new state).
+            self.owner.serve_ready(&mut self.host.stack, now);
+            if moved > 0 || !stats.is_idle() || sent > 0 || self.host.tx_waiting() > 0 {
+                continue;
+            }
+            if limits.idle == Idle::Spin {
+                core::hint::spin_loop();
+                continue;
+            }
+            self.sleep(&q);
+        }
+        Ok(())
+    }
+
+    /// Sleeps until a frame, a command or the next deadline.
+    fn sleep(&mut self, q: &QueueShared) {
+        q.sleeping.store(true, SeqCst);
+        if q.has_cmds() || !q.returned.is_empty() {
+            q.sleeping.store(false, SeqCst);
+            return;
+        }
+        let now = self.clock.now();
+        let cap = if self.host.port.wait_fd().is_some() {
+            Duration::from_millis(10)
+        } else {
+            Duration::from_micros(200)
+        };
+        let wait = self.host.poll_timeout().map_or(cap, |t| t - now).min(cap);
+        if !wait.is_zero() {
+            let mut fds = [
+                libc::pollfd {
+                    fd: q.wake_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.host.port.wait_fd().unwrap_or(-1),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let ts = libc::timespec {
+                tv_sec: wait.as_secs() as libc::time_t,
+                tv_nsec: wait.subsec_nanos() as libc::c_long,
+            };
+            // SAFETY: two valid pollfd entries (a negative fd is ignored by the kernel) and a
+            // valid timespec; no signal mask.
+            unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &ts, core::ptr::null()) };
+        }
+        q.sleeping.store(false, SeqCst);
+        q.drain_wake();
+    }
+
+    /// Applies configuration events; shares neighbours learnt here with the sibling queues.
+    fn apply_config(&mut self, now: Instant) {
+        let stack = &mut self.host.stack;
+        while let Some(n) = stack.take_learned_neighbor() {
+            for s in &self.siblings {
+                let _ = s.submit(crate::queue::Cmd::Config(ConfigEvent::NeighborSet(n)));
+            }
+        }
+        let Some(src) = &mut self.config else { return };
+        src.drain(&mut self.events);
+        for ev in self.events.drain(..) {
+            tracing::debug!(?ev, "configuration event");
+            let snapshot = matches!(ev, ConfigEvent::Snapshot(_));
+            stack.apply_config(ev, now);
+            if snapshot {
+                for a in &self.extra_addrs {
+                    if !stack.addrs().contains(a) {
+                        stack.apply_config(ConfigEvent::AddrAdd(*a), now);
+                    }
+                }
+                self.owner.q.synced.store(true, SeqCst);
+            }
+        }
+    }
+
+    /// Releases everything and accounts for every frame.
+    fn finish(&mut self, failure: Option<String>) -> QueueReport {
+        let stack = &mut self.host.stack;
+        for app in &mut self.apps {
+            app.release(stack);
+        }
+        self.owner.shutdown(stack);
+        if let Some(c) = &mut self.config {
+            c.finish();
+        }
+        self.host.release_all();
+        let stack = &self.host.stack;
+        let lent = self.owner.q.frames_out.load(SeqCst);
+        let pool = stack.pool().stats();
+        let accounted = pool.free + self.host.port.frames_held() + lent;
+        QueueReport {
+            index: self.owner.q.index,
+            counters: stack.counters().clone(),
+            pool,
+            frames_lent: lent,
+            frames_lost: pool.capacity.saturating_sub(accounted),
+            apps: self.apps.iter().map(|a| a.report()).collect(),
+            failure,
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The socket API between two runtimes over the in-memory link: UDP and TCP, zero copy and
+//! copy, blocking calls from plain threads, misuse, back-pressure, failures. Every test ends by
+//! accounting for every frame of both pools.
+
+mod common;
+
+use cnet_socket::{
+    ConnectOptions, Error, Poller, Readiness, TcpListener, TcpStream, Token, UdpSocket,
+};
+use common::*;
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::time::Duration;
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn udp_echo_zero_copy_both_ways() {
+    let p = Pair::new(1024);
+    let server = UdpSocket::bind(&p.b, addr(IP_B, 7)).unwrap();
+    let t = std::thread::spawn(move || {
+        for _ in 0..100 {
+            let d = server.recv_from().unwrap();
+            // Zero copy in: the payload is read in place. Zero copy out: filled in a lent frame.
+            let mut out = server.alloc().unwrap();
+            out.put(d.as_slice().expect("not fragmented"));
+            server.send_buf_to(out, d.src).unwrap();
+        }
+        server
+    });
+    let mut client = UdpSocket::bind(&p.a, addr(IP_A, 0)).unwrap();
+    assert!(client.local_addr().port() >= 49152, "ephemeral port");
+    client.set_read_timeout(Some(Duration::from_secs(5)));
+    for i in 0..100usize {
+        let msg = pattern(1 + i * 13, i as u8);
+        client.send_to(&msg, addr(IP_B, 7)).unwrap();
+        let d = client.recv_from().unwrap();
+        assert_eq!(d.src, addr(IP_B, 7));
+        assert_eq!(d.to_vec(), msg);
+    }
+    drop(t.join().unwrap());
+    drop(client);
+    p.finish();
+}
+
+#[test]
+fn udp_large_datagrams_are_fragmented_and_reassembled() {
+    let p = Pair::new(1024);
+    let server = UdpSocket::bind(&p.b, addr(IP_B, 9)).unwrap();
+    let client = UdpSocket::bind(&p.a, addr(IP_A, 0)).unwrap();
+    let msg = pattern(20_000, 3);
+    client.send_to(&msg, addr(IP_B, 9)).unwrap();
+    let d = server.recv_from().unwrap();
+    assert!(d.as_slice().is_none(), "a reassembled datagram is a chain");
+    assert_eq!(d.to_vec(), msg);
+    let mut small = [0u8; 100];
+    client.send_to(&msg[..300], addr(IP_B, 9)).unwrap();
+    let (n, src) = server.recv_from_slice(&mut small).unwrap();
+    assert_eq!(
+        (n, src),
+        (100, client.local_addr()),
+        "cut to the buffer as recv(2)"
+    );
+    drop(d);
+    drop((server, client));
+    p.finish();
+}
+
+#[test]
+fn udp_connect_send_recv_and_burst() {
+    let p = Pair::new(1024);
+    let server = UdpSocket::bind(&p.b, addr(IP_B, 5000)).unwrap();
+    let client = UdpSocket::bind(&p.a, addr(IP_A, 0)).unwrap();
+    assert_eq!(client.peer_addr(), Err(Error::NotConnected));
+    client.connect(addr(IP_B, 5000)).unwrap();
+    assert_eq!(
+        client
+            .send_many(&pattern(1000, 1), 100, addr(IP_B, 5000))
+            .unwrap(),
+        10
+    );
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let n = server.recv_burst(&mut got, 64).unwrap();
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert!(got.iter().all(|d| d.len() == 100));
+    let bufs: Vec<_> = got
+        .iter()
+        .map(|d| {
+            let mut b = server.alloc().unwrap();
+            b.put(d.as_slice().unwrap());
+            (b, d.src)
+        })
+        .collect();
+    assert_eq!(server.send_burst(bufs).unwrap(), 10);
+    let mut buf = [0u8; 200];
+    for _ in 0..10 {
+        assert_eq!(client.recv(&mut buf).unwrap(), 100);
+    }
+    drop(got);
+    drop((server, client));
+    p.finish();
+}
+
+#[test]
+fn udp_double_bind_and_bad_addresses_are_errors() {
+    let p = Pair::new(256);
+    let s = UdpSocket::bind(&p.a, addr(IP_A, 53)).unwrap();
+    assert_eq!(
+        UdpSocket::bind(&p.a, addr(IP_A, 53)).unwrap_err(),
+        Error::AddrInUse
+    );
+    assert_eq!(
+        UdpSocket::bind(&p.a, addr(IP_B, 53)).unwrap_err(),
+        Error::AddrNotAvailable
+    );
+    assert!(matches!(
+        s.connect(addr(IP_B, 0)),
+        Err(Error::InvalidInput(_))
+    ));
+    drop(s);
+    // The port is free again once the socket is closed.
+    let again = UdpSocket::bind(&p.a, addr(IP_A, 53)).unwrap();
+    drop(again);
+    p.finish();
+}
+
+fn echo_server(l: TcpListener) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut s = l.accept().unwrap();
+        let mut total = 0u64;
+        // Zero copy in, copy out through Write.
+        while let Some(b) = s.recv().unwrap() {
+            total += b.len() as u64;
+            s.write_all(&b).unwrap();
+        }
+        s.shutdown(Shutdown::Write).unwrap();
+        total
+    })
+}
+
+#[test]
+fn tcp_echo_of_4_mib_is_exact() {
+    let p = Pair::new(4096);
+    let l = TcpListener::bind(&p.b, addr(IP_B, 7)).unwrap();
+    let srv = echo_server(l);
+    let c = TcpStream::connect(&p.a, addr(IP_B, 7)).unwrap();
+    assert_eq!(c.peer_addr().unwrap(), addr(IP_B, 7));
+    assert_eq!(c.local_addr().unwrap().ip(), &IP_A);
+    let data = pattern(4 << 20, 9);
+    let (mut r, mut w) = c.split();
+    let d2 = data.clone();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&d2).unwrap();
+        w.shutdown().unwrap();
+    });
+    let mut back = Vec::with_capacity(data.len());
+    r.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    assert_eq!(srv.join().unwrap(), data.len() as u64);
+    assert!(back == data, "echo differs");
+    drop(r);
+    p.finish();
+}
+
+#[test]
+fn tcp_zero_copy_send_and_info() {
+    let p = Pair::new(1024);
+    let l = TcpListener::bind(&p.b, addr(IP_B, 8)).unwrap();
+    let c = TcpStream::connect(&p.a, addr(IP_B, 8)).unwrap();
+    let mut s = l.accept_timeout(Duration::from_secs(5)).unwrap();
+    let mut b = c.alloc().unwrap();
+    assert!(b.capacity() >= 536);
+    b.put(b"hello, zero copy");
+    c.send_buf(b).unwrap();
+    let got = s.recv().unwrap().unwrap();
+    assert_eq!(&got[..], b"hello, zero copy");
+    c.set_nodelay(true).unwrap();
+    c.set_congestion(cnet_stack::Congestion::NewReno).unwrap();
+    let info = c.info().unwrap();
+    assert_eq!(info.state, cnet_stack::TcpState::Established);
+    assert_eq!(info.remote, addr(IP_B, 8));
+    drop((got, s, c, l));
+    p.finish();
+}
+
+#[test]
+fn tcp_connect_refused_and_timeout() {
+    let p = Pair::new(256);
+    assert_eq!(
+        TcpStream::connect(&p.a, addr(IP_B, 9999)).unwrap_err(),
+        Error::ConnectionRefused
+    );
+    // Nobody answers at .9 (a neighbour that does not exist): the timeout ends the wait.
+    let o = ConnectOptions {
+        timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let e = TcpStream::connect_with(&p.a, addr(std::net::Ipv4Addr::new(198, 18, 0, 9), 80), o)
+        .unwrap_err();
+    assert_eq!(e, Error::TimedOut);
+    p.finish();
+}
+
+#[test]
+fn tcp_misuse_is_an_error_not_a_hang() {
+    let p = Pair::new(512);
+    let l = TcpListener::bind(&p.b, addr(IP_B, 80)).unwrap();
+    assert_eq!(
+        TcpListener::bind(&p.b, addr(IP_B, 80)).unwrap_err(),
+        Error::AddrInUse
+    );
+    let mut c = TcpStream::connect(&p.a, addr(IP_B, 80)).unwrap();
+    let mut s = l.accept().unwrap();
+    // Write after shutdown(Write).
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(
+        c.write(b"x").unwrap_err().kind(),
+        std::io::ErrorKind::BrokenPipe
+    );
+    // The peer sees the end of the stream.
+    let mut buf = [0u8; 8];
+    assert_eq!(s.read(&mut buf).unwrap(), 0);
+    // Read after shutdown(Read) is the end of the stream.
+    c.shutdown(Shutdown::Read).unwrap();
+    assert_eq!(c.read(&mut buf).unwrap(), 0);
+    // Abort: the peer's next read is a reset.
+    s.write_all(b"late").unwrap();
+    c.abort();
+    s.set_read_timeout(Duration::from_secs(5));
+    let e = loop {
+        match s.read(&mut buf) {
+            Ok(0) => panic!("reset expected, got end of stream"),
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+    drop((c, s, l));
+    p.finish();
+}
+
+#[test]
+fn held_receive_buffers_back_pressure_then_recover() {
+    // A small pool; the reader holds every buffer it gets. The sender must be throttled (the
+    // window closes), nothing panics or is lost, and everything flows once buffers are dropped.
+    let limits = cnet_socket::Limits {
+        stream_rx_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let p = Pair::with_limits(512, limits);
+    let l = TcpListener::bind(&p.b, addr(IP_B, 7)).unwrap();
+    let c = TcpStream::connect(&p.a, addr(IP_B, 7)).unwrap();
+    let mut s = l.accept().unwrap();
+    let total = 2 << 20;
+    let data = pattern(total, 5);
+    let d2 = data.clone();
+    let (_r, mut w) = c.split();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&d2).unwrap();
+        w.shutdown().unwrap();
+    });
+    let mut held = Vec::new();
+    let mut got = 0;
+    s.set_read_timeout(Duration::from_millis(500));
+    // Hold buffers until the stack stops delivering (pool pressure), then release them.
+    loop {
+        match s.recv() {
+            Ok(Some(b)) => {
+                got += b.len();
+                held.push(b);
+            }
+            Ok(None) => break,
+            Err(Error::TimedOut) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(got < total, "a 512-frame pool cannot hold 2 MiB");
+    let mut back: Vec<u8> = held.iter().flat_map(|b| b.iter().copied()).collect();
+    drop(held);
+    s.set_read_timeout(Duration::from_secs(10));
+    while let Some(b) = s.recv().unwrap() {
+        back.extend_from_slice(&b);
+    }
+    writer.join().unwrap();
+    assert!(back == data, "data lost or reordered under back-pressure");
+    drop((s, l, _r));
+    p.finish();
+}
+
+#[test]
+fn poller_reports_only_the_sockets_that_moved() {
+    let p = Pair::new(1024);
+    let poller = Poller::new();
+    let socks: Vec<UdpSocket> = (0..200)
+        .map(|i| UdpSocket::bind(&p.b, addr(IP_B, 10_000 + i)).unwrap())
+        .collect();
+    for (i, s) in socks.iter().enumerate() {
+        poller.register(s, Token(i), Readiness::READABLE);
+    }
+    let mut ev = Vec::with_capacity(64);
+    // Sockets are writable, not readable: nothing yet.
+    assert_eq!(poller.poll(&mut ev, Some(Duration::from_millis(20))), 0);
+    let c = UdpSocket::bind(&p.a, addr(IP_A, 0)).unwrap();
+    c.send_to(b"ping", addr(IP_B, 10_123)).unwrap();
+    assert_eq!(poller.poll(&mut ev, Some(Duration::from_secs(5))), 1);
+    assert_eq!(ev[0].token, Token(123));
+    let d = socks[123].try_recv_from().unwrap();
+    assert_eq!(d.to_vec(), b"ping");
+    assert_eq!(socks[123].try_recv_from().unwrap_err(), Error::WouldBlock);
+    drop((d, c, socks));
+    p.finish();
+}
+
+#[test]
+fn a_runtime_dropped_with_live_sockets_reports_errors() {
+    let p = Pair::new(256);
+    let u = UdpSocket::bind(&p.a, addr(IP_A, 0)).unwrap();
+    let l = TcpListener::bind(&p.b, addr(IP_B, 1)).unwrap();
+    let c = TcpStream::connect(&p.a, addr(IP_B, 1)).unwrap();
+    let waiter = std::thread::spawn(move || u.recv_from().map(|_| ()));
+    std::thread::sleep(Duration::from_millis(20));
+    let reports = p.a.join();
+    assert_eq!(reports[0].frames_lost, 0);
+    // The blocked receive is woken with the error; new calls fail the same way.
+    assert!(matches!(waiter.join().unwrap(), Err(Error::RuntimeDown(_))));
+    assert!(matches!(c.alloc(), Err(Error::RuntimeDown(_))));
+    assert!(matches!(
+        UdpSocket::bind(&p.a, addr(IP_A, 0)),
+        Err(Error::RuntimeDown(_))
+    ));
+    drop((c, l));
+    drop(p.b.join());
+}
+
+#[test]
+fn a_panicking_stack_thread_fails_every_handle() {
+    let p = Pair::new(256);
+    let u = UdpSocket::bind(&p.a, addr(IP_A, 4000)).unwrap();
+    let r =
+        p.a.with_stack(0, |_, _| -> () { panic!("injected failure") });
+    assert!(matches!(r, Err(Error::RuntimeDown(_))));
+    match u.recv_from() {
+        Err(Error::RuntimeDown(why)) => assert!(why.contains("injected failure"), "{why}"),
+        other => panic!("expected RuntimeDown, got {other:?}"),
+    }
+    let st = p.a.status();
+    assert!(!st[0].running);
+    assert!(st[0]
+        .failure
+        .as_deref()
+        .unwrap_or("")
+        .contains("injected failure"));
+    let reports = p.a.join();
+    assert!(reports[0].failure.is_some());
+    drop(u);
+    drop(p.b.join());
+}
