@@ -1,10 +1,8 @@
-//! The real-time service loop: one stack on one AF_XDP queue, configured from the kernel over
-//! netlink, serving applications until told to stop.
-//!
-//! Per iteration: apply netlink events → receive a burst, process, transmit (`Host::poll`) → the
-//! applications' turn → flush their output → when nothing moved, sleep in `poll(2)` on the AF_XDP
-//! socket until a frame arrives or the stack's next deadline (capped at 10 ms so a stop request is
-//! seen promptly). Nothing here allocates per packet.
+//! The cnet service's set-up: one stack per AF_XDP queue, configured from the kernel over
+//! netlink, and the echo apps. The loop itself lives in `cnet-socket` (the runtime's owner loop):
+//! [`start_runtime`] runs every queue on its own thread with apps inside the loop and sockets for
+//! any other thread; [`Service::run`] runs one queue's loop on the calling thread (benchmarks and
+//! tests that keep the host afterwards).
 //!
 //! Several queues: [`Service::open_all`] opens one instance per queue (shared-nothing, each on its own
 //! thread). Netlink events go to every instance. A neighbour one instance learns from the wire is
@@ -19,28 +17,15 @@ use cnet_drivers::pcap::PcapPort;
 use cnet_drivers::xdp::{XdpConfig, XdpPort};
 use cnet_drivers::Port;
 use cnet_netlink::{NetlinkSync, Subscription, SyncConfig};
+use cnet_socket::{ConfigSource, LoopApp, QueueSetup, Runtime};
 use cnet_stack::tcp::{TcpHandle, TcpListener, TcpOpts, TcpSendError, TcpState};
 use cnet_stack::{ConfigEvent, Frame, IfAddr, Instant, MacAddr, Stack, StackConfig, UdpHandle};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// A monotonic clock mapped onto the stack's `Instant`.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock(std::time::Instant);
-
-impl Clock {
-    /// A clock whose epoch is now.
-    pub fn start() -> Clock {
-        Clock(std::time::Instant::now())
-    }
-
-    /// Microseconds since the epoch, as the stack's `Instant`.
-    pub fn now(&self) -> Instant {
-        Instant::from_micros(self.0.elapsed().as_micros() as u64)
-    }
-}
+pub use cnet_socket::{Clock, Idle};
 
 /// Where one service instance runs and what it starts with.
 #[derive(Debug)]
@@ -55,17 +40,6 @@ pub struct ServiceConfig {
     pub netlink: bool,
     /// Seed for the stack's random values.
     pub seed: u64,
-}
-
-/// What the loop does when a pass moved nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Idle {
-    /// Sleep in `poll(2)` on the AF_XDP socket until a frame or the next deadline (at most 10 ms).
-    #[default]
-    Poll,
-    /// Spin: lowest latency, one core at 100 %. With busy polling configured on the port, each
-    /// receive also drives the driver from this thread.
-    Spin,
 }
 
 /// A UDP echo application: every datagram goes back to its sender from the frame it arrived in.
@@ -95,6 +69,15 @@ impl UdpEcho {
                 self.echoed += 1;
             }
         }
+    }
+}
+
+impl LoopApp for UdpEcho {
+    fn poll(&mut self, stack: &mut Stack, now: Instant) {
+        UdpEcho::poll(self, stack, now);
+    }
+    fn report(&self) -> String {
+        format!("{} datagrams echoed", self.echoed)
     }
 }
 
@@ -308,19 +291,64 @@ impl TcpEcho {
     }
 }
 
-/// One stack on one AF_XDP queue.
+impl LoopApp for TcpEcho {
+    fn poll(&mut self, stack: &mut Stack, now: Instant) {
+        TcpEcho::poll(self, stack, now);
+    }
+    fn release(&mut self, stack: &mut Stack) {
+        TcpEcho::release(self, stack);
+    }
+    fn report(&self) -> String {
+        format!(
+            "{} TCP connections, {} bytes echoed",
+            self.accepted, self.bytes
+        )
+    }
+}
+
+/// One stack on one AF_XDP queue, ready to run (on this thread with [`Service::run`], or on a
+/// runtime thread through [`Service::into_setup`]).
 #[derive(Debug)]
 pub struct Service<P = XdpPort> {
     /// The stack and its port.
     pub host: Host<P>,
-    sync: Option<NetlinkSync>,
-    events: Option<Subscription>,
+    source: ServiceSource,
     extra_addrs: Vec<IfAddr>,
-    siblings: Vec<mpsc::Sender<ConfigEvent>>,
-    inbox: Option<mpsc::Receiver<ConfigEvent>>,
     idle: Idle,
     /// The clock the loop runs on.
     pub clock: Clock,
+}
+
+/// A service's configuration: netlink events, and the neighbours sibling queues learn (the
+/// kernel's ARP reply lands on one queue only: without them, a queue whose flows need a neighbour
+/// another queue resolved would re-ARP and could miss the reply for ever).
+#[derive(Debug, Default)]
+struct ServiceSource {
+    sync: Option<NetlinkSync>,
+    events: Option<Subscription>,
+    siblings: Vec<mpsc::Sender<ConfigEvent>>,
+    inbox: Option<mpsc::Receiver<ConfigEvent>>,
+}
+
+impl ConfigSource for ServiceSource {
+    fn drain(&mut self, out: &mut Vec<ConfigEvent>) {
+        if let Some(inbox) = &self.inbox {
+            out.extend(inbox.try_iter());
+        }
+        if let Some(events) = &self.events {
+            out.extend(events.drain());
+        }
+    }
+    fn learned(&mut self, n: cnet_stack::Neighbor) {
+        for s in &self.siblings {
+            let _ = s.send(ConfigEvent::NeighborSet(n));
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(s) = self.sync.take() {
+            s.stop();
+        }
+    }
 }
 
 /// Retries `open` for up to 2 s while the kernel reports EBUSY: a queue's previous AF_XDP socket
@@ -419,8 +447,8 @@ impl Service<XdpPort> {
         }
         let (txs, rxs): (Vec<_>, Vec<_>) = services.iter().map(|_| mpsc::channel()).unzip();
         for (i, (svc, rx)) in services.iter_mut().zip(rxs).enumerate() {
-            svc.inbox = Some(rx);
-            svc.siblings = txs
+            svc.source.inbox = Some(rx);
+            svc.source.siblings = txs
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
@@ -459,11 +487,12 @@ impl Service<XdpPort> {
         }
         Ok(Service {
             host: Host::new(stack, port),
-            sync,
-            events,
+            source: ServiceSource {
+                sync,
+                events,
+                ..ServiceSource::default()
+            },
             extra_addrs: cfg.extra_addrs.clone(),
-            siblings: Vec::new(),
-            inbox: None,
             idle: Idle::Poll,
             clock,
         })
@@ -475,11 +504,8 @@ impl<P: ServicePort> Service<P> {
     fn map_port<Q: ServicePort>(self, f: impl FnOnce(P) -> Q) -> Service<Q> {
         Service {
             host: self.host.map_port(f),
-            sync: self.sync,
-            events: self.events,
+            source: self.source,
             extra_addrs: self.extra_addrs,
-            siblings: self.siblings,
-            inbox: self.inbox,
             idle: self.idle,
             clock: self.clock,
         }
@@ -505,76 +531,77 @@ impl<P: ServicePort> Service<P> {
         self.idle = idle;
     }
 
-    /// Applies pending netlink events (addresses given on the command line survive re-dumps) and
-    /// neighbours learnt by sibling instances; tells the siblings what this one learnt.
+    /// Applies pending configuration (netlink, sibling queues' neighbours) now.
     pub fn apply_events(&mut self, now: Instant) {
+        let mut events = Vec::new();
         while let Some(n) = self.host.stack.take_learned_neighbor() {
-            for s in &self.siblings {
-                let _ = s.send(ConfigEvent::NeighborSet(n));
-            }
+            self.source.learned(n);
         }
-        if let Some(inbox) = &self.inbox {
-            for ev in inbox.try_iter() {
-                self.host.stack.apply_config(ev, now);
-            }
-        }
-        let Some(events) = &self.events else { return };
-        for ev in events.drain() {
-            tracing::debug!(?ev, "netlink event");
-            let resync = matches!(ev, ConfigEvent::Snapshot(_));
-            self.host.stack.apply_config(ev, now);
-            if resync {
-                for a in &self.extra_addrs {
-                    if !self.host.stack.addrs().contains(a) {
-                        self.host.stack.apply_config(ConfigEvent::AddrAdd(*a), now);
-                    }
-                }
-            }
-        }
+        self.source.drain(&mut events);
+        cnet_socket::apply_config(&mut self.host.stack, events, &self.extra_addrs, now);
     }
 
-    /// Runs until `stop` is set; `app` gets the stack after every receive step.
+    /// Runs the loop (`cnet_socket::run_inline`) on this thread until `stop` is set; `app` gets
+    /// the stack after every receive step.
     pub fn run(
         &mut self,
         stop: &AtomicBool,
         mut app: impl FnMut(&mut Stack, Instant),
     ) -> Result<()> {
-        while !stop.load(Ordering::Relaxed) {
-            let now = self.clock.now();
-            self.apply_events(now);
-            let stats = self.host.poll(now)?;
-            app(&mut self.host.stack, now);
-            let sent = self.host.flush(now)?;
-            if self.idle == Idle::Spin {
-                core::hint::spin_loop();
-            } else if stats.is_idle() && sent == 0 && self.host.tx_waiting() == 0 {
-                let now = self.clock.now();
-                let wait = self
-                    .host
-                    .poll_timeout()
-                    .map_or(Duration::from_millis(10), |t| t - now)
-                    .min(Duration::from_millis(10));
-                if !wait.is_zero() {
-                    // poll(2) counts whole milliseconds: round up, or a deadline under 1 ms
-                    // away would spin.
-                    self.host
-                        .port
-                        .xdp()
-                        .wait_rx(wait.max(Duration::from_millis(1)))?;
-                }
-            }
-        }
+        cnet_socket::run_inline(
+            &mut self.host,
+            Some(&mut self.source),
+            &self.extra_addrs,
+            stop,
+            self.idle,
+            &mut app,
+        )?;
         Ok(())
     }
 
     /// Stops netlink-sync and frees what the stack holds.
     pub fn shutdown(mut self) -> Host<P> {
-        if let Some(s) = self.sync.take() {
-            s.stop();
-        }
+        self.source.finish();
         self.host.release_all();
         self.host
     }
+}
+
+impl<P: ServicePort + 'static> Service<P> {
+    /// The queue as a runtime's set-up, with `apps` run inside its loop.
+    pub fn into_setup(self, apps: Vec<Box<dyn LoopApp>>) -> QueueSetup<P> {
+        QueueSetup {
+            host: self.host,
+            config: Some(Box::new(self.source)),
+            extra_addrs: self.extra_addrs,
+            apps,
+            describe_port: Some(describe_port::<P>),
+        }
+    }
+}
+
+/// The AF_XDP socket's and the kernel's counters, for a stop report.
+fn describe_port<P: ServicePort>(p: &P) -> String {
+    let mut s = format!("  xdp: {:?}\n", p.xdp().counters());
+    if let Ok(k) = p.xdp().kernel_stats() {
+        s.push_str(&format!("  kernel: {k:?}\n"));
+    }
+    s
+}
+
+/// Opens every queue of `cfg` (AF_XDP, netlink) and starts a runtime with one owner thread per
+/// queue; `apps(stack)` builds each queue's in-loop apps (binding their ports on its stack).
+pub fn start_runtime(
+    cfg: ServiceConfig,
+    limits: cnet_socket::Limits,
+    mut apps: impl FnMut(&mut Stack) -> Result<Vec<Box<dyn LoopApp>>>,
+) -> Result<Runtime> {
+    let mut setups = Vec::new();
+    for mut svc in Service::open_all(cfg)? {
+        let a = apps(&mut svc.host.stack)?;
+        setups.push(svc.into_setup(a));
+    }
+    Ok(Runtime::start(setups, limits)?)
 }
 
 /// A stop flag set by SIGINT or SIGTERM.

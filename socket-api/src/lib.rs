@@ -58,8 +58,8 @@ pub use owner::Owner;
 pub use queue::RuntimeCounters;
 pub use ready::{Event, Interest, Poller, Readiness, Source, Token};
 pub use runtime::{
-    Clock, ConfigSource, Idle, Limits, LoopApp, NetlinkSource, QueueReport, QueueSetup,
-    QueueStatus, Runtime,
+    apply_config, run_inline, Clock, ConfigSource, Idle, Limits, LoopApp, NetlinkSource,
+    QueueReport, QueueSetup, QueueStatus, Runtime,
 };
 pub use tcp::{ConnectOptions, ReadHalf, Shutdown, TcpListener, TcpStream, WriteHalf};
 pub use udp::UdpSocket;

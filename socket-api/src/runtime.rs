@@ -67,6 +67,8 @@ pub trait LoopApp: Send {
 pub trait ConfigSource: Send {
     /// Appends the events queued now.
     fn drain(&mut self, out: &mut Vec<ConfigEvent>);
+    /// A neighbour this queue learnt from the wire (to tell sibling queues run elsewhere).
+    fn learned(&mut self, _n: cnet_stack::Neighbor) {}
     /// Called once when the owner thread stops (e.g. stop the netlink thread it owns).
     fn finish(&mut self) {}
 }
@@ -101,6 +103,8 @@ pub struct QueueSetup<P> {
     pub extra_addrs: Vec<IfAddr>,
     /// Apps run inside the loop.
     pub apps: Vec<Box<dyn LoopApp>>,
+    /// Describes the port's own counters for the stop report (e.g. AF_XDP ring statistics).
+    pub describe_port: Option<fn(&P) -> String>,
 }
 
 impl<P> QueueSetup<P> {
@@ -111,6 +115,7 @@ impl<P> QueueSetup<P> {
             config: None,
             extra_addrs: Vec::new(),
             apps: Vec::new(),
+            describe_port: None,
         }
     }
 }
@@ -165,6 +170,8 @@ pub struct QueueReport {
     pub frames_lost: usize,
     /// What the in-loop apps report.
     pub apps: Vec<String>,
+    /// The port's own counters, when the setup said how to describe them.
+    pub port: String,
     /// Why the thread failed, if it did.
     pub failure: Option<String>,
 }
@@ -364,6 +371,7 @@ impl Runtime {
                     frames_lent: 0,
                     frames_lost: 0,
                     apps: Vec::new(),
+                    port: String::new(),
                     failure: Some("owner thread panicked outside its loop".into()),
                 })
             })
@@ -381,12 +389,12 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-struct Loop<P> {
-    host: Host<P>,
+struct Loop<'a, P> {
+    host: &'a mut Host<P>,
     owner: Owner,
-    config: Option<Box<dyn ConfigSource>>,
-    extra_addrs: Vec<IfAddr>,
-    apps: Vec<Box<dyn LoopApp>>,
+    config: Option<&'a mut dyn ConfigSource>,
+    extra_addrs: &'a [IfAddr],
+    app: &'a mut dyn FnMut(&mut Stack, Instant),
     siblings: Vec<Arc<QueueShared>>,
     events: Vec<ConfigEvent>,
     clock: Clock,
@@ -399,15 +407,27 @@ fn owner_thread<P: Port + Send + 'static>(
     stop: Arc<AtomicBool>,
     limits: Limits,
 ) -> QueueReport {
-    if setup.config.is_none() {
+    let QueueSetup {
+        mut host,
+        mut config,
+        extra_addrs,
+        mut apps,
+        describe_port,
+    } = setup;
+    if config.is_none() {
         q.synced.store(true, SeqCst);
     }
+    let mut run_apps = |stack: &mut Stack, now: Instant| {
+        for a in apps.iter_mut() {
+            a.poll(stack, now);
+        }
+    };
     let mut lp = Loop {
-        host: setup.host,
+        host: &mut host,
         owner: Owner::new(q.clone(), limits),
-        config: setup.config,
-        extra_addrs: setup.extra_addrs,
-        apps: setup.apps,
+        config: config.as_deref_mut().map(|c| c as &mut dyn ConfigSource),
+        extra_addrs: &extra_addrs,
+        app: &mut run_apps,
         siblings,
         events: Vec::new(),
         clock: Clock::start(),
@@ -432,15 +452,96 @@ fn owner_thread<P: Port + Send + 'static>(
     );
     // After the state change: commands that raced with it are dropped here, their replies
     // closed; every socket is told.
-    let report = lp.finish(failure);
-    let Loop { host, .. } = lp;
+    let mut report = lp.finish(failure);
+    drop(lp);
+    for a in apps.iter_mut() {
+        a.release(&mut host.stack);
+    }
+    report.apps = apps.iter().map(|a| a.report()).collect();
+    if let Some(d) = describe_port {
+        report.port = d(&host.port);
+    }
+    host.release_all();
+    account(&mut report, &host, &q);
     if let Ok(mut g) = q.graveyard.lock() {
         *g = Some(Box::new(host));
     }
     report
 }
 
-impl<P: Port> Loop<P> {
+/// Fills the frame accounting of a report once everything was released.
+fn account<P: Port>(report: &mut QueueReport, host: &Host<P>, q: &QueueShared) {
+    let lent = q.frames_out.load(SeqCst);
+    let pool = host.stack.pool().stats();
+    let accounted = pool.free + host.port.frames_held() + lent;
+    report.pool = pool;
+    report.frames_lent = lent;
+    report.frames_lost = pool.capacity.saturating_sub(accounted);
+    report.counters = host.stack.counters().clone();
+}
+
+/// Applies configuration events to a stack; addresses in `extra_addrs` survive snapshots (a
+/// re-dump that does not list them). True if a snapshot was among the events.
+pub fn apply_config(
+    stack: &mut Stack,
+    events: impl IntoIterator<Item = ConfigEvent>,
+    extra_addrs: &[IfAddr],
+    now: Instant,
+) -> bool {
+    let mut synced = false;
+    for ev in events {
+        tracing::debug!(?ev, "configuration event");
+        let snapshot = matches!(ev, ConfigEvent::Snapshot(_));
+        stack.apply_config(ev, now);
+        if snapshot {
+            for a in extra_addrs {
+                if !stack.addrs().contains(a) {
+                    stack.apply_config(ConfigEvent::AddrAdd(*a), now);
+                }
+            }
+            synced = true;
+        }
+    }
+    synced
+}
+
+/// Runs the owner loop on the calling thread with `app` in it, until `stop` is set: the same
+/// loop as a [`Runtime`]'s queue thread, for a caller that keeps its host (benchmarks, tests,
+/// apps that want the stack back afterwards). No other thread can reach this stack's sockets.
+pub fn run_inline<'a, P: Port>(
+    host: &'a mut Host<P>,
+    config: Option<&'a mut (dyn ConfigSource + 'a)>,
+    extra_addrs: &'a [IfAddr],
+    stop: &AtomicBool,
+    idle: Idle,
+    app: &'a mut (dyn FnMut(&mut Stack, Instant) + 'a),
+) -> core::result::Result<(), cnet_drivers::PortError> {
+    let limits = Limits {
+        idle,
+        spare_frames: 1,
+        ..Limits::default()
+    };
+    let q = Arc::new(
+        QueueShared::new(0, host.stack.pool_mut(), 0, 1)
+            .map_err(|e| cnet_drivers::PortError::Unavailable(e.to_string()))?,
+    );
+    let mut lp = Loop {
+        host,
+        owner: Owner::new(q, limits),
+        config,
+        extra_addrs,
+        app,
+        siblings: Vec::new(),
+        events: Vec::new(),
+        clock: Clock::start(),
+    };
+    let r = lp.run(stop, &limits);
+    // Nothing else can hold this queue's frames: take back the one spare lent.
+    lp.owner.shutdown(&mut lp.host.stack);
+    r
+}
+
+impl<P: Port> Loop<'_, P> {
     fn run(
         &mut self,
         stop: &AtomicBool,
@@ -455,9 +556,7 @@ impl<P: Port> Loop<P> {
                 .owner
                 .handle_cmds(&mut self.host.stack, now, limits.cmds_per_iteration);
             let stats = self.host.poll(now)?;
-            for app in &mut self.apps {
-                app.poll(&mut self.host.stack, now);
-            }
+            (self.app)(&mut self.host.stack, now);
             self.owner.serve_ready(&mut self.host.stack, now);
             self.owner.refill_spare(&mut self.host.stack);
             let sent = self.host.flush(now)?;
@@ -521,46 +620,32 @@ impl<P: Port> Loop<P> {
             for s in &self.siblings {
                 let _ = s.submit(crate::queue::Cmd::Config(ConfigEvent::NeighborSet(n)));
             }
+            if let Some(c) = &mut self.config {
+                c.learned(n);
+            }
         }
         let Some(src) = &mut self.config else { return };
         src.drain(&mut self.events);
-        for ev in self.events.drain(..) {
-            tracing::debug!(?ev, "configuration event");
-            let snapshot = matches!(ev, ConfigEvent::Snapshot(_));
-            stack.apply_config(ev, now);
-            if snapshot {
-                for a in &self.extra_addrs {
-                    if !stack.addrs().contains(a) {
-                        stack.apply_config(ConfigEvent::AddrAdd(*a), now);
-                    }
-                }
-                self.owner.q.synced.store(true, SeqCst);
-            }
+        if apply_config(stack, self.events.drain(..), self.extra_addrs, now) {
+            self.owner.q.synced.store(true, SeqCst);
         }
     }
 
-    /// Releases everything and accounts for every frame.
+    /// Tells every socket the queue is down and takes back every frame the loop holds (the
+    /// caller releases apps and the stack, then accounts).
     fn finish(&mut self, failure: Option<String>) -> QueueReport {
-        let stack = &mut self.host.stack;
-        for app in &mut self.apps {
-            app.release(stack);
-        }
-        self.owner.shutdown(stack);
+        self.owner.shutdown(&mut self.host.stack);
         if let Some(c) = &mut self.config {
             c.finish();
         }
-        self.host.release_all();
-        let stack = &self.host.stack;
-        let lent = self.owner.q.frames_out.load(SeqCst);
-        let pool = stack.pool().stats();
-        let accounted = pool.free + self.host.port.frames_held() + lent;
         QueueReport {
             index: self.owner.q.index,
-            counters: stack.counters().clone(),
-            pool,
-            frames_lent: lent,
-            frames_lost: pool.capacity.saturating_sub(accounted),
-            apps: self.apps.iter().map(|a| a.report()).collect(),
+            counters: Counters::default(),
+            pool: PoolStats::default(),
+            frames_lent: 0,
+            frames_lost: 0,
+            apps: Vec::new(),
+            port: String::new(),
             failure,
         }
     }

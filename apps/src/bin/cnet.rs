@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use cnet_apps::service::{self, Idle, Service, ServiceConfig, TcpEcho, UdpEcho};
+use cnet_apps::service::{self, Idle, ServiceConfig, TcpEcho, UdpEcho};
 use cnet_drivers::xdp::{AttachMode, BindMode, BusyPoll, XdpConfig};
 use cnet_stack::IfAddr;
 
@@ -128,57 +128,49 @@ fn echo(o: EchoArgs) -> Result<()> {
         .into_iter()
         .collect();
     let stop = service::stop_on_signals()?;
-    let services = Service::open_all(ServiceConfig {
-        xdp,
-        queue: 0,
-        extra_addrs,
-        netlink: !no_netlink,
-        seed: seed_from_os(),
-    })?;
-    let mut threads = Vec::new();
-    for mut svc in services {
-        svc.set_idle(idle);
-        let mut app = UdpEcho::bind(&mut svc.host.stack, port)?;
-        let mut tcp = match tcp_port {
-            0 => None,
-            p => Some(TcpEcho::listen(&mut svc.host.stack, p, 1024)?),
-        };
-        eprintln!(
-            "cnet echo on {iface} queue {}: MAC {}, addresses {:?}, UDP port {port}; Ctrl-C stops",
-            svc.host.port.queue(),
-            svc.host.stack.mac(),
-            svc.host.stack.addrs()
-        );
-        let stop = stop.clone();
-        threads.push(std::thread::spawn(move || -> Result<String> {
-            let run = svc.run(&stop, |stack, now| {
-                app.poll(stack, now);
-                if let Some(t) = tcp.as_mut() {
-                    t.poll(stack, now);
-                }
-            });
-            if let Some(t) = tcp.as_mut() {
-                t.release(&mut svc.host.stack);
+    let limits = cnet_socket::Limits {
+        idle,
+        ..Default::default()
+    };
+    let rt = service::start_runtime(
+        ServiceConfig {
+            xdp,
+            queue: 0,
+            extra_addrs,
+            netlink: !no_netlink,
+            seed: seed_from_os(),
+        },
+        limits,
+        |stack| {
+            let mut apps: Vec<Box<dyn cnet_socket::LoopApp>> =
+                vec![Box::new(UdpEcho::bind(stack, port)?)];
+            if tcp_port != 0 {
+                apps.push(Box::new(TcpEcho::listen(stack, tcp_port, 1024)?));
             }
-            let queue = svc.host.port.queue();
-            let host = svc.shutdown();
-            run?;
-            let tcp = tcp.map_or(String::new(), |t| {
-                format!(", {} TCP connections, {} bytes echoed", t.accepted, t.bytes)
-            });
-            Ok(format!(
-                "queue {queue}: {} datagrams echoed{tcp}\n{}",
-                app.echoed,
-                service::report(&host)
-            ))
-        }));
+            eprintln!(
+                "cnet echo on {iface}: MAC {}, addresses {:?}, UDP port {port}, TCP port {tcp_port}; Ctrl-C stops",
+                stack.mac(),
+                stack.addrs()
+            );
+            Ok(apps)
+        },
+    )?;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Some(f) = rt.status().into_iter().find_map(|s| s.failure) {
+            eprintln!("cnet echo: {f}");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let mut failed = None;
-    for t in threads {
-        match t.join() {
-            Ok(Ok(report)) => eprint!("{report}"),
-            Ok(Err(e)) => failed = Some(e),
-            Err(_) => failed = Some(anyhow::anyhow!("a queue thread panicked")),
+    for r in rt.join() {
+        eprintln!("queue {}: {}", r.index, r.apps.join(", "));
+        for (k, v) in r.counters.nonzero() {
+            eprintln!("  {k:<30} {v}");
+        }
+        eprint!("{}", r.port);
+        if let Some(f) = r.failure {
+            failed = Some(anyhow::anyhow!(f));
         }
     }
     failed.map_or(Ok(()), Err)
