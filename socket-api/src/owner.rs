@@ -115,8 +115,10 @@ impl Owner {
                     }
                 }
                 Cmd::Kick { id } => {
+                    // Room in its queue, or it waits for a send frame: serve it, and tell it
+                    // when spare frames are there (at once if they already are).
                     self.dirty.push(id);
-                    if !self.frame_waiters.contains(&id) && self.q.spare.is_empty() {
+                    if !self.frame_waiters.contains(&id) {
                         self.frame_waiters.push(id);
                     }
                 }

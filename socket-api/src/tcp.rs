@@ -436,8 +436,13 @@ impl TcpStream {
     }
 
     /// A send buffer with room for one segment (zero copy: fill it and pass it to
-    /// [`TcpStream::send_buf`]). `WouldBlock` when the queue has no spare frame now.
+    /// [`TcpStream::send_buf`]), waiting while the queue has no spare frame.
     pub fn alloc(&self) -> Result<SendBuf> {
+        alloc_blocking(&self.h)
+    }
+
+    /// As [`TcpStream::alloc`] without waiting: `WouldBlock` when no spare frame is there now.
+    pub fn try_alloc(&self) -> Result<SendBuf> {
         alloc(&self.h)
     }
 
@@ -626,6 +631,19 @@ fn alloc(h: &StreamHandle) -> Result<SendBuf> {
     }
 }
 
+fn alloc_blocking(h: &StreamHandle) -> Result<SendBuf> {
+    crate::block::block_on(None, |w| match alloc(h) {
+        Err(Error::WouldBlock) => {
+            h.shared.core.register_write(w);
+            match alloc(h) {
+                Err(Error::WouldBlock) => Poll::Pending,
+                r => Poll::Ready(r),
+            }
+        }
+        r => Poll::Ready(r),
+    })
+}
+
 fn write_error(h: &StreamHandle) -> Option<Error> {
     let s = &h.shared;
     if let Some(e) = s.error.get() {
@@ -788,9 +806,9 @@ impl core::fmt::Debug for WriteHalf {
 }
 
 impl WriteHalf {
-    /// A send buffer for one segment (zero copy).
+    /// A send buffer for one segment (zero copy), waiting while the queue has none spare.
     pub fn alloc(&self) -> Result<SendBuf> {
-        alloc(&self.h)
+        alloc_blocking(&self.h)
     }
 
     /// Hands a filled buffer over for sending (zero copy).

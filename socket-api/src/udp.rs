@@ -283,9 +283,24 @@ impl UdpSocket {
     }
 
     /// A send buffer from the home queue's pool with room for `max_payload` bytes (zero copy:
-    /// fill it and pass it to [`UdpSocket::send_buf_to`]). `WouldBlock` when the queue has no
-    /// spare frame now.
+    /// fill it and pass it to [`UdpSocket::send_buf_to`]), waiting while the queue has no spare
+    /// frame (the pool is short: buffers held elsewhere).
     pub fn alloc(&self) -> Result<SendBuf> {
+        crate::block::block_on(None, |w| match self.try_alloc() {
+            Err(Error::WouldBlock) => {
+                self.shared.core.register_write(w);
+                match self.try_alloc() {
+                    Err(Error::WouldBlock) => Poll::Pending,
+                    r => Poll::Ready(r),
+                }
+            }
+            r => Poll::Ready(r),
+        })
+    }
+
+    /// As [`UdpSocket::alloc`], without waiting: `WouldBlock` when no spare frame is there now
+    /// (the socket turns writable when one is).
+    pub fn try_alloc(&self) -> Result<SendBuf> {
         let q = self.home();
         q.alive()?;
         match SendBuf::take(q, self.max_payload) {
@@ -386,7 +401,7 @@ impl UdpSocket {
             return Poll::Ready(r.and_then(|r| r).map(|_| data.len()));
         }
         let attempt = |me: &Self| -> Result<()> {
-            let mut b = me.alloc()?;
+            let mut b = me.try_alloc()?;
             b.put(data);
             // On WouldBlock the buffer is dropped: its frame goes back to the queue.
             me.try_send_buf_to(b, dst).map_err(|(e, _)| e)
