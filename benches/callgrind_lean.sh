@@ -9,8 +9,8 @@
 # warm-up and one of 0 echoes after the same warm-up; the difference over N is the cost of one
 # echoed packet (four stack traversals: client tx, server rx, server tx, client rx; two link
 # crossings). The link's share is the inclusive cost of `link::Wire::push` and
-# `link::Wire::pop_into` (never inlined), taken from callgrind_annotate the same way, and is
-# subtracted. Printed: instructions per echoed packet with and without the link, per traversal,
+# `link::Wire::pop_into` (never inlined; their own entries in callgrind_annotate, the same sum as
+# `--toggle-collect` on them gives), taken the same way (N minus 0), and is subtracted. Printed: instructions per echoed packet with and without the link, per traversal,
 # and the ratio smoltcp/cnet (> 1: cnet needs fewer instructions). Profiles stay in $OUT.
 # Needs valgrind (apt-get install -y valgrind).
 set -euo pipefail
@@ -44,7 +44,7 @@ run_ir() {
     local total link
     total=$(awk '/^(summary|totals):/ { print $2; exit }' "$file")
     link=$(callgrind_annotate --inclusive=yes --threshold=100 "$file" 2>/dev/null |
-        awk '/link::Wire::(push|pop_into)/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
+        awk '/link\.rs:cnet_benches::link::Wire::(push|pop_into) \[/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
     echo "$total $link"
 }
 
