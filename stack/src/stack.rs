@@ -115,6 +115,8 @@ pub struct Stack {
     pub(crate) rng: Rng,
     /// Scratch for neighbour timer actions, reused.
     pub(crate) arp_actions: Vec<crate::arp::table::TimerAction>,
+    /// Output decisions per destination (route, source, neighbour); see `ipv4::flow`.
+    pub(crate) flows: crate::ipv4::flow::FlowCache,
 }
 
 impl core::fmt::Debug for Stack {
@@ -165,6 +167,7 @@ impl Stack {
             ip_ident,
             rng,
             arp_actions: Vec::with_capacity(16),
+            flows: Default::default(),
             counters: Counters::default(),
             pool,
             cfg,
@@ -370,6 +373,8 @@ impl Stack {
     /// Applies a configuration change (from the service config or netlink), between bursts.
     pub fn apply_config(&mut self, ev: ConfigEvent, now: Instant) {
         self.counters.add(Event::ConfigEvents, 1);
+        // Any event may change a route, an address, the link or a neighbour.
+        self.flows.invalidate();
         match ev {
             ConfigEvent::Link { up, mtu, mac } => {
                 let was_up = self.iface.up;
@@ -467,6 +472,7 @@ impl Stack {
 
     /// Frees every frame held inside the stack (on shutdown, or before an accounting check).
     pub fn release_all(&mut self) {
+        self.flows.invalidate();
         while let Some(f) = self.tx.pop_front() {
             self.pool.free(f);
         }
