@@ -429,6 +429,9 @@ impl Stack {
     }
 
     pub(crate) fn udp_input(&mut self, batch: &mut L4Batch, now: Instant) {
+        // Per-burst work: a burst is mostly one flow, so the socket found for the previous
+        // datagram's destination is tried first (sockets cannot change within a burst).
+        let mut last: Option<(SocketAddrV4, usize)> = None;
         for p in batch.drain(..) {
             let b = self.pool.data(&p.frame);
             if p.len < UDP_HLEN || b.len() < UDP_HLEN {
@@ -458,11 +461,16 @@ impl Stack {
                 continue;
             }
             let dst = SocketAddrV4::new(p.dst, dport);
-            let Some(idx) = self.udp.lookup(dst) else {
+            let found = match last {
+                Some((a, i)) if a == dst => Some(i),
+                _ => self.udp.lookup(dst),
+            };
+            let Some(idx) = found else {
                 self.counters.drop(DropReason::UdpNoSocket);
                 self.send_unreachable(p, codes::PORT_UNREACHABLE, now);
                 continue;
             };
+            last = Some((dst, idx));
             let s = &mut self.udp.sockets[idx];
             if s.rx.len() >= self.udp.queue_cap {
                 self.drop_frame(p.frame, DropReason::UdpQueueFull);
