@@ -35,6 +35,8 @@ pub const STAMP: usize = 16;
 pub const IMIX: [usize; 12] = [18, 18, 18, 18, 552, 18, 18, 552, 18, 552, 552, 1472];
 /// Most datagrams sent per loop pass.
 const BURST: usize = 64;
+/// With a window: how long a full window may get no reply before its datagrams are taken as lost.
+const WINDOW_TIMEOUT_NS: u64 = 100_000_000;
 /// Ethernet, IPv4 and UDP header bytes (bit/s count whole frames without FCS).
 const HDRS: usize = 14 + 20 + 8;
 
@@ -108,6 +110,10 @@ pub struct Generator {
     socks: Vec<UdpHandle>,
     next_flow: usize,
     next_size: usize,
+    /// Datagrams given up on for the window (no reply within [`WINDOW_TIMEOUT_NS`]).
+    forgiven: u64,
+    /// When a reply last arrived (or the window was last reset), ns since the start.
+    last_progress_ns: u64,
     /// Totals so far.
     pub totals: Totals,
     /// Round-trip times in nanoseconds.
@@ -135,6 +141,8 @@ impl Generator {
             socks,
             next_flow: 0,
             next_size: 0,
+            forgiven: 0,
+            last_progress_ns: 0,
             totals: Totals::default(),
             latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)
                 .context("histogram bounds")?,
@@ -161,7 +169,17 @@ impl Generator {
             allowed = allowed.min(due.saturating_sub(self.totals.sent));
         }
         if self.cfg.window > 0 {
-            let in_flight = self.totals.sent - self.totals.received;
+            let mut in_flight =
+                (self.totals.sent - self.totals.received).saturating_sub(self.forgiven);
+            if in_flight >= self.cfg.window
+                && t_ns.saturating_sub(self.last_progress_ns) > WINDOW_TIMEOUT_NS
+            {
+                // A full window and no reply for a while: what is out is lost (it still counts
+                // as lost in the totals); open the window again.
+                self.forgiven += in_flight;
+                in_flight = 0;
+                self.last_progress_ns = t_ns;
+            }
             allowed = allowed.min(self.cfg.window.saturating_sub(in_flight));
         }
         let mut n = 0;
@@ -207,6 +225,7 @@ impl Generator {
                     Some(sent) if sent <= t_ns => {
                         let _ = self.latency.record((t_ns - sent).max(1));
                         self.totals.received += 1;
+                        self.last_progress_ns = t_ns;
                         self.totals.rx_bytes += (d.len + HDRS) as u64;
                         n += 1;
                     }
