@@ -43,8 +43,9 @@ run_ir() {
         >/dev/null 2>"$file.log"
     local total link
     total=$(awk '/^(summary|totals):/ { print $2; exit }' "$file")
-    link=$(callgrind_annotate --inclusive=yes --threshold=100 "$file" 2>/dev/null |
-        awk '/link\.rs:cnet_benches::link::Wire::(push|pop_into) \[/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
+    link=$(callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$file" 2>/dev/null |
+        awk '/\/benches\/src\/link\.rs:cnet_benches::link::Wire::(push|pop_into)( \[.*)?$/ { gsub(",", "", $1); s += $1 }
+             END { printf "%d\n", s }')
     echo "$total $link"
 }
 
