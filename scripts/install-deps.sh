@@ -8,9 +8,10 @@
 #   pkg-config llvm make
 # - tests and the demo: iproute2 (ip netns, veth), ethtool (offloads, channels), tcpdump, tshark,
 #   socat, iperf3, python3, iputils-ping (ping)
+# - benchmarks: valgrind (instruction counts, benches/callgrind*.sh)
 set -eu
 
-PACKAGES="libelf-dev clang m4 libpcap-dev zlib1g-dev pkg-config llvm make iproute2 ethtool tcpdump tshark socat iperf3 python3 iputils-ping curl"
+PACKAGES="libelf-dev clang m4 libpcap-dev zlib1g-dev pkg-config llvm make iproute2 ethtool tcpdump tshark socat iperf3 python3 iputils-ping curl valgrind"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: must run as root" >&2

@@ -1,18 +1,19 @@
 //! The cnet side: two [`Stack`]s, each in a [`Host`] over one end of an in-memory link, either
 //!
 //! - a perfect [`MemLink`] (`cnet`): the workspace's simulated wire, as the issue asks; or
-//! - a [`CopyPort`] pair (`cnet-copy`): the same queues and copies as the smoltcp side's
-//!   `CopyDevice`, so both stacks pay exactly the same link cost.
+//! - a [`CopyPort`] pair (`cnet-copy`): the same [`Wire`] as the smoltcp side's `CopyDevice`, so
+//!   both stacks pay exactly the same link cost.
 //!
-//! Link cost per frame on both: the sender's pool frame is copied onto a wire buffer and freed;
-//! the receiver allocates a pool frame and copies the wire buffer into it. `MemLink` also rolls its
-//! impairment dice (seven SplitMix64 draws) and keeps in-flight frames in a binary heap even with
-//! no impairment set, which `CopyPort` and smoltcp's `CopyDevice` do not (see
-//! `docs/PERFORMANCE.md` for its share of the profile).
+//! Link cost per frame on both: the sender's frame is copied into a slot of the wire's ring (cnet:
+//! and its pool frame freed); the receiver copies the slot into its buffer (cnet: a freshly
+//! allocated pool frame). `MemLink` also rolls its impairment dice and keeps in-flight frames in a
+//! binary heap even with no impairment set, which `CopyPort` and smoltcp's `CopyDevice` do not
+//! (see `docs/PERFORMANCE.md` for its share of the profile).
 //!
 //! Neighbours are static (`NeighborSet`, permanent) on both stacks; checksums are computed on
 //! transmit and verified on receive in software (`StackConfig::rx_checksum` is on by default).
 
+use crate::link::Wire;
 use crate::{
     EchoPair, Workload, CLIENT_IP, CLIENT_MAC, CLIENT_PORT, ECHO_PORT, FRAMES, MAX_IDLE_STEPS, MTU,
     PREFIX_LEN, SERVER_IP, SERVER_MAC,
@@ -22,32 +23,25 @@ use cnet_drivers::host::Host;
 use cnet_drivers::mem::{LinkConfig, MemLink, MemPort};
 use cnet_drivers::{Port, PortError, PortInfo};
 use cnet_stack::{
-    Batch, ConfigEvent, Duration, Frame, IfAddr, Instant, MacAddr, Neighbor, Pool, Stack,
-    StackConfig, UdpDatagram, UdpHandle,
+    Batch, ConfigEvent, Duration, IfAddr, Instant, MacAddr, Neighbor, Pool, Stack, StackConfig,
+    UdpDatagram, UdpHandle,
 };
 use core::net::{Ipv4Addr, SocketAddrV4};
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// Longest Ethernet frame on the link.
 const MAX_FRAME: usize = MTU + 14;
 
-/// The wire a [`CopyPort`] pair shares: `queues[0]` carries client → server.
-#[derive(Debug, Default)]
-struct Wire {
-    queues: [VecDeque<Vec<u8>>; 2],
-    /// Wire buffers not in flight.
-    spare: Vec<Vec<u8>>,
-}
-
-/// One end of a plain in-memory link: FIFO queues of wire buffers, copy out on transmit, copy in
-/// on receive, nothing else. The same design as the smoltcp side's `CopyDevice`.
+/// One end of the plain in-memory link ([`crate::link::Wire`]): copy out on transmit, copy in on
+/// receive, nothing else. The smoltcp side's `CopyDevice` uses the same wire.
 #[derive(Debug)]
 pub struct CopyPort {
     wire: Rc<RefCell<Wire>>,
     side: usize,
     info: PortInfo,
+    /// Gathers a frame chain (never used by single frames).
+    scratch: Vec<u8>,
     /// Frames that arrived when the pool was empty.
     pub rx_dropped: u64,
 }
@@ -55,7 +49,7 @@ pub struct CopyPort {
 impl CopyPort {
     /// A connected pair, `a` (client side) first.
     pub fn pair(mac_a: MacAddr, mac_b: MacAddr) -> (CopyPort, CopyPort) {
-        let wire = Rc::new(RefCell::new(Wire::default()));
+        let wire = Wire::shared();
         let end = |side, mac, name: &str| CopyPort {
             wire: Rc::clone(&wire),
             side,
@@ -64,6 +58,7 @@ impl CopyPort {
                 mac,
                 mtu: MTU,
             },
+            scratch: Vec::with_capacity(MAX_FRAME),
             rx_dropped: 0,
         };
         (end(0, mac_a, "copy0"), end(1, mac_b, "copy1"))
@@ -78,23 +73,32 @@ impl Port for CopyPort {
         _now: Instant,
     ) -> Result<usize, PortError> {
         let mut wire = self.wire.borrow_mut();
-        let wire = &mut *wire;
         let mut n = 0;
         while !batch.is_full() {
-            let Some(buf) = wire.queues[1 - self.side].pop_front() else {
+            let Some(len) = wire.peek_len(self.side) else {
                 break;
             };
-            match receive_into(pool, &buf) {
-                Some(f) => {
-                    // Cannot fail: the batch had room.
-                    if let Err(f) = batch.push(f) {
-                        pool.free(f);
-                    }
-                    n += 1;
+            let Some(f) = pool.alloc() else {
+                wire.discard(self.side);
+                self.rx_dropped += 1;
+                continue;
+            };
+            match pool.push_back(&f, len) {
+                Some(dst) => {
+                    wire.pop_into(self.side, dst);
                 }
-                None => self.rx_dropped += 1,
+                None => {
+                    pool.free(f);
+                    wire.discard(self.side);
+                    self.rx_dropped += 1;
+                    continue;
+                }
             }
-            wire.spare.push(buf);
+            // Cannot fail: the batch had room.
+            if let Err(f) = batch.push(f) {
+                pool.free(f);
+            }
+            n += 1;
         }
         Ok(n)
     }
@@ -106,40 +110,24 @@ impl Port for CopyPort {
         _now: Instant,
     ) -> Result<usize, PortError> {
         let mut wire = self.wire.borrow_mut();
-        let wire = &mut *wire;
         let n = batch.len();
         for f in batch.drain() {
-            let mut buf = wire
-                .spare
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(MAX_FRAME));
-            buf.clear();
-            for seg in pool.chain_iter(&f) {
-                buf.extend_from_slice(seg);
+            if pool.is_single(&f) {
+                wire.push(self.side, pool.data(&f));
+            } else {
+                self.scratch.clear();
+                for seg in pool.chain_iter(&f) {
+                    self.scratch.extend_from_slice(seg);
+                }
+                wire.push(self.side, &self.scratch);
             }
             pool.free(f);
-            wire.queues[self.side].push_back(buf);
         }
         Ok(n)
     }
 
     fn info(&self) -> PortInfo {
         self.info.clone()
-    }
-}
-
-/// A fresh pool frame holding `bytes` after the headroom, or `None` if the pool is empty.
-fn receive_into(pool: &mut Pool, bytes: &[u8]) -> Option<Frame> {
-    let f = pool.alloc()?;
-    match pool.push_back(&f, bytes.len()) {
-        Some(dst) => {
-            dst.copy_from_slice(bytes);
-            Some(f)
-        }
-        None => {
-            pool.free(f);
-            None
-        }
     }
 }
 

@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod cnet_echo;
+pub mod link;
 pub mod smoltcp_echo;
 pub mod tcp_mem;
 pub mod tcp_scale;

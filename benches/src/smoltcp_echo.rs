@@ -1,17 +1,17 @@
 //! The smoltcp 0.14 side: two [`Interface`]s, each with a [`SocketSet`] holding one UDP socket,
 //! over a pair of [`CopyDevice`]s.
 //!
-//! [`CopyDevice`] moves bytes the way cnet's `MemLink` does, so that the link costs both stacks
-//! the same: a transmitted frame is built by smoltcp in a device-owned transmit buffer (cnet: a
-//! pool frame), then copied onto a wire buffer taken from a free list and queued; on receive the
-//! wire buffer is copied into a device-owned receive buffer (cnet: a freshly allocated pool frame)
-//! and goes back to the free list. Two copies per frame on both sides, no heap allocation in
-//! steady state. The queues are plain `VecDeque`s: no impairment dice, no delivery heap.
+//! [`CopyDevice`] moves bytes the way cnet's `CopyPort` does, over the same [`Wire`]: a
+//! transmitted frame is built by smoltcp in a device-owned transmit buffer (cnet: a pool frame),
+//! then copied into a slot of the wire's ring; on receive the slot is copied into a device-owned
+//! receive buffer (cnet: a freshly allocated pool frame). One copy each way on both sides, no heap
+//! allocation in steady state, no impairment dice, no delivery heap.
 //!
 //! smoltcp has no static neighbour entries: ARP resolves during the first loop steps, which the
 //! benchmark's warm-up covers (entries live 60 s; a run stays far below that in virtual time).
 //! Checksums: [`ChecksumCapabilities::default`], computed on transmit and verified on receive.
 
+use crate::link::Wire;
 use crate::{
     EchoPair, Workload, CLIENT_IP, CLIENT_MAC, CLIENT_PORT, ECHO_PORT, FRAMES, MAX_IDLE_STEPS, MTU,
     PREFIX_LEN, SERVER_IP, SERVER_MAC,
@@ -24,25 +24,17 @@ use smoltcp::socket::udp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// Longest Ethernet frame on the link.
 const MAX_FRAME: usize = MTU + 14;
 
-/// The wire both devices share: `queues[0]` carries client → server, `queues[1]` the reverse.
-#[derive(Debug, Default)]
-struct Wire {
-    queues: [VecDeque<Vec<u8>>; 2],
-    /// Wire buffers not in flight.
-    spare: Vec<Vec<u8>>,
-}
-
-/// One end of an in-memory Ethernet link that copies every frame in and out (see the module docs).
+/// One end of an in-memory Ethernet link that copies every frame in and out (see the module docs),
+/// over the same [`Wire`] as cnet's `CopyPort`.
 #[derive(Debug)]
 pub struct CopyDevice {
     wire: Rc<RefCell<Wire>>,
-    /// Index of the queue this end transmits on.
+    /// The side of the wire this end transmits from.
     side: usize,
     tx_buf: Box<[u8]>,
     rx_buf: Box<[u8]>,
@@ -51,7 +43,7 @@ pub struct CopyDevice {
 impl CopyDevice {
     /// A connected pair of devices.
     pub fn pair() -> (CopyDevice, CopyDevice) {
-        let wire = Rc::new(RefCell::new(Wire::default()));
+        let wire = Wire::shared();
         let end = |side| CopyDevice {
             wire: Rc::clone(&wire),
             side,
@@ -67,7 +59,7 @@ pub struct CopyRxToken<'a> {
     frame: &'a [u8],
 }
 
-/// Room to build one frame in the device's transmit buffer; queued on the wire on consume.
+/// Room to build one frame in the device's transmit buffer; put on the wire on consume.
 pub struct CopyTxToken<'a> {
     wire: &'a RefCell<Wire>,
     side: usize,
@@ -91,14 +83,7 @@ impl phy::TxToken for CopyTxToken<'_> {
         // smoltcp never asks for more than the MTU it was told; a longer frame is a bug there.
         let frame = &mut self.buf[..len];
         let r = f(frame);
-        let mut wire = self.wire.borrow_mut();
-        let mut out = wire
-            .spare
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(MAX_FRAME));
-        out.clear();
-        out.extend_from_slice(frame);
-        wire.queues[self.side].push_back(out);
+        self.wire.borrow_mut().push(self.side, frame);
         r
     }
 }
@@ -108,14 +93,10 @@ impl Device for CopyDevice {
     type TxToken<'a> = CopyTxToken<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(CopyRxToken<'_>, CopyTxToken<'_>)> {
-        let len = {
-            let mut wire = self.wire.borrow_mut();
-            let buf = wire.queues[1 - self.side].pop_front()?;
-            let len = buf.len();
-            self.rx_buf[..len].copy_from_slice(&buf);
-            wire.spare.push(buf);
-            len
-        };
+        let len = self
+            .wire
+            .borrow_mut()
+            .pop_into(self.side, &mut self.rx_buf)?;
         Some((
             CopyRxToken {
                 frame: &self.rx_buf[..len],

@@ -3,7 +3,7 @@
 //! established connections).
 //!
 //! Both stacks run on one thread over the same link design as the UDP benchmark: cnet over a
-//! [`CopyPort`] pair, smoltcp over a [`CopyDevice`] pair (FIFO queues of wire buffers, one copy
+//! [`CopyPort`] pair, smoltcp over a [`CopyDevice`] pair (the rings of `link::Wire`, one copy
 //! out on transmit and one copy in on receive per frame, no impairment). Virtual time advances by a
 //! fixed step per loop iteration; the loop step is the same for both stacks: client
 //! receive+transmit, client application, client transmit, server receive+transmit, server

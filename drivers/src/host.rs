@@ -63,16 +63,31 @@ impl<P: Port> Host<P> {
             self.stack.process_rx(&mut self.rx, now);
             stats.tx += self.flush(now)?;
         }
-        stats.tx += self.flush(now)?;
+        // After a burst the stack was flushed at this `now` already: again only if work is left
+        // (or frames wait in the host's batch).
+        if stats.rx == 0 || !self.tx.is_empty() || self.stack.tx_work_pending() {
+            stats.tx += self.flush(now)?;
+        }
         Ok(stats)
     }
 
     /// Hands everything the stack has to send to the port, as far as the port takes it.
+    ///
+    /// `Stack::poll_tx` runs once, and again only while the stack still has work
+    /// (`Stack::tx_work_pending`): the transmit path does not change the stack, so asking again
+    /// when its queue is empty would only repeat the timer check.
     pub fn flush(&mut self, now: Instant) -> Result<usize, PortError> {
         let mut sent = 0;
+        let mut polled = false;
         loop {
-            if self.tx.is_empty() && self.stack.poll_tx(&mut self.tx, now) == 0 {
-                return Ok(sent);
+            if self.tx.is_empty() {
+                if polled && !self.stack.tx_work_pending() {
+                    return Ok(sent);
+                }
+                polled = true;
+                if self.stack.poll_tx(&mut self.tx, now) == 0 {
+                    return Ok(sent);
+                }
             }
             let before = self.tx.len();
             let n = self

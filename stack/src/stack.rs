@@ -115,6 +115,8 @@ pub struct Stack {
     pub(crate) rng: Rng,
     /// Scratch for neighbour timer actions, reused.
     pub(crate) arp_actions: Vec<crate::arp::table::TimerAction>,
+    /// Output decisions per destination (route, source, neighbour); see `ipv4::flow`.
+    pub(crate) flows: crate::ipv4::flow::FlowCache,
 }
 
 impl core::fmt::Debug for Stack {
@@ -165,6 +167,7 @@ impl Stack {
             ip_ident,
             rng,
             arp_actions: Vec::with_capacity(16),
+            flows: Default::default(),
             counters: Counters::default(),
             pool,
             cfg,
@@ -291,7 +294,10 @@ impl Stack {
     /// timers. Returns how many. Call until it returns 0.
     pub fn poll_tx(&mut self, out: &mut Batch, now: Instant) -> usize {
         self.on_timers(now);
-        self.tcp_flush(now);
+        // Nothing touched (always so with no TCP connection): the flush would find no work.
+        if !self.tcp.touched.is_empty() {
+            self.tcp_flush(now);
+        }
         let mut n = 0;
         while !out.is_full() {
             let Some(f) = self.tx.pop_front() else { break };
@@ -311,6 +317,14 @@ impl Stack {
         self.tx.len()
     }
 
+    /// True if a `poll_tx` at the same `now` as the last one could produce frames: some are
+    /// queued, or connections wait to be flushed. False means that another `poll_tx` before time
+    /// advances or anything else is called would return 0 (a driver loop can skip it).
+    #[inline]
+    pub fn tx_work_pending(&self) -> bool {
+        !self.tx.is_empty() || !self.tcp.touched.is_empty()
+    }
+
     /// When the stack next needs `poll_tx` to be called for its timers, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
@@ -323,8 +337,19 @@ impl Stack {
         .min()
     }
 
+    /// True if a timer of any subsystem is due at `now`. Each check is O(1) when its subsystem
+    /// has nothing armed (the common case for neighbours and reassembly), and the TCP wheel caches
+    /// its answer between changes, so this is cheap enough for every `poll_tx`.
+    #[inline]
+    fn timers_due(&self, now: Instant) -> bool {
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        due(self.tcp_next_deadline())
+            || due(self.neighbors.next_deadline())
+            || due(self.reassembly.next_deadline())
+    }
+
     fn on_timers(&mut self, now: Instant) {
-        if self.poll_timeout().is_some_and(|t| t <= now) {
+        if self.timers_due(now) {
             let expired = self.reassembly.expire(&mut self.pool, now);
             for _ in 0..expired {
                 self.counters.drop(DropReason::FragTimeout);
@@ -348,6 +373,8 @@ impl Stack {
     /// Applies a configuration change (from the service config or netlink), between bursts.
     pub fn apply_config(&mut self, ev: ConfigEvent, now: Instant) {
         self.counters.add(Event::ConfigEvents, 1);
+        // Any event may change a route, an address, the link or a neighbour.
+        self.flows.invalidate();
         match ev {
             ConfigEvent::Link { up, mtu, mac } => {
                 let was_up = self.iface.up;
@@ -445,6 +472,7 @@ impl Stack {
 
     /// Frees every frame held inside the stack (on shutdown, or before an accounting check).
     pub fn release_all(&mut self) {
+        self.flows.invalidate();
         while let Some(f) = self.tx.pop_front() {
             self.pool.free(f);
         }

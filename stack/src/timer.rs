@@ -20,6 +20,7 @@
 //! at a lower bound only cascades, and the next query is exact or later.
 
 use crate::time::Instant;
+use core::cell::Cell;
 use slab::Slab;
 
 const SLOT_BITS: u32 = 6;
@@ -50,6 +51,9 @@ pub struct TimerWheel {
     /// Current tick: every deadline before it has been handed out.
     elapsed: u64,
     tick_us: u64,
+    /// `next_deadline`'s last answer in ticks (`Some(None)`: nothing armed), or `None` after any
+    /// change: a stack asks several times per loop step and the answer rarely changes.
+    next_cache: Cell<Option<Option<u64>>>,
 }
 
 impl TimerWheel {
@@ -61,6 +65,7 @@ impl TimerWheel {
             occupied: [0; LEVELS],
             elapsed: 0,
             tick_us: tick_us.max(1),
+            next_cache: Cell::new(Some(None)),
         }
     }
 
@@ -90,6 +95,7 @@ impl TimerWheel {
     }
 
     fn link(&mut self, id: u32) {
+        self.next_cache.set(None);
         // A deadline beyond the wheel's span (`64^LEVELS` ticks) is filed at the last position
         // before the current top-level slot comes round again, and cascades from there: filed at
         // its own position, it would alias to a slot the wheel reaches too early, and `advance`
@@ -114,6 +120,7 @@ impl TimerWheel {
     }
 
     fn unlink(&mut self, id: u32) {
+        self.next_cache.set(None);
         let (prev, next, s) = {
             let n = &self.nodes[id as usize];
             (n.prev, n.next, n.slot as usize)
@@ -205,14 +212,24 @@ impl TimerWheel {
         None
     }
 
-    /// When the earliest entry is due (exact at level 0, a lower bound above).
+    /// When the earliest entry is due (exact at level 0, a lower bound above). O(1) when nothing
+    /// changed since the last call (cached), else O(LEVELS).
+    #[inline]
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.next_slot()
-            .map(|(t, _, _)| Instant::from_micros(t.saturating_mul(self.tick_us)))
+        let t = match self.next_cache.get() {
+            Some(t) => t,
+            None => {
+                let t = self.next_slot().map(|(t, _, _)| t);
+                self.next_cache.set(Some(t));
+                t
+            }
+        };
+        t.map(|t| Instant::from_micros(t.saturating_mul(self.tick_us)))
     }
 
     /// Advances to `now`, appending the keys of due timers to `out` (their ids become invalid).
     pub fn advance(&mut self, now: Instant, out: &mut Vec<u32>) {
+        self.next_cache.set(None);
         let now_tick = now.total_micros() / self.tick_us;
         if now_tick.saturating_sub(self.elapsed) >= Self::SPAN {
             // A jump past the whole wheel: every entry is due or re-filed from the new position

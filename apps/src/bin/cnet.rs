@@ -3,7 +3,9 @@
 //! - `cnet demo`: cnet on AF_XDP in a network namespace against the Linux kernel (root);
 //! - `cnet demo --mem`: two cnet stacks over the impaired in-memory link (no privileges);
 //! - `cnet echo --iface IF [--addr A.B.C.D/P] [--udp PORT] [--tcp PORT]`: UDP and TCP echo service on AF_XDP on `IF`
-//!   until Ctrl-C or SIGTERM; addresses from the flag and from the kernel (netlink).
+//!   until Ctrl-C or SIGTERM; addresses from the flag and from the kernel (netlink);
+//! - `cnet txgen --mem | --iface IF [--rate PPS] [--size N|imix] [--flows N]`: UDP traffic
+//!   generator against an echo server (see `cnet_apps::txgen`).
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -31,6 +33,83 @@ enum Cmd {
     },
     /// Run UDP and TCP echo services on AF_XDP on an interface of this namespace.
     Echo(EchoArgs),
+    /// UDP traffic generator against an echo server: `--mem` (in-memory link) or `--iface IF`.
+    Txgen(TxgenArgs),
+}
+
+/// `cnet txgen` options.
+#[derive(Args)]
+struct TxgenArgs {
+    /// Run against a cnet echo server over the in-memory link (no privileges needed).
+    #[arg(long, conflicts_with = "iface")]
+    mem: bool,
+    /// Send on AF_XDP queue 0 of this interface (root).
+    #[arg(long, required_unless_present = "mem")]
+    iface: Option<String>,
+    /// Our address (A.B.C.D/P).
+    #[arg(long, default_value = "198.18.0.1/24")]
+    src: String,
+    /// The echo server (A.B.C.D:PORT).
+    #[arg(long, default_value = "198.18.0.2:7")]
+    dst: std::net::SocketAddrV4,
+    /// The echo server's MAC (AF_XDP; without it ARP resolves it).
+    #[arg(long)]
+    dst_mac: Option<String>,
+    /// Datagrams per second (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// UDP payload bytes (16..=1472) or `imix`.
+    #[arg(long, default_value = "64")]
+    size: cnet_apps::txgen::Sizes,
+    /// Flows (source ports from --src-port).
+    #[arg(long, default_value_t = 1)]
+    flows: u16,
+    /// First source port.
+    #[arg(long, default_value_t = 40000)]
+    src_port: u16,
+    /// Seconds to send.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Most datagrams in flight (0: open loop).
+    #[arg(long, default_value_t = 0)]
+    window: u64,
+}
+
+fn txgen(o: TxgenArgs) -> Result<()> {
+    use cnet_apps::txgen::{run_mem, run_xdp, TxgenConfig};
+    anyhow::ensure!(
+        o.duration > 0.0 && o.duration <= 86_400.0,
+        "--duration in (0, 86400]"
+    );
+    let cfg = TxgenConfig {
+        src: parse_ifaddr(&o.src)?,
+        dst: o.dst,
+        src_port: o.src_port,
+        flows: o.flows.max(1),
+        rate: o.rate,
+        sizes: o.size,
+        duration: std::time::Duration::from_secs_f64(o.duration),
+        window: o.window,
+    };
+    let stop = service::stop_on_signals()?;
+    let out = &mut std::io::stdout().lock();
+    match o.iface {
+        None => run_mem(cfg, &stop, out).map(|_| ()),
+        Some(iface) => {
+            let mac = o.dst_mac.as_deref().map(parse_mac).transpose()?;
+            run_xdp(cfg, &iface, mac, &stop, out).map(|_| ())
+        }
+    }
+}
+
+fn parse_mac(s: &str) -> Result<cnet_stack::MacAddr> {
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = s.split(':').collect();
+    anyhow::ensure!(parts.len() == 6, "MAC must be xx:xx:xx:xx:xx:xx");
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).context("bad MAC")?;
+    }
+    Ok(cnet_stack::MacAddr(mac))
 }
 
 /// `cnet echo` options.
@@ -194,5 +273,6 @@ fn main() -> Result<()> {
         }
         Cmd::Demo { mem: false, seed } => cnet_apps::demo::run(&mut std::io::stdout().lock(), seed),
         Cmd::Echo(args) => echo(args),
+        Cmd::Txgen(args) => txgen(args),
     }
 }

@@ -62,6 +62,8 @@ impl ArpPacket {
 
 impl Stack {
     pub(crate) fn arp_input(&mut self, batch: &mut Batch, now: Instant) {
+        // ARP may confirm, learn or replace neighbours: cached output decisions go.
+        self.flows.invalidate();
         for f in batch.drain() {
             let Some(p) = ArpPacket::parse(&self.pool.data(&f)[ETH_HLEN..]) else {
                 self.drop_frame(f, DropReason::ArpMalformed);
@@ -204,7 +206,12 @@ impl Stack {
             self.eth_output(f, BROADCAST);
             return;
         }
-        match self.neighbors.resolve(next_hop, now) {
+        let res = self.neighbors.resolve(next_hop, now);
+        if !matches!(res, Resolution::Ready(_)) {
+            // The entry changed state (or was created or evicted).
+            self.flows.invalidate();
+        }
+        match res {
             Resolution::Ready(mac) => self.eth_output(f, mac),
             Resolution::ReadyProbe(mac) => {
                 self.eth_output(f, mac);
@@ -225,6 +232,41 @@ impl Stack {
         }
     }
 
+    /// Caches the output decision for `dst` (see `ipv4::flow`) after the slow path sent to it via
+    /// `next_hop`: only when nothing about it needs work on the next use (a broadcast, a
+    /// `Permanent` neighbour, or a `Reachable` one until it ages), and the interface has a source
+    /// address.
+    pub(crate) fn flow_fill(
+        &mut self,
+        dst: Ipv4Addr,
+        next_hop: Ipv4Addr,
+        broadcast: bool,
+        now: Instant,
+    ) {
+        if !self.iface.up {
+            return;
+        }
+        let (mac, until) = if broadcast {
+            (BROADCAST, Instant::MAX)
+        } else {
+            match self.neighbors.get(next_hop) {
+                Some(e) if e.state == table::NeighborState::Permanent => (e.mac, Instant::MAX),
+                Some(e)
+                    if e.state == table::NeighborState::Reachable && now < e.reachable_until =>
+                {
+                    (e.mac, e.reachable_until)
+                }
+                _ => return,
+            }
+        };
+        let Some(src_wild) = self.source_for(next_hop) else {
+            return;
+        };
+        let mut eth = [0u8; ETH_HLEN];
+        write_eth(&mut eth, mac, self.iface.mac, ETHERTYPE_IPV4);
+        self.flows.put(dst, until, src_wild, eth);
+    }
+
     /// Takes the oldest neighbour this instance learnt from the wire (new, or with a new MAC), so
     /// that a service running one instance per queue can tell the others: an ARP reply lands on
     /// one queue only.
@@ -241,6 +283,9 @@ impl Stack {
     pub(crate) fn arp_on_timer(&mut self, now: Instant) {
         let mut actions = core::mem::take(&mut self.arp_actions);
         self.neighbors.on_timer(now, &mut actions);
+        if !actions.is_empty() {
+            self.flows.invalidate();
+        }
         for a in actions.drain(..) {
             match a {
                 TimerAction::Broadcast(ip) => self.send_arp_request(ip, None),

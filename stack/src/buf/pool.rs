@@ -356,6 +356,7 @@ impl Pool {
         }
     }
 
+    #[inline]
     fn range(&self, i: u32) -> core::ops::Range<usize> {
         let m = &self.meta[i as usize];
         let start = i as usize * self.frame_size + m.off as usize;
@@ -363,15 +364,22 @@ impl Pool {
     }
 
     /// The frame's data window.
+    #[inline]
     pub fn data(&self, frame: &Frame) -> &[u8] {
         let r = self.range(frame.0);
-        &self.bytes()[r]
+        // SAFETY: `range` indexed `meta` (so `frame.0 < frames`) and every window keeps
+        // `off + len <= frame_size` (module invariant, kept by `set_window` and `truncate`), so
+        // `r` lies inside `base..base + len`, valid for the pool's life (see `bytes`). The slice
+        // borrows `self`, as `bytes()[r]` would; only the second bounds check is saved.
+        unsafe { core::slice::from_raw_parts(self.base.add(r.start), r.len()) }
     }
 
     /// The frame's data window, writable.
+    #[inline]
     pub fn data_mut(&mut self, frame: &Frame) -> &mut [u8] {
         let r = self.range(frame.0);
-        &mut self.bytes_mut()[r]
+        // SAFETY: as in `data`; `&mut self` gives exclusive access to the region.
+        unsafe { core::slice::from_raw_parts_mut(self.base.add(r.start), r.len()) }
     }
 
     /// The whole frame buffer, for drivers that copy a received frame in.

@@ -5,6 +5,7 @@
 //! Output prepends a 20-byte header into headroom, or fragments to the path MTU (copying: this is
 //! the slow path; payloads up to the MTU leave from the frame they were written in).
 
+pub(crate) mod flow;
 pub mod reassembly;
 pub mod route;
 

@@ -1,0 +1,120 @@
+//! The output flow cache: for a destination, what routing, source selection and neighbour
+//! resolution decided last time (next hop's MAC as a ready Ethernet header, the source address a
+//! wildcard socket sends from), so that a datagram of a known flow skips the route lookup, the
+//! source choice and the neighbour lookup and gets its headers written in one go.
+//!
+//! Validity: every entry carries the generation it was filled in; the stack bumps its generation
+//! on anything that can change a decision (any configuration event, ARP input that confirms or
+//! learns a neighbour, a neighbour timer action, a resolution that is not a plain hit), so a stale
+//! entry is never used. A neighbour that is `Reachable` only until some instant is cached only
+//! until that instant (then the slow path ages it to `Stale` and probes as before); `Permanent`
+//! and broadcast entries stay until the generation changes. Entries that need work on use
+//! (`Stale`, `Probe`, `Incomplete`) are never cached.
+//!
+//! Direct-mapped, [`FLOW_SLOTS`] entries, indexed by a multiplicative hash of the destination:
+//! a miss only costs the slow path it replaces.
+
+use crate::time::Instant;
+use core::net::Ipv4Addr;
+
+/// Entries in the cache.
+pub(crate) const FLOW_SLOTS: usize = 16;
+
+/// One cached flow.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flow {
+    /// Generation it was filled in; 0: empty.
+    pub gen: u32,
+    /// Destination address (the key).
+    pub dst: Ipv4Addr,
+    /// Used while `now` is before this.
+    pub valid_until: Instant,
+    /// The source a socket bound to 0.0.0.0 sends from.
+    pub src_wild: Ipv4Addr,
+    /// Ethernet header: next hop's MAC (or broadcast), ours, IPv4.
+    pub eth: [u8; 14],
+}
+
+impl Flow {
+    const EMPTY: Flow = Flow {
+        gen: 0,
+        dst: Ipv4Addr::UNSPECIFIED,
+        valid_until: Instant::ZERO,
+        src_wild: Ipv4Addr::UNSPECIFIED,
+        eth: [0; 14],
+    };
+}
+
+/// The cache. See the module docs.
+#[derive(Debug)]
+pub(crate) struct FlowCache {
+    slots: [Flow; FLOW_SLOTS],
+    gen: u32,
+}
+
+impl Default for FlowCache {
+    fn default() -> Self {
+        FlowCache {
+            slots: [Flow::EMPTY; FLOW_SLOTS],
+            gen: 1,
+        }
+    }
+}
+
+#[inline]
+fn slot(dst: Ipv4Addr) -> usize {
+    (u32::from(dst).wrapping_mul(0x9e37_79b1) >> 28) as usize % FLOW_SLOTS
+}
+
+impl FlowCache {
+    /// Forgets every entry (O(1)).
+    #[inline]
+    pub fn invalidate(&mut self) {
+        self.gen = self.gen.wrapping_add(1).max(1);
+    }
+
+    /// The valid entry for `dst` at `now`, if any.
+    #[inline]
+    pub fn get(&self, dst: Ipv4Addr, now: Instant) -> Option<&Flow> {
+        let f = &self.slots[slot(dst)];
+        (f.gen == self.gen && f.dst == dst && now < f.valid_until).then_some(f)
+    }
+
+    /// Caches a decision for `dst` (replacing whatever shared its slot).
+    #[inline]
+    pub fn put(&mut self, dst: Ipv4Addr, valid_until: Instant, src_wild: Ipv4Addr, eth: [u8; 14]) {
+        self.slots[slot(dst)] = Flow {
+            gen: self.gen,
+            dst,
+            valid_until,
+            src_wild,
+            eth,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_and_invalidate() {
+        let mut c = FlowCache::default();
+        let d = Ipv4Addr::new(198, 18, 0, 2);
+        assert!(c.get(d, Instant::ZERO).is_none());
+        c.put(
+            d,
+            Instant::from_millis(5),
+            Ipv4Addr::new(198, 18, 0, 1),
+            [1; 14],
+        );
+        assert_eq!(
+            c.get(d, Instant::from_millis(4)).map(|f| f.eth),
+            Some([1; 14])
+        );
+        assert!(c.get(d, Instant::from_millis(5)).is_none());
+        assert!(c.get(Ipv4Addr::new(198, 18, 0, 3), Instant::ZERO).is_none());
+        c.invalidate();
+        assert!(c.get(d, Instant::ZERO).is_none());
+    }
+}
