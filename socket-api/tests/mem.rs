@@ -363,3 +363,85 @@ fn a_panicking_stack_thread_fails_every_handle() {
     drop(u);
     drop(p.b.join());
 }
+
+#[test]
+fn a_listener_accepts_from_every_queue_and_udp_receives_on_all() {
+    // B runs two queues, each on its own link: A (198.18.0.1) on queue 0, C (198.18.0.3) on
+    // queue 1. One listener and one UDP socket on B serve both.
+    use cnet_drivers::host::Host;
+    use cnet_drivers::pipe::pipe;
+    use cnet_socket::{Limits, QueueSetup, Runtime};
+    const MAC_C: cnet_stack::MacAddr = cnet_stack::MacAddr([0x02, 0xc7, 0, 0, 0, 0x0c]);
+    let ip_c = std::net::Ipv4Addr::new(198, 18, 0, 3);
+    let (pa, pb0) = pipe(MAC_A, MAC_B, 1500, 256).unwrap();
+    let (pc, pb1) = pipe(MAC_C, MAC_B, 1500, 256).unwrap();
+    let mut b0 = stack(MAC_B, IP_B, (IP_A, MAC_A), 2, 512);
+    let mut b1 = stack(MAC_B, IP_B, (ip_c, MAC_C), 3, 512);
+    // Each queue knows both clients (as netlink would tell every queue).
+    for s in [&mut b0, &mut b1] {
+        for (ip, mac) in [(IP_A, MAC_A), (ip_c, MAC_C)] {
+            s.apply_config(
+                cnet_stack::ConfigEvent::NeighborSet(cnet_stack::Neighbor {
+                    ip,
+                    mac,
+                    permanent: true,
+                }),
+                cnet_stack::Instant::ZERO,
+            );
+        }
+    }
+    let l = Limits::default();
+    let b = Runtime::start(
+        vec![
+            QueueSetup::new(Host::new(b0, pb0)),
+            QueueSetup::new(Host::new(b1, pb1)),
+        ],
+        l,
+    )
+    .unwrap();
+    let a = Runtime::start(
+        vec![QueueSetup::new(Host::new(
+            stack(MAC_A, IP_A, (IP_B, MAC_B), 1, 512),
+            pa,
+        ))],
+        l,
+    )
+    .unwrap();
+    let c = Runtime::start(
+        vec![QueueSetup::new(Host::new(
+            stack(MAC_C, ip_c, (IP_B, MAC_B), 4, 512),
+            pc,
+        ))],
+        l,
+    )
+    .unwrap();
+    assert_eq!(b.queues(), 2);
+    let listener = TcpListener::bind(&b, addr(IP_B, 80)).unwrap();
+    let udp = UdpSocket::bind(&b, addr(IP_B, 0)).unwrap();
+    let _ca = TcpStream::connect(&a, addr(IP_B, 80)).unwrap();
+    let _cc = TcpStream::connect(&c, addr(IP_B, 80)).unwrap();
+    let s1 = listener.accept_timeout(Duration::from_secs(5)).unwrap();
+    let s2 = listener.accept_timeout(Duration::from_secs(5)).unwrap();
+    let mut queues = [s1.queue(), s2.queue()];
+    queues.sort();
+    assert_eq!(queues, [0, 1], "one connection from each queue");
+    let mut peers = [*s1.peer_addr().unwrap().ip(), *s2.peer_addr().unwrap().ip()];
+    peers.sort();
+    assert_eq!(peers, [IP_A, ip_c]);
+    let ua = UdpSocket::bind(&a, addr(IP_A, 0)).unwrap();
+    let uc = UdpSocket::bind(&c, addr(ip_c, 0)).unwrap();
+    ua.send_to(b"from a", udp.local_addr()).unwrap();
+    uc.send_to(b"from c", udp.local_addr()).unwrap();
+    let mut got = vec![
+        udp.recv_from().unwrap().to_vec(),
+        udp.recv_from().unwrap().to_vec(),
+    ];
+    got.sort();
+    assert_eq!(got, vec![b"from a".to_vec(), b"from c".to_vec()]);
+    drop((s1, s2, listener, udp, ua, uc, _ca, _cc));
+    for rt in [&a, &b, &c] {
+        for r in rt.join() {
+            assert_eq!((r.frames_lost, r.frames_lent, r.failure), (0, 0, None));
+        }
+    }
+}
