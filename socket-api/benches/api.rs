@@ -10,7 +10,7 @@
 //! Window 1 (one message in flight: latency) and window 16 (throughput). Prints messages/s,
 //! p50/p99 round-trip time (HDR histogram) and each path's ratio to `loop`.
 //!
-//! `cargo bench -p cnet-socket --bench api` (`-- --quick` for a short run).
+//! `cargo bench -p cnet-socket --bench api [-- --quick] [--size N]` (64 B by default, up to 1472).
 
 use cnet_drivers::host::Host;
 use cnet_drivers::pipe::pipe;
@@ -29,7 +29,6 @@ const MAC_B: MacAddr = MacAddr([0x02, 0xc7, 0, 0, 0, 0x0b]);
 const IP_A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const IP_B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const PORT: u16 = 7;
-const SIZE: usize = 64;
 
 fn stack(mac: MacAddr, ip: Ipv4Addr, peer: (Ipv4Addr, MacAddr)) -> Stack {
     let pool = Pool::new(4096, Pool::DEFAULT_FRAME_SIZE, Pool::DEFAULT_HEADROOM).unwrap();
@@ -104,6 +103,7 @@ struct LoopClient {
     out: Arc<Mutex<Option<Histogram<u64>>>>,
     hist: Histogram<u64>,
     done: Arc<AtomicBool>,
+    msg: Vec<u8>,
 }
 impl LoopApp for LoopClient {
     fn poll(&mut self, stack: &mut Stack, now: Instant) {
@@ -116,7 +116,7 @@ impl LoopApp for LoopClient {
         }
         while self.inflight.len() < self.window && self.left > 0 {
             if stack
-                .udp_send_slice(h, &[0u8; SIZE], SocketAddrV4::new(IP_B, PORT), now)
+                .udp_send_slice(h, &self.msg, SocketAddrV4::new(IP_B, PORT), now)
                 .is_err()
             {
                 break;
@@ -131,7 +131,7 @@ impl LoopApp for LoopClient {
     }
 }
 
-fn run_loop(n: u64, window: usize) -> Result {
+fn run_loop(n: u64, window: usize, size: usize) -> Result {
     let out = Arc::new(Mutex::new(None));
     let done = Arc::new(AtomicBool::new(false));
     let (o2, d2) = (out.clone(), done.clone());
@@ -144,6 +144,7 @@ fn run_loop(n: u64, window: usize) -> Result {
             out: o2,
             hist: Histogram::new(3).unwrap(),
             done: d2,
+            msg: vec![0u8; size],
         })]
     });
     let server: Apps = Box::new(|s: &mut Stack| -> Vec<Box<dyn LoopApp>> {
@@ -171,7 +172,7 @@ fn run_loop(n: u64, window: usize) -> Result {
     }
 }
 
-fn run_threads(n: u64, window: usize, zero_copy: bool) -> Result {
+fn run_threads(n: u64, window: usize, zero_copy: bool, size: usize) -> Result {
     let (a, b) = pair(Box::new(|_| vec![]), Box::new(|_| vec![]));
     let server = UdpSocket::bind(&b, SocketAddrV4::new(IP_B, PORT)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -198,7 +199,7 @@ fn run_threads(n: u64, window: usize, zero_copy: bool) -> Result {
     let dst = SocketAddrV4::new(IP_B, PORT);
     let mut hist = Histogram::<u64>::new(3).unwrap();
     let mut inflight = std::collections::VecDeque::new();
-    let msg = [0u8; SIZE];
+    let msg = vec![0u8; size];
     let mut buf = [0u8; 2048];
     let start = StdInstant::now();
     let mut sent = 0;
@@ -237,7 +238,7 @@ fn run_threads(n: u64, window: usize, zero_copy: bool) -> Result {
     }
 }
 
-fn run_tokio(n: u64, window: usize) -> Result {
+fn run_tokio(n: u64, window: usize, size: usize) -> Result {
     let (a, b) = pair(Box::new(|_| vec![]), Box::new(|_| vec![]));
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();
@@ -273,6 +274,7 @@ fn run_tokio(n: u64, window: usize) -> Result {
             .await
             .unwrap();
         let dst = SocketAddrV4::new(IP_B, PORT);
+        let msg = vec![0u8; size];
         let mut hist = Histogram::<u64>::new(3).unwrap();
         let mut inflight = std::collections::VecDeque::new();
         let mut buf = [0u8; 2048];
@@ -280,7 +282,7 @@ fn run_tokio(n: u64, window: usize) -> Result {
         let (mut sent, mut got) = (0, 0);
         while got < n && start.elapsed() < Duration::from_secs(30) {
             while inflight.len() < window && sent < n {
-                c.send_to(&[0u8; SIZE], dst).await.unwrap();
+                c.send_to(&msg, dst).await.unwrap();
                 inflight.push_back(StdInstant::now());
                 sent += 1;
             }
@@ -304,20 +306,28 @@ fn run_tokio(n: u64, window: usize) -> Result {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let size: usize = args
+        .iter()
+        .position(|a| a == "--size")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+        .clamp(1, 1472);
     let n: u64 = if quick { 5_000 } else { 50_000 };
-    println!("socket-api UDP echo, {SIZE} B, {n} round trips per case, in memory (PipePort)");
+    println!("socket-api UDP echo, {size} B, {n} round trips per case, in memory (PipePort)");
     println!(
         "{:<22} {:>6} {:>12} {:>10} {:>10} {:>8}",
         "path", "window", "msgs/s", "p50 us", "p99 us", "vs loop"
     );
     for window in [1usize, 16] {
-        let base = run_loop(n, window);
+        let base = run_loop(n, window, size);
         let cases: Vec<(&str, Result)> = vec![
             ("loop (same thread)", base),
-            ("thread zero-copy", run_threads(n, window, true)),
-            ("thread copy", run_threads(n, window, false)),
-            ("tokio current-thread", run_tokio(n, window)),
+            ("thread zero-copy", run_threads(n, window, true, size)),
+            ("thread copy", run_threads(n, window, false, size)),
+            ("tokio current-thread", run_tokio(n, window, size)),
         ];
         let base_rate = cases[0].1.rate();
         for (name, r) in &cases {
