@@ -249,6 +249,15 @@ reasons! {
         /// Tail loss probes that repaired a loss, answered by a window reduction (RFC 8985
         /// 7.4; Linux `TCPLossProbeRecovery`).
         TcpLossProbeRecoveries => "tcp_loss_probe_recoveries",
+        /// SACK blocks ignored: starting at or below the cumulative ACK without being a
+        /// D-SACK, or covering data never sent (Linux `TCPSACKDiscard`).
+        TcpSackDiscards => "tcp_sack_discards",
+        /// Cumulative ACKs that stopped at SACKed data: the receiver reneged (RFC 2018 8;
+        /// Linux `TCPSACKReneging`). The retransmission timer is shortened to clear the
+        /// scoreboard.
+        TcpSackReneging => "tcp_sack_reneging",
+        /// Retransmission timeouts that cleared SACK marks (RFC 2018 8, RFC 6675 5.1).
+        TcpSackScoreboardResets => "tcp_sack_scoreboard_resets",
         /// Duplicate ACKs with a slightly old timestamp let through PAWS because they were
         /// only reordered (Linux `tcp_disordered_ack`).
         TcpPawsDisorderedAcks => "tcp_paws_disordered_acks",

@@ -777,11 +777,38 @@ impl Stack {
             }
         }
         let mut sacked = false;
+        let mut discards = 0u64;
         if c.has(F_SACK) && !blocks.is_empty() {
+            // RFC 2018 / RFC 2883: a block at or below the cumulative ACK that is no D-SACK, or
+            // one beyond what was sent, carries nothing to act on (Linux
+            // tcp_is_sackblock_valid); acting on it would mark the hole at SND.UNA as SACKed and
+            // never resend it.
+            let mut valid: arrayvec::ArrayVec<(u32, u32), 4> = arrayvec::ArrayVec::new();
+            for &(l, r) in blocks {
+                if sack::sack_block_valid(l, r, c.snd_una, c.snd_max) {
+                    valid.push((l, r));
+                } else {
+                    discards += 1;
+                }
+            }
             sacked = c
                 .sndq
-                .apply_sack(blocks, c.snd_una, c.snd_max, now_us, &mut c.rack);
+                .apply_sack(&valid, c.snd_una, c.snd_max, now_us, &mut c.rack);
         }
+        let reneged = advanced && c.sndq.reneged();
+        if reneged {
+            // RFC 2018 8: the receiver discarded data it SACKed. As Linux
+            // (tcp_check_sack_reneging), the retransmission timer fires soon, max(SRTT / 16,
+            // 10 ms), and clears the scoreboard; waiting a little lets reordered ACKs catch up.
+            let soon = now + Duration::from_micros(u64::from(c.rtt.srtt / 16).max(10_000));
+            if !c.has(F_PERSIST) && (!c.has(F_RTO_ARMED) || c.t_rtx > soon) {
+                c.t_rtx = soon;
+                c.flags |= F_RTO_ARMED;
+            }
+        }
+        self.counters.add(Event::TcpSackDiscards, discards);
+        self.counters
+            .add(Event::TcpSackReneging, u64::from(reneged));
         let pure_dupack = !advanced
             && seg.len == 0
             && !seg.has(flags::SYN | flags::FIN)

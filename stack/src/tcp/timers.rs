@@ -162,7 +162,8 @@ impl Stack {
                 } else {
                     c.cc.cwnd = mss;
                 }
-                // RFC 6675 5.1: recovery ends; resend from SND.UNA, skipping SACKed data.
+                // RFC 6675 5.1: recovery ends; the scoreboard is cleared (RFC 2018 8: the
+                // receiver may have reneged) and everything is resent from SND.UNA.
                 // RFC 8985 7.4.1: a new TLP episode.
                 c.flags &= !F_RECOVERY;
                 c.rack.tlp_end_seq = None;
@@ -172,7 +173,9 @@ impl Stack {
                 }
                 c.recovery_point = c.snd_max;
                 c.dupacks = 0;
-                c.sndq.on_rto();
+                if c.sndq.on_rto() > 0 {
+                    self.counters.add(Event::TcpSackScoreboardResets, 1);
+                }
                 c.snd_nxt = c.snd_una;
                 c.rtt.back_off();
                 self.tcp_output(idx, now);

@@ -10,6 +10,7 @@ mod handshake;
 mod icmp;
 mod listen;
 mod loss;
+mod reneging;
 mod rst;
 mod window;
 
