@@ -301,6 +301,7 @@ impl Stack {
             }
             _ => self.tcp_sync_input(idx, seg, now),
         }
+        self.tcp_mem_sync(idx);
         if self
             .tcp
             .conns
@@ -734,6 +735,12 @@ impl Stack {
             c.retries = 0;
             c.dupacks = 0;
             c.probes = 0;
+            // RFC 5482: the user timeout measures time without progress.
+            c.stalled_since = if c.snd_una == c.snd_max {
+                Instant::MAX
+            } else {
+                now
+            };
             if c.has(F_RECOVERY) {
                 if seq_ge(seg.ack, c.recovery_point) {
                     // RFC 6582 3.2 step 3 / RFC 6675 5: full ACK, recovery ends (an undone
@@ -1007,27 +1014,49 @@ impl Stack {
             trim_back(&mut self.pool, &frame, keep as usize);
             len = keep;
         }
-        // Memory: the connection's frame budget, and a reserve of the pool for everyone else.
-        let held = c.rxq.len() + c.ooo.frames(&self.pool);
-        if held >= rcv_frame_budget(c.rcv_buf) || self.pool.available() < self.pool.capacity() / 16
-        {
-            self.counters.drop(DropReason::TcpRcvMemory);
-            self.pool.free(frame);
+        // Memory: the connection's own frame budget (bounds frames pinned by tiny segments),
+        // then the stack-wide accounting (`memory`): only a connection over its fair share
+        // under pressure pays.
+        let held = c.rx_frames + c.ooo.frames();
+        let nf = self.pool.chain_count(&frame);
+        if held as usize >= rcv_frame_budget(c.rcv_buf) {
+            if !c.rxq.is_empty() {
+                self.tcp_collapse_rxq(idx);
+            }
+            let c = &self.tcp.conns[idx as usize];
+            if (c.rx_frames + c.ooo.frames()) as usize >= rcv_frame_budget(c.rcv_buf) {
+                self.counters.drop(DropReason::TcpRcvMemory);
+                self.pool.free(frame);
+                return;
+            }
+        }
+        if !self.tcp_mem_rcv_ok(idx, nf) {
+            self.tcp.conns[idx as usize].flags |= F_ACK_NOW;
+            self.tcp_mem_drop(frame);
             return;
         }
+        let c = &mut self.tcp.conns[idx as usize];
         if seq == c.rcv_nxt {
             let had_ooo = !c.ooo.is_empty();
+            c.rx_frames += nf as u32;
             c.rxq.push_back(frame);
             c.rcv_queued += len;
             c.rcv_nxt = c.rcv_nxt.wrapping_add(len);
             c.stats.bytes_received += u64::from(len);
             while let Some((f, l)) = c.ooo.pop_ready(&mut self.pool, c.rcv_nxt) {
+                c.rx_frames += self.pool.chain_count(&f) as u32;
                 c.rxq.push_back(f);
                 c.rcv_queued += l;
                 c.rcv_nxt = c.rcv_nxt.wrapping_add(l);
                 c.stats.bytes_received += u64::from(l);
             }
             self.counters.add(Event::TcpBytesReceived, u64::from(len));
+            // Progress: the out-of-order timeout starts again (or stops with nothing held).
+            c.t_ooo = if c.ooo.is_empty() {
+                Instant::MAX
+            } else {
+                now + Duration::from_millis(self.cfg.tcp_ooo_timeout_ms)
+            };
             if had_ooo {
                 // RFC 5681 4.2: an ACK at once when a segment fills (part of) a gap.
                 c.flags |= F_ACK_NOW;
@@ -1042,6 +1071,9 @@ impl Stack {
             c.flags |= F_ACK_NOW;
             if c.ooo.insert(&mut self.pool, seq, len, frame) == Insert::Stored {
                 self.counters.add(Event::TcpOutOfOrder, 1);
+                if c.t_ooo == Instant::MAX && self.cfg.tcp_ooo_timeout_ms > 0 {
+                    c.t_ooo = now + Duration::from_millis(self.cfg.tcp_ooo_timeout_ms);
+                }
             } else {
                 if c.has(F_SACK) {
                     // RFC 2883 4.1: a duplicate above RCV.NXT; its block follows it.

@@ -23,6 +23,8 @@ pub(crate) const RETRANS: u8 = 2;
 pub(crate) const LOST: u8 = 4;
 /// Sent at least once.
 pub(crate) const SENT: u8 = 8;
+/// The payload lives in a frame shared with other entries (`memory::tcp_coalesce_copy`).
+pub(crate) const COALESCED: u8 = 16;
 
 /// A SACK block the sender may act on: non-empty, starting strictly above the cumulative ACK
 /// (a block at or below it is a D-SACK, RFC 2883, or a receiver that reneged or lies: data
@@ -58,6 +60,8 @@ pub(crate) struct SendQueue {
     pub sacked_bytes: u32,
     /// HighSACK: end of the highest SACKed byte (valid when `sacked_bytes > 0`).
     pub high_sacked: u32,
+    /// Entries flagged `COALESCED`.
+    pub coalesced: u32,
 }
 
 /// What a cumulative ACK freed.
@@ -94,6 +98,9 @@ impl SendQueue {
                 out.bytes += s.len as u32;
                 if s.flags & SACKED != 0 {
                     self.sacked_bytes -= s.len as u32;
+                }
+                if s.flags & COALESCED != 0 {
+                    self.coalesced -= 1;
                 }
                 if s.flags & (SACKED | SENT) == SENT {
                     rack.on_delivered(s.sent, s.end(), s.flags & RETRANS != 0, now_us);
@@ -281,11 +288,17 @@ impl SendQueue {
             .count()
     }
 
+    /// Entries owning a frame of their own (not coalesced into a shared one); O(1).
+    pub fn own_frames(&self) -> u32 {
+        self.segs.len() as u32 - self.coalesced
+    }
+
     pub fn clear(&mut self, pool: &mut Pool) {
         for s in self.segs.drain(..) {
             pool.free(s.frame);
         }
         self.sacked_bytes = 0;
+        self.coalesced = 0;
     }
 }
 

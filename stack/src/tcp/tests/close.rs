@@ -171,5 +171,7 @@ fn connection_state_is_small() {
         "per-connection state: {n} bytes (Conn {} + boxed parts)",
         core::mem::size_of::<Conn>()
     );
-    assert!(n <= 512, "{n} bytes");
+    // 512 before the hardening fields (frame and memory charges, out-of-order and user
+    // timeouts: 24 bytes).
+    assert!(n <= 576, "{n} bytes");
 }
