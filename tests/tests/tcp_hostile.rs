@@ -102,7 +102,7 @@ struct Net {
 }
 
 impl Net {
-    fn new(cfg: impl FnOnce(&mut cnet_stack::StackConfig)) -> Net {
+    fn new() -> Net {
         let a = stack(MAC_A, IP_A, 0xa, POOL);
         let mut b = stack(MAC_B, IP_B, 0xb, POOL);
         b.apply_config(
@@ -132,8 +132,6 @@ impl Net {
                 Instant::ZERO,
             );
         }
-        // The configuration is only read at use, so changing it now is as good as at start-up.
-        let _ = &cfg;
         let listener = b
             .tcp_listen(SocketAddrV4::new(IP_B, ECHO), 4096, TcpOpts::default())
             .unwrap();
@@ -439,7 +437,7 @@ fn isn(i: usize) -> u32 {
 
 #[test]
 fn twenty_thousand_stalled_connections_do_not_starve_an_honest_client() {
-    let mut net = Net::new(|_| {});
+    let mut net = Net::new();
     net.start_client();
     let start = net.now;
     let n = 20_000;
@@ -471,4 +469,228 @@ fn twenty_thousand_stalled_connections_do_not_starve_an_honest_client() {
         "pool reserve kept: {}",
         net.min_free
     );
+}
+
+#[test]
+fn three_hundred_twenty_out_of_order_floods_do_not_starve_an_honest_client() {
+    let mut net = Net::new();
+    net.start_client();
+    let start = net.now;
+    let n = 320;
+    let keys = net.open(0..n, true, b"");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    // 300 segments of 100 bytes each, at random offsets inside the 64 KiB window, never at
+    // RCV.NXT: the holes are never filled.
+    let mut segs = Vec::with_capacity(n * 300);
+    for _ in 0..300 {
+        for (i, &(next, ack)) in keys.iter().enumerate() {
+            let off = 1 + rnd(60_000) as u32;
+            let data = [0x5au8; 100];
+            let f = seg(
+                atk_addr(i),
+                next.wrapping_add(off),
+                ack,
+                flags::ACK,
+                SegmentOptions::default(),
+                &data,
+            );
+            segs.push(f);
+        }
+    }
+    for (k, chunk) in segs.chunks(BURST * 10).enumerate() {
+        net.inject(chunk);
+        net.inbox.clear();
+        if k % 2 == 0 {
+            net.tick(1);
+        }
+    }
+    let end = net.now;
+    let during = net.echoes_since(start);
+    let held_after_flood = net.b.tcp_mem_frames();
+    for _ in 0..3000 {
+        net.tick(1);
+        net.inbox.clear();
+    }
+    net.report("out-of-order flood", start, end);
+    net.check_accounting();
+    let l = net.b.tcp_mem_thresholds();
+    assert!(during >= 50, "echoes during the flood: {during}");
+    assert!(net.echoes_since(end) >= 1000, "echoes after it");
+    assert!(net.worst_latency_since(start) < Duration::from_millis(50));
+    assert!(
+        net.max_mem <= l.high + BURST,
+        "TCP memory {} over high {}",
+        net.max_mem,
+        l.high
+    );
+    assert!(
+        net.b.counters().get(Event::TcpOfoPruned) > 0,
+        "pruned under pressure"
+    );
+    // No progress for tcp_ooo_timeout_ms (30 s): the out-of-order data is released.
+    for _ in 0..300 {
+        net.tick(100);
+        net.inbox.clear();
+    }
+    let c = net.b.counters();
+    eprintln!(
+        "out-of-order flood: {} frames held right after, {} after 30 s; {} queues timed out",
+        held_after_flood,
+        net.b.tcp_mem_frames(),
+        c.get(Event::TcpOfoTimeouts)
+    );
+    assert!(c.get(Event::TcpOfoTimeouts) >= n as u64 / 2);
+    assert!(net.b.tcp_mem_frames() < 16, "{}", net.b.tcp_mem_frames());
+    assert!(net.echoes_since(end + Duration::from_secs(3)) >= 290);
+    net.check_accounting();
+}
+
+/// A receiver (of B's echo) that SACKs what it does not hold, then reneges, then acknowledges
+/// honestly; `at_ack`: its lying SACK block starts at the cumulative ACK instead.
+struct Liar {
+    to: SocketAddrV4,
+    seq: u32,
+    base: u32,
+    rcv: u32,
+    held: std::collections::BTreeMap<u32, u32>,
+    /// 0: first flight (lie once, hold nothing); 1: waiting for the first segment again
+    /// (acknowledge it alone: reneging); 2: honest.
+    phase: u8,
+    at_ack: bool,
+}
+
+#[test]
+fn receivers_that_renege_on_sack_get_everything_and_an_honest_client_is_served() {
+    let mut net = Net::new();
+    net.start_client();
+    let start = net.now;
+    let n = 10;
+    let size = 14_600usize;
+    let keys = net.open(0..n, true, b"");
+    let mut liars: Vec<Liar> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, &(seq, base))| Liar {
+            to: atk_addr(i),
+            seq,
+            base,
+            rcv: base,
+            held: Default::default(),
+            phase: 0,
+            at_ack: i % 2 == 1,
+        })
+        .collect();
+    // Each sends 14 600 bytes for B to echo.
+    let mut frames = Vec::new();
+    for l in &mut liars {
+        for k in 0..10 {
+            let d = vec![b'a' + k as u8; 1460];
+            frames.push(seg(
+                l.to,
+                l.seq,
+                l.base,
+                flags::ACK,
+                SegmentOptions::default(),
+                &d,
+            ));
+            l.seq = l.seq.wrapping_add(1460);
+        }
+    }
+    net.inbox.clear();
+    net.inject(&frames);
+    let ack = |l: &Liar, a: u32, blocks: &[(u32, u32)]| {
+        let o = SegmentOptions {
+            sack: blocks.iter().copied().collect(),
+            ..SegmentOptions::default()
+        };
+        seg(l.to, l.seq, a, flags::ACK, o, b"")
+    };
+    let mut done_at = None;
+    for _ in 0..10_000 {
+        let inbox = std::mem::take(&mut net.inbox);
+        let mut replies = Vec::new();
+        for o in inbox.iter().filter(|o| !o.data.is_empty()) {
+            let Some(l) = liars.iter_mut().find(|l| l.to == o.to) else {
+                continue;
+            };
+            let len = o.data.len() as u32;
+            if l.phase == 0 {
+                // The first flight: everything "SACKed" but the first segment, three times;
+                // nothing is kept.
+                l.phase = 1;
+                let end = l.base.wrapping_add(size as u32);
+                let left = if l.at_ack {
+                    l.base
+                } else {
+                    l.base.wrapping_add(1460)
+                };
+                for _ in 0..3 {
+                    replies.push(ack(l, l.base, &[(left, end)]));
+                }
+                continue;
+            }
+            if l.phase == 1 {
+                if o.h.seq == l.base {
+                    // The first segment again: acknowledged alone. What was SACKed is gone.
+                    l.phase = 2;
+                    l.rcv = l.rcv.wrapping_add(len);
+                    replies.push(ack(l, l.rcv, &[]));
+                }
+                continue;
+            }
+            // Honest from now on: in-order delivery, out-of-order data kept.
+            let off = o.h.seq.wrapping_sub(l.base);
+            l.held.insert(off, len);
+            loop {
+                let have = l.rcv.wrapping_sub(l.base);
+                let next = l
+                    .held
+                    .range(..=have)
+                    .map(|(&s, &n)| s + n)
+                    .filter(|&e| e > have)
+                    .max();
+                match next {
+                    Some(e) => l.rcv = l.base.wrapping_add(e),
+                    None => break,
+                }
+            }
+            replies.push(ack(l, l.rcv, &[]));
+        }
+        net.inject(&replies);
+        if liars
+            .iter()
+            .all(|l| l.rcv == l.base.wrapping_add(size as u32))
+        {
+            done_at = Some(net.now);
+            break;
+        }
+        net.tick(1);
+    }
+    let end = net.now;
+    for _ in 0..1000 {
+        net.tick(1);
+        net.inbox.clear();
+    }
+    net.report("reneging receivers", start, end);
+    net.check_accounting();
+    let c = net.b.counters();
+    let stuck: Vec<u32> = liars.iter().map(|l| l.rcv.wrapping_sub(l.base)).collect();
+    assert!(
+        done_at.is_some(),
+        "every echo delivered despite reneging: {stuck:?}"
+    );
+    assert!(
+        end.saturating_duration_since(start) < Duration::from_secs(5),
+        "{:?}",
+        end.saturating_duration_since(start)
+    );
+    assert!(c.get(Event::TcpSackReneging) >= (n / 2) as u64);
+    assert!(c.get(Event::TcpSackDiscards) >= 3 * (n / 2) as u64);
+    assert!(net.echoes_since(end) >= 900);
 }
