@@ -1030,7 +1030,7 @@ impl Stack {
                 return;
             }
         }
-        if !self.tcp_mem_rcv_ok(idx, nf) {
+        if !self.tcp_mem_rcv_ok(idx, nf, seq) {
             self.tcp.conns[idx as usize].flags |= F_ACK_NOW;
             self.tcp_mem_drop(frame);
             return;

@@ -169,7 +169,7 @@ impl Stack {
                 Admit::OverShare
             };
         }
-        if m.frames + n >= l.high {
+        if m.frames + n > l.high {
             return if held == 0 {
                 Admit::Yes
             } else {
@@ -183,17 +183,22 @@ impl Stack {
         }
     }
 
-    /// Makes room for `need` frames on a connection over its share: out-of-order segments go
-    /// first, newest first (Linux `tcp_prune_ofo_queue`; RFC 2018 8 lets a receiver discard
-    /// data it SACKed), then small in-order segments are collapsed. Returns true when the
-    /// connection is back within its share. Bounded by the connection's own queues.
-    pub(crate) fn tcp_mem_prune(&mut self, idx: u32, need: usize) -> bool {
+    /// Makes room for `need` frames for a segment at `seq` on a connection over its share:
+    /// out-of-order segments above `seq` go first, newest (highest) first, as Linux
+    /// `tcp_prune_ofo_queue` does (RFC 2018 8 lets a receiver discard data it SACKed): data
+    /// nearer RCV.NXT is worth more. Then small in-order segments are collapsed. Returns true
+    /// when the segment may be queued. Bounded by the connection's own queues.
+    pub(crate) fn tcp_mem_prune(&mut self, idx: u32, need: usize, seq: u32) -> bool {
         let share = self.tcp_mem_fair_share();
+        let high = self.tcp_mem_limits().high;
+        let total = self.tcp.mem.frames;
         let c = &mut self.tcp.conns[idx as usize];
-        let target = share.saturating_sub(need);
-        let over = (Self::tcp_conn_frames(c) as usize).saturating_sub(target);
+        let held = Self::tcp_conn_frames(c) as usize;
+        let over = (held + need)
+            .saturating_sub(share)
+            .max((total + need).saturating_sub(high));
         if over > 0 && !c.ooo.is_empty() {
-            let pruned = c.ooo.prune_newest(&mut self.pool, over);
+            let pruned = c.ooo.prune_newest(&mut self.pool, over, seq);
             if pruned > 0 {
                 self.counters.add(Event::TcpOfoPruned, pruned as u64);
                 // RFC 2018 8 / RFC 2883: what we SACKed may be gone; the next ACK says so.
@@ -235,11 +240,11 @@ impl Stack {
 
     /// Receive-side admission of one segment of `frames` frames (RFC 9293 3.10.7.4 seventh
     /// step happens only if this says yes). Drops are counted by the caller.
-    pub(crate) fn tcp_mem_rcv_ok(&mut self, idx: u32, frames: usize) -> bool {
+    pub(crate) fn tcp_mem_rcv_ok(&mut self, idx: u32, frames: usize, seq: u32) -> bool {
         if self.tcp_mem_admit(idx, frames) == Admit::Yes {
             return true;
         }
-        let ok = self.tcp_mem_prune(idx, frames);
+        let ok = self.tcp_mem_prune(idx, frames, seq);
         if !ok {
             // Stop opening the window of a connection over its share (Linux clamps
             // rcv_ssthresh under pressure); the right edge already advertised stays.
@@ -262,6 +267,12 @@ impl Stack {
             return None;
         }
         let fs = self.pool.frame_size();
+        if let Some((f, used)) = &mut self.tcp.mem.coalesce {
+            if self.pool.refs(f) == 1 {
+                // Every payload it held was acknowledged: start it over.
+                *used = 0;
+            }
+        }
         let need_new = match &self.tcp.mem.coalesce {
             Some((_, used)) => used + len > fs,
             None => true,

@@ -58,10 +58,14 @@ impl OooQueue {
 
     /// Frees segments from the highest sequence number down (the newest data in sequence
     /// space, the furthest from being deliverable: Linux `tcp_prune_ofo_queue`) until at least
-    /// `frames` frames are freed or the queue is empty. Returns the frames freed.
-    pub fn prune_newest(&mut self, pool: &mut Pool, frames: usize) -> usize {
+    /// `frames` frames are freed, stopping at segments starting at or below `above` (the
+    /// segment being made room for). Returns the frames freed.
+    pub fn prune_newest(&mut self, pool: &mut Pool, frames: usize, above: u32) -> usize {
         let mut freed = 0;
         while freed < frames {
+            if !self.segs.last().is_some_and(|s| seq_gt(s.seq, above)) {
+                break;
+            }
             let Some(s) = self.segs.pop() else { break };
             let n = pool.chain_count(&s.frame);
             freed += n;

@@ -115,6 +115,8 @@ fn orphaned_fin_wait2_times_out() {
     assert_eq!(p.s.tcp_connections(), 1);
     p.advance(60_000);
     assert_eq!(p.s.tcp_connections(), 0);
+    assert_eq!(p.s.counters().get(Event::TcpFinWait2Timeouts), 1);
+    assert_eq!(p.s.tcp.orphans, 0, "the orphan is no longer counted");
 }
 
 #[test]
