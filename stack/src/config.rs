@@ -84,10 +84,11 @@ pub struct StackConfig {
     /// (CVE-2016-5696). `u32::MAX` disables the limit.
     pub tcp_challenge_ack_limit: u32,
     /// Path MTU black-hole detection (RFC 4821 5.3 / Linux `tcp_mtu_probing = 1`; off by
-    /// default, as Linux's `tcp_mtu_probing = 0`): after
-    /// `tcp_retries1`-like three consecutive RTOs, data goes out in smaller segments (MSS 1024,
-    /// then halved down to what a 552-byte MTU carries), in case a router drops our DF packets
-    /// without telling.
+    /// default, as Linux's `tcp_mtu_probing = 0`): after `tcp_retries1`-like three consecutive
+    /// RTOs, data goes out in smaller segments (MSS 1024, then halved down to what a 552-byte
+    /// MTU carries), in case a router drops our DF packets without telling. Only when the
+    /// segment being lost is larger than the smaller MSS: a peer that stopped ACKing a small
+    /// segment is no black hole.
     pub tcp_mtu_probing: bool,
     /// TCP memory thresholds in frames of the pool, `[low, pressure, high]` (Linux
     /// `tcp_mem`). `[0, 0, 0]` (the default) derives them from the pool: 3/8, 1/2 and 5/8 of

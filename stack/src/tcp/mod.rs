@@ -14,6 +14,7 @@
 //! | `rack` | RACK loss detection (RFC 8985) and D-SACK undo of spurious recoveries (RFC 3708) |
 //! | `tlp` | tail loss probes (RFC 8985 7) |
 //! | `reassembly` | out-of-order queue bounded by the receive window |
+//! | `memory` | stack-wide memory accounting and pressure (Linux `tcp_mem`), shared frames for small payloads; see `docs/HARDENING.md` |
 //! | `syncookie`, `isn` | SYN cookies; RFC 6528 ISNs with a keyed PRF |
 //!
 //! Costs: a segment costs one hash probe (two more for a listener), work on its own connection,
@@ -25,6 +26,9 @@
 //! transmission either writes the headers into the frame's own headroom and hands the driver a
 //! shared reference (first transmission, frame not shared with anyone), or copies the payload into
 //! a fresh frame (retransmission while the driver may still hold the original, split segments).
+//! Small payloads left unacknowledged past an RTO, or written under memory pressure, are copied
+//! into a frame shared between send-queue entries (`memory`), so that they do not pin a frame
+//! each.
 
 pub mod congestion;
 mod input;

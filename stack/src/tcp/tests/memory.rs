@@ -2,6 +2,7 @@
 //! shared frames for small payloads, the out-of-order timeout.
 
 use super::*;
+use crate::tcp::memory;
 
 /// B sends `n` segments of 10 bytes at increasing offsets above RCV.NXT, each leaving a hole.
 fn ooo_flood(p: &mut Peer, n: u32) {
@@ -149,4 +150,38 @@ fn small_received_segments_are_collapsed_when_the_connection_budget_is_reached()
     let got = p.recv_all(h);
     let want: Vec<u8> = (0..40u8).flat_map(|i| [i; 3]).collect();
     assert_eq!(got, want, "collapsing keeps the bytes in order");
+}
+
+#[test]
+fn under_pressure_a_stalled_connection_over_its_share_is_reset_at_its_second_rto() {
+    let mut p = Peer::with(|c| c.tcp_mem = [4, 6, 8]);
+    let h = p.accept();
+    p.s.tcp_set_nodelay(h, true, p.now);
+    let n = p.s.tcp_send_slice(h, &pattern(10 * 1460), p.now).unwrap();
+    assert_eq!(n, 10 * 1460);
+    assert!(!p.poll().is_empty());
+    assert!(p.s.tcp_mem_pressure(), "10 frames held, pressure at 6");
+    // Over its share and in pressure, the writer waits (Linux sk_stream_memory_free).
+    assert_eq!(p.s.tcp_can_send(h), memory::COALESCE_MAX);
+    // The peer never ACKs: the first RTO retransmits, the second resets.
+    let out = p.advance(250);
+    assert!(out.iter().all(|s| s.flags & RST == 0));
+    let out = p.advance(500);
+    assert!(out.iter().any(|s| s.flags & RST != 0), "{out:?}");
+    assert_eq!(p.s.counters().get(Event::TcpAbortOnMemory), 1);
+    assert_eq!(p.s.tcp_take_error(h), Some(TcpError::TimedOut));
+    assert_eq!(p.s.tcp_mem_frames(), 0);
+    assert!(!p.s.tcp_mem_pressure());
+}
+
+#[test]
+fn below_pressure_a_stalled_connection_is_left_to_its_retries() {
+    let mut p = Peer::new();
+    let h = p.accept();
+    p.s.tcp_set_nodelay(h, true, p.now);
+    p.s.tcp_send_slice(h, &pattern(10 * 1460), p.now).unwrap();
+    let _ = p.poll();
+    p.advance(10_000);
+    assert_eq!(p.s.tcp_state(h), Some(TcpState::Established));
+    assert_eq!(p.s.counters().get(Event::TcpAbortOnMemory), 0);
 }
