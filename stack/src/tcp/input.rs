@@ -1074,6 +1074,13 @@ impl Stack {
                 if c.t_ooo == Instant::MAX && self.cfg.tcp_ooo_timeout_ms > 0 {
                     c.t_ooo = now + Duration::from_millis(self.cfg.tcp_ooo_timeout_ms);
                 }
+                if self.tcp.mem.pressure {
+                    // Under memory pressure out-of-order data waits at most a second for the
+                    // hole to be filled: connections that make no progress give it back even
+                    // if they send nothing more (new connections need it).
+                    let c = &mut self.tcp.conns[idx as usize];
+                    c.t_ooo = c.t_ooo.min(now + memory::OOO_PRESSURE_TIMEOUT);
+                }
             } else {
                 if c.has(F_SACK) {
                     // RFC 2883 4.1: a duplicate above RCV.NXT; its block follows it.

@@ -12,9 +12,10 @@
 //!   `tcp_prune_ofo_queue`), its small received segments are collapsed into fewer frames
 //!   (`tcp_collapse`), its advertised window stops growing, and what still does not fit is
 //!   dropped with `tcp_mem_pressure`. Connections under their share are served as before;
-//! - from `high` on, only connections holding no frame at all may take one (an honest
-//!   request-response client between requests, a new connection's first segment), and only
-//!   while the pool keeps its reserve for ARP, ICMP, UDP and the driver.
+//! - from `high` on, only connections holding no frame at all whose peer has acknowledged
+//!   data before (an honest request-response client between requests) may take one, and only
+//!   while the pool keeps its reserve (1/16) for ARP, ICMP, UDP and the driver. Connections
+//!   whose peer leaves data unacknowledged through two RTOs are reset then (`timers`).
 //!
 //! The thresholds are far below the pool's size: the rest is the reserve TCP cannot capture.
 //! Costs are O(1) per segment: the totals are updated from per-connection counters kept by
@@ -29,6 +30,8 @@ pub(crate) const MIN_SHARE: usize = 3;
 /// Payloads up to this many bytes are worth copying into a shared frame rather than pinning a
 /// frame of their own (a 2 KiB frame holds a few hundred of them).
 pub(crate) const COALESCE_MAX: usize = 256;
+/// Longest out-of-order data is held without progress while under memory pressure.
+pub(crate) const OOO_PRESSURE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Retired shared frames checked for release per call (bounded work).
 const RECLAIM_SCAN: usize = 8;
 
@@ -161,16 +164,16 @@ impl Stack {
         let m = &self.tcp.mem;
         let l = self.tcp_mem_limits();
         let held = c.mem as usize;
-        // The pool's own reserve, for everything that is not TCP: never taken.
+        // The pool's own reserve, for everything that is not TCP (and the driver's fill
+        // ring): never taken.
         if self.pool.available() < self.pool.capacity() / 16 + n {
-            return if held == 0 && self.pool.available() > n {
-                Admit::Yes
-            } else {
-                Admit::OverShare
-            };
+            return Admit::OverShare;
         }
         if m.frames + n > l.high {
-            return if held == 0 {
+            // Past the hard limit only a connection holding nothing whose peer has shown it
+            // acknowledges data (a request-response client between requests) gets a frame; a
+            // new connection waits for the stalled ones to be shed.
+            return if held == 0 && c.stats.bytes_acked > 0 {
                 Admit::Yes
             } else {
                 Admit::OverShare

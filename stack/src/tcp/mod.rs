@@ -1146,8 +1146,13 @@ impl Stack {
         let want = data.len().min(room);
         let hr = self.pool.headroom().max(TCP_HEADROOM);
         let cap = mss.min(self.pool.frame_size() - hr);
+        let reserve = self.pool.capacity() / 16;
         while taken < want {
             let n = (want - taken).min(cap);
+            if self.pool.available() <= reserve {
+                // The pool's reserve (ARP, ICMP, UDP, the driver) is not for TCP's buffers.
+                break;
+            }
             let Some(f) = self.pool.alloc() else { break };
             self.pool.set_window(&f, hr, n);
             self.pool

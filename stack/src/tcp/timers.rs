@@ -11,6 +11,9 @@ use crate::counters::Event;
 
 /// Consecutive RTOs after which a path MTU black hole is suspected (Linux `tcp_retries1`).
 const BLACKHOLE_RTOS: u32 = 3;
+/// RTOs without progress after which, under memory pressure, a connection holding frames is
+/// reset (`tcp_mem_stalled_over_share`).
+const STALLED_RTOS: u32 = 4;
 /// First MSS tried on a black hole (Linux `tcp_base_mss`).
 const BASE_MSS: u16 = 1024;
 /// Smallest path MTU we go down to, on a black hole or an ICMP report (Linux `min_pmtu`).
@@ -291,13 +294,20 @@ impl Stack {
         true
     }
 
-    /// Under memory pressure, a connection whose peer has left data unacknowledged through
-    /// two RTOs and that still holds more than its fair share of frames is reset: the
-    /// stalled pay, not the connections making progress (Linux resets orphans in this case,
-    /// `tcp_out_of_resources`; we extend it to every stalled connection). True if reset.
+    /// Under memory pressure, a connection whose peer leaves data unacknowledged is reset
+    /// when it holds frames and: it is over its fair share, or TCP is at its hard limit, after
+    /// two RTOs without progress (0.6 s at the minimum RTO); in any case after
+    /// [`STALLED_RTOS`] RTOs (3 s). The stalled pay, not the connections making progress
+    /// (Linux resets orphans this way, `tcp_out_of_resources`; we extend it to every stalled
+    /// connection, which is what keeps new connections served). True if reset.
     fn tcp_mem_stalled_over_share(&mut self, idx: u32, now: Instant) -> bool {
         let c = &self.tcp.conns[idx as usize];
-        if !self.tcp.mem.pressure || c.retries < 2 || (c.mem as usize) <= self.tcp_mem_fair_share()
+        let at_high = self.tcp.mem.frames >= self.tcp_mem_limits().high;
+        let held = c.mem as usize;
+        let over = held > self.tcp_mem_fair_share() || at_high;
+        if !self.tcp.mem.pressure
+            || held == 0
+            || !(u32::from(c.retries) >= STALLED_RTOS || (c.retries >= 2 && over))
         {
             return false;
         }

@@ -185,3 +185,18 @@ fn below_pressure_a_stalled_connection_is_left_to_its_retries() {
     assert_eq!(p.s.tcp_state(h), Some(TcpState::Established));
     assert_eq!(p.s.counters().get(Event::TcpAbortOnMemory), 0);
 }
+
+#[test]
+fn under_pressure_out_of_order_data_waits_at_most_a_second() {
+    let mut p = Peer::with(|c| c.tcp_mem = [2, 3, 40]);
+    let h = p.accept_sack();
+    ooo_flood(&mut p, 5);
+    assert!(p.s.tcp_mem_pressure());
+    assert_eq!(p.s.tcp_info(h).unwrap().ooo_bytes, 50);
+    p.advance(999);
+    assert_eq!(p.s.tcp_info(h).unwrap().ooo_bytes, 50);
+    p.advance(2);
+    assert_eq!(p.s.tcp_info(h).unwrap().ooo_bytes, 0);
+    assert_eq!(p.s.counters().get(Event::TcpOfoTimeouts), 1);
+    assert!(!p.s.tcp_mem_pressure());
+}
