@@ -83,11 +83,33 @@ pub struct StackConfig {
     /// `[limit / 2, 3 * limit / 2)` so the count does not leak to an off-path attacker
     /// (CVE-2016-5696). `u32::MAX` disables the limit.
     pub tcp_challenge_ack_limit: u32,
-    /// Path MTU black-hole detection (RFC 4821 5.3 / Linux `tcp_mtu_probing = 1`): after
-    /// `tcp_retries1`-like three consecutive RTOs, data goes out in smaller segments (MSS 1024,
-    /// then halved down to what a 552-byte MTU carries), in case a router drops our DF packets
-    /// without telling.
+    /// Path MTU black-hole detection (RFC 4821 5.3 / Linux `tcp_mtu_probing = 1`; off by
+    /// default, as Linux's `tcp_mtu_probing = 0`): after `tcp_retries1`-like three consecutive
+    /// RTOs, data goes out in smaller segments (MSS 1024, then halved down to what a 552-byte
+    /// MTU carries), in case a router drops our DF packets without telling. Only when the
+    /// segment being lost is larger than the smaller MSS: a peer that stopped ACKing a small
+    /// segment is no black hole.
     pub tcp_mtu_probing: bool,
+    /// TCP memory thresholds in frames of the pool, `[low, pressure, high]` (Linux
+    /// `tcp_mem`). `[0, 0, 0]` (the default) derives them from the pool: 3/8, 1/2 and 5/8 of
+    /// its frames; the rest is a reserve TCP cannot take. See `docs/HARDENING.md`.
+    pub tcp_mem: [usize; 3],
+    /// Out-of-order data held while `RCV.NXT` does not move for this long is dropped (the
+    /// peer resends it; RFC 2018 8 allows discarding SACKed data). 0 disables.
+    pub tcp_ooo_timeout_ms: u64,
+    /// Default user timeout (RFC 5482; Linux `TCP_USER_TIMEOUT`): a connection whose sent data
+    /// stays unacknowledged (retransmitted, or probing a zero window) this long is dropped. 0
+    /// (Linux's default) leaves it to `tcp_retries2`.
+    pub tcp_user_timeout_ms: u64,
+    /// Most orphans: connections closed by the application still sending or closing (Linux
+    /// `tcp_max_orphans`); beyond it a closing connection is reset.
+    pub tcp_max_orphans: usize,
+    /// Retransmissions (or zero-window probes) of an orphan before it is dropped (Linux
+    /// `tcp_orphan_retries`, whose 0 means 8).
+    pub tcp_orphan_retries: u32,
+    /// Longest time the peer may hold a zero window while we have data to send (persist
+    /// timer, RFC 9293 3.8.6.1), even if it answers every probe. 0: no limit (Linux).
+    pub tcp_persist_timeout_ms: u64,
     /// Tail loss probes (RFC 8985 7; Linux `tcp_early_retrans = 3`) on SACK connections: a
     /// flight whose last segments are lost is probed after about two round trips instead of
     /// waiting for the RTO.
@@ -132,7 +154,13 @@ impl StackConfig {
             tcp_keepalive_intvl_s: 75,
             tcp_keepalive_probes: 9,
             tcp_challenge_ack_limit: 1000,
-            tcp_mtu_probing: true,
+            tcp_mtu_probing: false,
+            tcp_mem: [0, 0, 0],
+            tcp_ooo_timeout_ms: 30_000,
+            tcp_user_timeout_ms: 0,
+            tcp_max_orphans: 4096,
+            tcp_orphan_retries: 8,
+            tcp_persist_timeout_ms: 0,
             tcp_tlp: true,
         }
     }

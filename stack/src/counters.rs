@@ -131,6 +131,10 @@ reasons! {
         TcpBeyondWindow => "tcp_beyond_window",
         /// Receive frame budget or pool reserve exhausted.
         TcpRcvMemory => "tcp_rcv_memory",
+        /// Segment of a connection over its share of TCP memory under pressure, after its
+        /// out-of-order queue was pruned and its small segments collapsed (Linux
+        /// `TCPRcvQDrop` / `TCPOFODrop` under `tcp_mem`).
+        TcpMemPressure => "tcp_mem_pressure",
         /// ICMP error quoting a sequence number not in flight (RFC 5927).
         TcpIcmpBadSeq => "tcp_icmp_bad_seq",
         /// No route to the destination.
@@ -249,6 +253,40 @@ reasons! {
         /// Tail loss probes that repaired a loss, answered by a window reduction (RFC 8985
         /// 7.4; Linux `TCPLossProbeRecovery`).
         TcpLossProbeRecoveries => "tcp_loss_probe_recoveries",
+        /// SACK blocks ignored: starting at or below the cumulative ACK without being a
+        /// D-SACK, or covering data never sent (Linux `TCPSACKDiscard`).
+        TcpSackDiscards => "tcp_sack_discards",
+        /// Cumulative ACKs that stopped at SACKed data: the receiver reneged (RFC 2018 8;
+        /// Linux `TCPSACKReneging`). The retransmission timer is shortened to clear the
+        /// scoreboard.
+        TcpSackReneging => "tcp_sack_reneging",
+        /// Retransmission timeouts that cleared SACK marks (RFC 2018 8, RFC 6675 5.1).
+        TcpSackScoreboardResets => "tcp_sack_scoreboard_resets",
+        /// TCP memory pressure entered (Linux `TCPMemoryPressures`).
+        TcpMemPressures => "tcp_mem_pressures",
+        /// Out-of-order segments pruned, newest first, to bring a connection back within its
+        /// memory share (Linux `OfoPruned`).
+        TcpOfoPruned => "tcp_ofo_pruned",
+        /// Out-of-order queues dropped because the connection made no progress for
+        /// `tcp_ooo_timeout_ms`.
+        TcpOfoTimeouts => "tcp_ofo_timeouts",
+        /// Small received segments copied into the frame before them (Linux `TCPRcvCollapsed`).
+        TcpRcvCollapsed => "tcp_rcv_collapsed",
+        /// Small send-queue payloads copied into frames shared between entries.
+        TcpSndCoalesced => "tcp_snd_coalesced",
+        /// Connections reset because of memory: an orphan over its share under pressure, or a
+        /// stalled connection over its share (Linux `TCPAbortOnMemory`).
+        TcpAbortOnMemory => "tcp_abort_on_memory",
+        /// Orphans reset because there were more than `tcp_max_orphans`.
+        TcpTooManyOrphans => "tcp_too_many_orphans",
+        /// Orphans dropped after `tcp_orphan_retries` unanswered retransmissions or probes.
+        TcpOrphanTimeouts => "tcp_orphan_timeouts",
+        /// Connections dropped by the user timeout (RFC 5482, Linux `TCP_USER_TIMEOUT`).
+        TcpUserTimeouts => "tcp_user_timeouts",
+        /// Orphaned FIN-WAIT-2 connections closed by `tcp_fin_timeout_ms`.
+        TcpFinWait2Timeouts => "tcp_fin_wait2_timeouts",
+        /// Connections dropped because the peer kept a zero window past the persist timeout.
+        TcpPersistTimeouts => "tcp_persist_timeouts",
         /// Duplicate ACKs with a slightly old timestamp let through PAWS because they were
         /// only reordered (Linux `tcp_disordered_ack`).
         TcpPawsDisorderedAcks => "tcp_paws_disordered_acks",

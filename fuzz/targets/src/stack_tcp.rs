@@ -166,19 +166,26 @@ impl TcpSide {
         } else {
             None
         };
+        // A hostile peer (issue 12), on a known flow: 0 lies in SACK (a block at the
+        // cumulative ACK, which a reneging receiver sends), 1 floods out of order (a small
+        // segment above RCV.NXT, never at it), 2 stalls (acknowledges nothing new, zero window).
+        let hostile = (kind & 0x80 != 0 && flow.is_some()).then(|| inp.u8() % 3);
         let (src, sport, dport, seq, ack, tsecr, snd_lo, snd_hi) = match flow {
             Some(f) => {
-                let seq = if kind & 2 != 0 {
+                let seq = if hostile == Some(1) {
+                    f.rcv_nxt.wrapping_add(1 + u32::from(inp.u16()))
+                } else if kind & 2 != 0 {
                     f.rcv_nxt.wrapping_add(i32::from(inp.u16() as i16) as u32)
                 } else {
                     f.rcv_nxt
                 };
-                let ack = match (kind >> 2) & 3 {
-                    0 => f.snd_hi,
-                    1 => f.snd_hi.wrapping_sub(
+                let ack = match ((kind >> 2) & 3, hostile) {
+                    (_, Some(2)) => f.snd_lo.wrapping_add(1),
+                    (0, _) => f.snd_hi,
+                    (1, _) => f.snd_hi.wrapping_sub(
                         u32::from(inp.u16()) % f.snd_hi.wrapping_sub(f.snd_lo).max(1),
                     ),
-                    2 => f.snd_lo.wrapping_add(1),
+                    (2, _) => f.snd_lo.wrapping_add(1),
                     _ => f.snd_hi.wrapping_add(i32::from(inp.u16() as i16) as u32),
                 };
                 (
@@ -216,7 +223,13 @@ impl TcpSide {
                 flags::ACK | flags::URG,
             ][usize::from(fl % 8)];
         }
-        let window = if kind & 0x20 != 0 { inp.u16() } else { 65535 };
+        let window = if hostile == Some(2) {
+            0
+        } else if kind & 0x20 != 0 {
+            inp.u16()
+        } else {
+            65535
+        };
         let o = inp.u8();
         let mut opts = SegmentOptions::default();
         if o & 1 != 0 {
@@ -237,7 +250,17 @@ impl TcpSide {
             let right = left.wrapping_add(u32::from(inp.u16()) % 4096);
             let _ = opts.sack.try_push((left, right));
         }
-        let len = usize::from(inp.u16()) % 1461;
+        if hostile == Some(0) {
+            // The block a reneging or lying receiver sends: from the cumulative ACK up.
+            let right = ack.wrapping_add(1 + u32::from(inp.u16()) % 4096);
+            opts.sack.clear();
+            let _ = opts.sack.try_push((ack, right));
+        }
+        let len = match hostile {
+            Some(1) => 1 + usize::from(inp.u8() % 64),
+            Some(2) => 0,
+            _ => usize::from(inp.u16()) % 1461,
+        };
         let e = Emit {
             src_port: sport,
             dst_port: dport,
@@ -399,6 +422,9 @@ impl TcpSide {
     /// Bounds on every connection the application holds.
     pub fn check(&self, s: &Stack, max_conns: usize) {
         assert!(s.tcp_connections() <= max_conns, "connection table bound");
+        let (charged, counted) = s.tcp_mem_audit();
+        assert_eq!(charged, counted, "TCP memory accounting matches the queues");
+        assert!(charged <= s.pool().capacity(), "TCP memory within the pool");
         for &h in &self.conns {
             let Some(info) = s.tcp_info(h) else {
                 assert!(s.tcp_state(h).is_none(), "tcp_info and tcp_state disagree");

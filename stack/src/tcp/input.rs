@@ -301,6 +301,7 @@ impl Stack {
             }
             _ => self.tcp_sync_input(idx, seg, now),
         }
+        self.tcp_mem_sync(idx);
         if self
             .tcp
             .conns
@@ -738,6 +739,12 @@ impl Stack {
             c.retries = 0;
             c.dupacks = 0;
             c.probes = 0;
+            // RFC 5482: the user timeout measures time without progress.
+            c.stalled_since = if c.snd_una == c.snd_max {
+                Instant::MAX
+            } else {
+                now
+            };
             if c.has(F_RECOVERY) {
                 if seq_ge(seg.ack, c.recovery_point) {
                     // RFC 6582 3.2 step 3 / RFC 6675 5: full ACK, recovery ends (an undone
@@ -781,11 +788,38 @@ impl Stack {
             }
         }
         let mut sacked = false;
+        let mut discards = 0u64;
         if c.has(F_SACK) && !blocks.is_empty() {
+            // RFC 2018 / RFC 2883: a block at or below the cumulative ACK that is no D-SACK, or
+            // one beyond what was sent, carries nothing to act on (Linux
+            // tcp_is_sackblock_valid); acting on it would mark the hole at SND.UNA as SACKed and
+            // never resend it.
+            let mut valid: arrayvec::ArrayVec<(u32, u32), 4> = arrayvec::ArrayVec::new();
+            for &(l, r) in blocks {
+                if sack::sack_block_valid(l, r, c.snd_una, c.snd_max) {
+                    valid.push((l, r));
+                } else {
+                    discards += 1;
+                }
+            }
             sacked = c
                 .sndq
-                .apply_sack(blocks, c.snd_una, c.snd_max, now_us, &mut c.rack);
+                .apply_sack(&valid, c.snd_una, c.snd_max, now_us, &mut c.rack);
         }
+        let reneged = advanced && c.sndq.reneged();
+        if reneged {
+            // RFC 2018 8: the receiver discarded data it SACKed. As Linux
+            // (tcp_check_sack_reneging), the retransmission timer fires soon, max(SRTT / 16,
+            // 10 ms), and clears the scoreboard; waiting a little lets reordered ACKs catch up.
+            let soon = now + Duration::from_micros(u64::from(c.rtt.srtt / 16).max(10_000));
+            if !c.has(F_PERSIST) && (!c.has(F_RTO_ARMED) || c.t_rtx > soon) {
+                c.t_rtx = soon;
+                c.flags |= F_RTO_ARMED;
+            }
+        }
+        self.counters.add(Event::TcpSackDiscards, discards);
+        self.counters
+            .add(Event::TcpSackReneging, u64::from(reneged));
         let pure_dupack = !advanced
             && seg.len == 0
             && !seg.has(flags::SYN | flags::FIN)
@@ -984,27 +1018,49 @@ impl Stack {
             trim_back(&mut self.pool, &frame, keep as usize);
             len = keep;
         }
-        // Memory: the connection's frame budget, and a reserve of the pool for everyone else.
-        let held = c.rxq.len() + c.ooo.frames(&self.pool);
-        if held >= rcv_frame_budget(c.rcv_buf) || self.pool.available() < self.pool.capacity() / 16
-        {
-            self.counters.drop(DropReason::TcpRcvMemory);
-            self.pool.free(frame);
+        // Memory: the connection's own frame budget (bounds frames pinned by tiny segments),
+        // then the stack-wide accounting (`memory`): only a connection over its fair share
+        // under pressure pays.
+        let held = c.rx_frames + c.ooo.frames();
+        let nf = self.pool.chain_count(&frame);
+        if held as usize >= rcv_frame_budget(c.rcv_buf) {
+            if !c.rxq.is_empty() {
+                self.tcp_collapse_rxq(idx);
+            }
+            let c = &self.tcp.conns[idx as usize];
+            if (c.rx_frames + c.ooo.frames()) as usize >= rcv_frame_budget(c.rcv_buf) {
+                self.counters.drop(DropReason::TcpRcvMemory);
+                self.pool.free(frame);
+                return;
+            }
+        }
+        if !self.tcp_mem_rcv_ok(idx, nf, seq) {
+            self.tcp.conns[idx as usize].flags |= F_ACK_NOW;
+            self.tcp_mem_drop(frame);
             return;
         }
+        let c = &mut self.tcp.conns[idx as usize];
         if seq == c.rcv_nxt {
             let had_ooo = !c.ooo.is_empty();
+            c.rx_frames += nf as u32;
             c.rxq.push_back(frame);
             c.rcv_queued += len;
             c.rcv_nxt = c.rcv_nxt.wrapping_add(len);
             c.stats.bytes_received += u64::from(len);
             while let Some((f, l)) = c.ooo.pop_ready(&mut self.pool, c.rcv_nxt) {
+                c.rx_frames += self.pool.chain_count(&f) as u32;
                 c.rxq.push_back(f);
                 c.rcv_queued += l;
                 c.rcv_nxt = c.rcv_nxt.wrapping_add(l);
                 c.stats.bytes_received += u64::from(l);
             }
             self.counters.add(Event::TcpBytesReceived, u64::from(len));
+            // Progress: the out-of-order timeout starts again (or stops with nothing held).
+            c.t_ooo = if c.ooo.is_empty() {
+                Instant::MAX
+            } else {
+                now + Duration::from_millis(self.cfg.tcp_ooo_timeout_ms)
+            };
             if had_ooo {
                 // RFC 5681 4.2: an ACK at once when a segment fills (part of) a gap.
                 c.flags |= F_ACK_NOW;
@@ -1019,6 +1075,16 @@ impl Stack {
             c.flags |= F_ACK_NOW;
             if c.ooo.insert(&mut self.pool, seq, len, frame) == Insert::Stored {
                 self.counters.add(Event::TcpOutOfOrder, 1);
+                if c.t_ooo == Instant::MAX && self.cfg.tcp_ooo_timeout_ms > 0 {
+                    c.t_ooo = now + Duration::from_millis(self.cfg.tcp_ooo_timeout_ms);
+                }
+                if self.tcp.mem.pressure {
+                    // Under memory pressure out-of-order data waits at most a second for the
+                    // hole to be filled: connections that make no progress give it back even
+                    // if they send nothing more (new connections need it).
+                    let c = &mut self.tcp.conns[idx as usize];
+                    c.t_ooo = c.t_ooo.min(now + memory::OOO_PRESSURE_TIMEOUT);
+                }
             } else {
                 if c.has(F_SACK) {
                     // RFC 2883 4.1: a duplicate above RCV.NXT; its block follows it.

@@ -14,6 +14,7 @@
 //! | `rack` | RACK loss detection (RFC 8985) and D-SACK undo of spurious recoveries (RFC 3708) |
 //! | `tlp` | tail loss probes (RFC 8985 7) |
 //! | `reassembly` | out-of-order queue bounded by the receive window |
+//! | `memory` | stack-wide memory accounting and pressure (Linux `tcp_mem`), shared frames for small payloads; see `docs/HARDENING.md` |
 //! | `syncookie`, `isn` | SYN cookies; RFC 6528 ISNs with a keyed PRF |
 //!
 //! Costs: a segment costs one hash probe (two more for a listener), work on its own connection,
@@ -25,10 +26,14 @@
 //! transmission either writes the headers into the frame's own headroom and hands the driver a
 //! shared reference (first transmission, frame not shared with anyone), or copies the payload into
 //! a fresh frame (retransmission while the driver may still hold the original, split segments).
+//! Small payloads left unacknowledged past an RTO, or written under memory pressure, are copied
+//! into a frame shared between send-queue entries (`memory`), so that they do not pin a frame
+//! each.
 
 pub mod congestion;
 mod input;
 mod isn;
+mod memory;
 mod output;
 mod rack;
 mod reassembly;
@@ -43,6 +48,7 @@ pub mod wire;
 mod tests;
 
 pub use congestion::Congestion;
+pub use memory::TcpMemLimits;
 
 use crate::buf::{Frame, Pool};
 use crate::icmp::IcmpError;
@@ -367,6 +373,10 @@ pub(crate) const F_KEEPALIVE: u32 = 1 << 15;
 pub(crate) const F_TLP: u32 = 1 << 16;
 /// Queued in `TcpTable::app_conns` for the application runtime (see [`Stack::tcp_take_ready`]).
 pub(crate) const F_APP_EV: u32 = 1 << 30;
+/// Over its memory share under pressure: the advertised window does not grow.
+pub(crate) const F_MEM_CLAMP: u32 = 1 << 17;
+/// Closed by the application while the connection still had work (counted in `orphans`).
+pub(crate) const F_ORPHAN: u32 = 1 << 18;
 
 const NONE: u32 = u32::MAX;
 
@@ -431,6 +441,16 @@ pub(crate) struct Conn {
     pub soft_error: Option<IcmpError>,
     pub sndq: SendQueue,
     pub rxq: VecDeque<Frame>,
+    /// Frames in `rxq` (chains count every frame).
+    pub rx_frames: u32,
+    /// Frames charged to the stack-wide TCP memory (`memory`).
+    pub mem: u32,
+    /// Out-of-order data held without progress is dropped at this time (`StackConfig::
+    /// tcp_ooo_timeout_ms`), or `Instant::MAX`.
+    pub t_ooo: Instant,
+    /// When the oldest unacknowledged data went out with no ACK of new data since (RFC 5482
+    /// user timeout), or `Instant::MAX` when nothing is outstanding.
+    pub stalled_since: Instant,
     pub ooo: Box<OooQueue>,
     pub stats: Box<Stats>,
     pub rack: Box<rack::Rack>,
@@ -512,6 +532,10 @@ pub(crate) struct TcpTable {
     pub app_conns: Vec<u32>,
     /// Listeners whose accept queue grew, each once (`Listener::notified`).
     pub app_listeners: Vec<u32>,
+    /// Stack-wide memory accounting (Linux `tcp_mem`).
+    pub mem: memory::TcpMem,
+    /// Connections closed by the application with work left (Linux orphans).
+    pub orphans: usize,
 }
 
 impl TcpTable {
@@ -532,6 +556,8 @@ impl TcpTable {
             challenge_left: 0,
             app_conns: Vec::with_capacity(64),
             app_listeners: Vec::new(),
+            mem: memory::TcpMem::default(),
+            orphans: 0,
         }
     }
 
@@ -569,9 +595,11 @@ impl TcpTable {
             .map(|(_, c)| {
                 c.sndq.frames_held(pool)
                     + c.rxq.iter().map(|f| pool.chain_count(f)).sum::<usize>()
-                    + c.ooo.frames(pool)
+                    + c.ooo.frames() as usize
             })
-            .sum()
+            .sum::<usize>()
+            + self.mem.retired.len()
+            + usize::from(self.mem.coalesce.is_some())
     }
 
     /// Frees every frame and forgets every connection and listener.
@@ -583,6 +611,16 @@ impl TcpTable {
             }
             c.ooo.clear(pool);
         }
+        if let Some((f, _)) = self.mem.coalesce.take() {
+            pool.free(f);
+        }
+        for f in self.mem.retired.drain(..) {
+            pool.free(f);
+        }
+        self.mem.frames = 0;
+        self.mem.holders = 0;
+        self.mem.pressure = false;
+        self.orphans = 0;
         self.by_tuple.clear();
         self.listeners.clear();
         self.by_local.clear();
@@ -897,6 +935,10 @@ impl Stack {
             soft_error: None,
             sndq: SendQueue::default(),
             rxq: VecDeque::new(),
+            rx_frames: 0,
+            mem: 0,
+            t_ooo: Instant::MAX,
+            stalled_since: Instant::MAX,
             ooo: Box::default(),
             stats: Box::default(),
             rack: Box::default(),
@@ -944,12 +986,14 @@ impl Stack {
         c.t_misc = Instant::MAX;
         c.t_rack = Instant::MAX;
         c.flags &= !(F_ACK_NOW | F_PERSIST | F_RTO_ARMED | F_TLP);
+        c.t_ooo = Instant::MAX;
         c.sndq.clear(&mut self.pool);
         c.ooo.clear(&mut self.pool);
         if let Some(id) = c.timer.take() {
             self.tcp.wheel.cancel(id);
         }
         let listener = c.listener;
+        self.tcp_mem_sync(idx);
         if was_syn_rcvd && listener != NONE {
             if let Some(l) = self.tcp.listeners.get_mut(listener as usize) {
                 l.syn_count = l.syn_count.saturating_sub(1);
@@ -964,6 +1008,10 @@ impl Stack {
     /// Frees a connection's slot (CLOSED, no handle).
     pub(crate) fn tcp_free(&mut self, idx: u32) {
         self.tcp_unmap(idx);
+        self.tcp_mem_release(idx);
+        if self.tcp.conns[idx as usize].has(F_ORPHAN) {
+            self.tcp.orphans -= 1;
+        }
         let mut c = self.tcp.conns.remove(idx as usize);
         if let Some(id) = c.timer.take() {
             self.tcp.wheel.cancel(id);
@@ -1019,6 +1067,12 @@ impl Stack {
         if c.sndq.bytes() + len > c.snd_buf {
             return Err((TcpSendError::WouldBlock, frame));
         }
+        if len as usize > memory::COALESCE_MAX
+            && self.tcp_mem_admit(idx, 1) == memory::Admit::OverShare
+        {
+            // Linux sk_stream_memory_free: over its share under pressure, the writer waits.
+            return Err((TcpSendError::WouldBlock, frame));
+        }
         let mss = u32::from(c.mss);
         // Frames beyond one MSS: the first MSS stays in place, the rest is copied (slow path).
         let extra = len.saturating_sub(mss).div_ceil(mss.max(1)) as usize;
@@ -1027,6 +1081,7 @@ impl Stack {
         }
         self.tcp_queue_frame(idx, frame);
         self.tcp_output(idx, now);
+        self.tcp_mem_sync(idx);
         Ok(())
     }
 
@@ -1059,6 +1114,27 @@ impl Stack {
                 }
             }
         }
+        // Under memory pressure a small write costs no frame of its own: it is copied into a
+        // frame shared with other entries (`memory`).
+        if self.tcp.mem.pressure && len <= memory::COALESCE_MAX && len <= mss {
+            let off = self.pool.data_offset(&frame);
+            if let Some((shared, at)) = self.tcp_coalesce_copy(&frame, off, len) {
+                let c = &mut self.tcp.conns[idx as usize];
+                c.sndq.segs.push_back(SendSeg {
+                    frame: shared,
+                    seq: c.snd_end,
+                    off: at as u16,
+                    len: len as u16,
+                    sent: 0,
+                    flags: sack::COALESCED,
+                });
+                c.sndq.coalesced += 1;
+                c.snd_end = c.snd_end.wrapping_add(len as u32);
+                self.pool.free(frame);
+                return;
+            }
+        }
+        let c = &mut self.tcp.conns[idx as usize];
         let off = self.pool.data_offset(&frame);
         let first = len.min(mss);
         let mut seq = c.snd_end;
@@ -1108,14 +1184,23 @@ impl Stack {
         if !c.state.can_send() || c.has(F_FIN_QUEUED) {
             return Err(TcpSendError::NotConnected);
         }
-        let room = c.snd_buf.saturating_sub(c.sndq.bytes()) as usize;
+        let mut room = c.snd_buf.saturating_sub(c.sndq.bytes()) as usize;
         let mss = usize::from(c.mss);
+        if self.tcp_mem_admit(idx, 1) == memory::Admit::OverShare {
+            // Over its share under pressure: only what a shared frame takes.
+            room = room.min(memory::COALESCE_MAX);
+        }
         let mut taken = 0;
         let want = data.len().min(room);
         let hr = self.pool.headroom().max(TCP_HEADROOM);
         let cap = mss.min(self.pool.frame_size() - hr);
+        let reserve = self.pool.capacity() / 16;
         while taken < want {
             let n = (want - taken).min(cap);
+            if self.pool.available() <= reserve {
+                // The pool's reserve (ARP, ICMP, UDP, the driver) is not for TCP's buffers.
+                break;
+            }
             let Some(f) = self.pool.alloc() else { break };
             self.pool.set_window(&f, hr, n);
             self.pool
@@ -1128,6 +1213,7 @@ impl Stack {
             return Err(TcpSendError::PoolEmpty);
         }
         self.tcp_output(idx, now);
+        self.tcp_mem_sync(idx);
         Ok(taken)
     }
 
@@ -1137,6 +1223,8 @@ impl Stack {
         let c = &mut self.tcp.conns[idx as usize];
         let f = c.rxq.pop_front()?;
         c.rcv_queued -= self.pool.chain_len(&f) as u32;
+        c.rx_frames -= self.pool.chain_count(&f) as u32;
+        self.tcp_mem_sync(idx);
         self.tcp_after_read(idx);
         Some(f)
     }
@@ -1157,6 +1245,7 @@ impl Stack {
             c.rcv_queued -= got as u32;
             if got == total {
                 let f = c.rxq.pop_front().expect("front exists");
+                c.rx_frames -= self.pool.chain_count(&f) as u32;
                 self.pool.free(f);
             } else {
                 trim_front(&mut self.pool, f, got);
@@ -1164,6 +1253,7 @@ impl Stack {
             }
         }
         if n > 0 {
+            self.tcp_mem_sync(idx);
             self.tcp_after_read(idx);
         }
         n
@@ -1201,7 +1291,12 @@ impl Stack {
     pub fn tcp_can_send(&self, h: TcpHandle) -> usize {
         self.tcp.get(h).map_or(0, |c| {
             if c.state.can_send() && !c.has(F_FIN_QUEUED) {
-                c.snd_buf.saturating_sub(c.sndq.bytes()) as usize
+                let room = c.snd_buf.saturating_sub(c.sndq.bytes()) as usize;
+                if self.tcp_mem_admit(h.idx, 1) == memory::Admit::OverShare {
+                    room.min(memory::COALESCE_MAX)
+                } else {
+                    room
+                }
             } else {
                 0
             }
@@ -1249,6 +1344,7 @@ impl Stack {
                 self.pool.free(f);
             }
             c.rcv_queued = 0;
+            c.rx_frames = 0;
             self.tcp_reset_and_close(idx, now);
             return;
         }
@@ -1256,6 +1352,26 @@ impl Stack {
             TcpState::Closed => self.tcp_free(idx),
             TcpState::SynSent => self.tcp_set_closed(idx),
             _ => {
+                // An orphan (Linux): closed by the application, the stack finishes the close.
+                // Too many of them, or one holding more than its share of memory under
+                // pressure, is reset at once (Linux tcp_close: tcp_check_oom,
+                // tcp_too_many_orphans).
+                c.flags |= F_ORPHAN;
+                self.tcp.orphans += 1;
+                if self.tcp.orphans > self.cfg.tcp_max_orphans {
+                    self.counters
+                        .add(crate::counters::Event::TcpTooManyOrphans, 1);
+                    self.tcp_reset_and_close(idx, now);
+                    return;
+                }
+                if self.tcp.mem.pressure
+                    && self.tcp.conns[idx as usize].mem as usize > self.tcp_mem_fair_share()
+                {
+                    self.counters
+                        .add(crate::counters::Event::TcpAbortOnMemory, 1);
+                    self.tcp_reset_and_close(idx, now);
+                    return;
+                }
                 self.tcp_queue_fin(idx, now);
                 // FIN-WAIT-2 of an orphan does not last for ever (Linux tcp_fin_timeout).
                 if self.tcp.conns[idx as usize].state == TcpState::FinWait2 {
@@ -1275,7 +1391,9 @@ impl Stack {
             self.pool.free(f);
         }
         c.rcv_queued = 0;
-        if c.state == TcpState::Closed {
+        c.rx_frames = 0;
+        self.tcp_mem_sync(idx);
+        if self.tcp.conns[idx as usize].state == TcpState::Closed {
             self.tcp_free(idx);
         } else {
             self.tcp_reset_and_close(idx, now);

@@ -41,6 +41,11 @@ impl Stack {
             0
         };
         let mut w = space.min(65535u32 << ws);
+        if c.has(F_MEM_CLAMP) {
+            // Over its memory share under pressure: no new window beyond the right edge
+            // already advertised (which is never withdrawn, RFC 9293 3.8.6.2.2).
+            w = w.min(cur);
+        }
         let thresh = (c.rcv_buf / 2).min(u32::from(c.rcv_mss));
         if w < cur || (w - cur < thresh && w < c.rcv_buf) {
             w = cur;
@@ -386,6 +391,7 @@ impl Stack {
                 }
             }
         }
+        self.tcp_mem_sync(idx);
         self.tcp_timers_changed(idx);
     }
 
@@ -457,7 +463,7 @@ impl Stack {
             off: hr as u16,
             len: n as u16,
             sent: s.sent,
-            flags: s.flags,
+            flags: s.flags & !sack::COALESCED,
         };
         s.len = at;
         if s.flags & sack::SACKED != 0 {
@@ -564,6 +570,9 @@ impl Stack {
                     n = usable;
                 } else {
                     if nothing_in_flight && !c.has(F_PERSIST) {
+                        if c.stalled_since == Instant::MAX {
+                            c.stalled_since = now;
+                        }
                         // Zero window: the persist timer (RFC 9293 3.8.6.1).
                         c.flags |= F_PERSIST;
                         c.flags &= !F_RTO_ARMED;
@@ -610,6 +619,9 @@ impl Stack {
             }
             c.snd_nxt = seq.wrapping_add(n);
             c.snd_max = seq_max(c.snd_max, c.snd_nxt);
+            if c.stalled_since == Instant::MAX {
+                c.stalled_since = now;
+            }
             pipe += n;
             if !c.has(F_RTO_ARMED) {
                 c.t_rtx = now + c.rtt.rto();
@@ -634,6 +646,9 @@ impl Stack {
                 new_segs += u32::from(first);
                 c.snd_nxt = seq.wrapping_add(1);
                 c.snd_max = seq_max(c.snd_max, c.snd_nxt);
+                if c.stalled_since == Instant::MAX {
+                    c.stalled_since = now;
+                }
                 if !c.has(F_RTO_ARMED) || c.has(F_PERSIST) {
                     c.flags &= !F_PERSIST;
                     c.t_rtx = now + c.rtt.rto();

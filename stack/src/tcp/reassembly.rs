@@ -23,6 +23,8 @@ struct Seg {
 pub(crate) struct OooQueue {
     segs: Vec<Seg>,
     bytes: u32,
+    /// Frames held (chains count every frame).
+    nframes: u32,
     /// The block the latest segment went to (RFC 2018 4: reported first).
     last: Option<u32>,
     /// Sequence number of a FIN received out of order.
@@ -49,8 +51,35 @@ impl OooQueue {
         self.bytes
     }
 
-    pub fn frames(&self, pool: &Pool) -> usize {
-        self.segs.iter().map(|s| pool.chain_count(&s.frame)).sum()
+    /// Frames held; O(1).
+    pub fn frames(&self) -> u32 {
+        self.nframes
+    }
+
+    /// Frees segments from the highest sequence number down (the newest data in sequence
+    /// space, the furthest from being deliverable: Linux `tcp_prune_ofo_queue`) until at least
+    /// `frames` frames are freed, stopping at segments starting at or below `above` (the
+    /// segment being made room for). Returns the frames freed.
+    pub fn prune_newest(&mut self, pool: &mut Pool, frames: usize, above: u32) -> usize {
+        let mut freed = 0;
+        while freed < frames {
+            if !self.segs.last().is_some_and(|s| seq_gt(s.seq, above)) {
+                break;
+            }
+            let Some(s) = self.segs.pop() else { break };
+            let n = pool.chain_count(&s.frame);
+            freed += n;
+            self.nframes -= n as u32;
+            self.bytes -= s.len;
+            pool.free(s.frame);
+        }
+        if self
+            .last
+            .is_some_and(|l| !self.segs.iter().any(|s| s.seq == l))
+        {
+            self.last = self.segs.last().map(|s| s.seq);
+        }
+        freed
     }
 
     /// Inserts `len` bytes at `seq` (the frame's window or chain is the payload).
@@ -63,6 +92,7 @@ impl OooQueue {
             if seq_le(seq, s.seq) && seq_le(s.seq.wrapping_add(s.len), end) && s.len < len {
                 let s = self.segs.remove(i);
                 self.bytes -= s.len;
+                self.nframes -= pool.chain_count(&s.frame) as u32;
                 pool.free(s.frame);
             } else {
                 i += 1;
@@ -98,6 +128,7 @@ impl OooQueue {
                 len = keep;
             }
         }
+        self.nframes += pool.chain_count(&frame) as u32;
         self.segs.insert(pos, Seg { seq, len, frame });
         self.bytes += len;
         self.last = Some(seq);
@@ -113,6 +144,7 @@ impl OooQueue {
             }
             let s = self.segs.remove(0);
             self.bytes -= s.len;
+            self.nframes -= pool.chain_count(&s.frame) as u32;
             let end = s.seq.wrapping_add(s.len);
             if seq_le(end, rcv_nxt) {
                 pool.free(s.frame);
@@ -166,6 +198,7 @@ impl OooQueue {
             pool.free(s.frame);
         }
         self.bytes = 0;
+        self.nframes = 0;
         self.last = None;
         self.fin = None;
     }

@@ -23,6 +23,16 @@ pub(crate) const RETRANS: u8 = 2;
 pub(crate) const LOST: u8 = 4;
 /// Sent at least once.
 pub(crate) const SENT: u8 = 8;
+/// The payload lives in a frame shared with other entries (`memory::tcp_coalesce_copy`).
+pub(crate) const COALESCED: u8 = 16;
+
+/// A SACK block the sender may act on: non-empty, starting strictly above the cumulative ACK
+/// (a block at or below it is a D-SACK, RFC 2883, or a receiver that reneged or lies: data
+/// it holds at SND.UNA it would have acknowledged), and ending at or below SND.MAX (RFC 5961-like:
+/// no SACK of data never sent). As Linux `tcp_is_sackblock_valid`.
+pub(crate) fn sack_block_valid(l: u32, r: u32, snd_una: u32, snd_max: u32) -> bool {
+    seq_lt(l, r) && seq_gt(l, snd_una) && seq_le(r, snd_max)
+}
 
 /// One queued segment's worth of payload: bytes `off..off+len` of `frame` (frame-relative).
 #[derive(Debug)]
@@ -50,6 +60,8 @@ pub(crate) struct SendQueue {
     pub sacked_bytes: u32,
     /// HighSACK: end of the highest SACKed byte (valid when `sacked_bytes > 0`).
     pub high_sacked: u32,
+    /// Entries flagged `COALESCED`.
+    pub coalesced: u32,
 }
 
 /// What a cumulative ACK freed.
@@ -86,6 +98,9 @@ impl SendQueue {
                 out.bytes += s.len as u32;
                 if s.flags & SACKED != 0 {
                     self.sacked_bytes -= s.len as u32;
+                }
+                if s.flags & COALESCED != 0 {
+                    self.coalesced -= 1;
                 }
                 if s.flags & (SACKED | SENT) == SENT {
                     rack.on_delivered(s.sent, s.end(), s.flags & RETRANS != 0, now_us);
@@ -129,8 +144,8 @@ impl SendQueue {
         let mut blocks: ArrayVec<(u32, u32), 4> = blocks.iter().copied().collect();
         blocks.sort_unstable_by(|a, b| (a.0.wrapping_sub(b.0) as i32).cmp(&0));
         for &(l, r) in &blocks {
-            if !(seq_lt(l, r) && seq_ge(l, snd_una) && seq_le(r, snd_max)) {
-                continue; // D-SACK or bogus: ignored
+            if !sack_block_valid(l, r, snd_una, snd_max) {
+                continue; // D-SACK or bogus: the caller filtered and counted them
             }
             let Some(mut i) = self.find(l).or_else(|| self.find_after(l)) else {
                 continue;
@@ -233,14 +248,28 @@ impl SendQueue {
             .position(|s| s.flags & (LOST | SACKED | RETRANS) == LOST)
     }
 
-    /// After an RTO: nothing is SACK-retransmitted any more; everything unSACKed will be resent.
-    pub fn on_rto(&mut self) {
+    /// After an RTO the scoreboard is cleared and everything sent is deemed lost: RFC 2018 8
+    /// ("after a retransmit timeout the data sender SHOULD turn off all of the SACKed bits,
+    /// since the timeout might indicate that the data receiver has reneged") and RFC 6675 5.1
+    /// ("the data sender SHOULD reset the scoreboard"). SACKed data was never freed (only a
+    /// cumulative ACK frees), so it can be sent again. Returns the bytes that were SACKed.
+    pub fn on_rto(&mut self) -> u32 {
+        let was = self.sacked_bytes;
         for s in &mut self.segs {
-            s.flags &= !(LOST | RETRANS);
-            if s.flags & SACKED == 0 {
+            s.flags &= !(LOST | RETRANS | SACKED);
+            if s.flags & SENT != 0 {
                 s.flags |= LOST;
             }
         }
+        self.sacked_bytes = 0;
+        was
+    }
+
+    /// Linux `tcp_check_sack_reneging`: after a cumulative ACK, the entry at SND.UNA is marked
+    /// SACKed. The receiver has discarded data it SACKed (RFC 2018 8 allows it), since it would
+    /// otherwise have acknowledged it.
+    pub fn reneged(&self) -> bool {
+        self.segs.front().is_some_and(|s| s.flags & SACKED != 0)
     }
 
     /// Bytes queued (sent or not).
@@ -259,11 +288,17 @@ impl SendQueue {
             .count()
     }
 
+    /// Entries owning a frame of their own (not coalesced into a shared one); O(1).
+    pub fn own_frames(&self) -> u32 {
+        self.segs.len() as u32 - self.coalesced
+    }
+
     pub fn clear(&mut self, pool: &mut Pool) {
         for s in self.segs.drain(..) {
             pool.free(s.frame);
         }
         self.sacked_bytes = 0;
+        self.coalesced = 0;
     }
 }
 

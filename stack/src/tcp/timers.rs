@@ -11,6 +11,9 @@ use crate::counters::Event;
 
 /// Consecutive RTOs after which a path MTU black hole is suspected (Linux `tcp_retries1`).
 const BLACKHOLE_RTOS: u32 = 3;
+/// RTOs without progress after which, under memory pressure, a connection holding frames is
+/// reset (`tcp_mem_stalled_over_share`).
+const STALLED_RTOS: u32 = 4;
 /// First MSS tried on a black hole (Linux `tcp_base_mss`).
 const BASE_MSS: u16 = 1024;
 /// Smallest path MTU we go down to, on a black hole or an ICMP report (Linux `min_pmtu`).
@@ -22,7 +25,12 @@ impl Stack {
         let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
             return;
         };
-        let next = c.t_rtx.min(c.t_delack).min(c.t_misc).min(c.t_rack);
+        let next = c
+            .t_rtx
+            .min(c.t_delack)
+            .min(c.t_misc)
+            .min(c.t_rack)
+            .min(c.t_ooo);
         match (next == Instant::MAX, c.timer) {
             (true, Some(id)) => {
                 self.tcp.wheel.cancel(id);
@@ -93,11 +101,27 @@ impl Stack {
                 c.t_misc = Instant::MAX;
                 self.tcp_misc_expired(idx, now);
             }
+            let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
+                continue;
+            };
+            if c.t_ooo <= now {
+                // No progress for tcp_ooo_timeout_ms: the out-of-order data is released (the
+                // peer resends what it still needs delivered; RFC 2018 8).
+                c.t_ooo = Instant::MAX;
+                if !c.ooo.is_empty() {
+                    c.ooo.clear(&mut self.pool);
+                    c.flags |= F_ACK_NOW;
+                    self.counters.add(Event::TcpOfoTimeouts, 1);
+                    self.tcp.touch(idx);
+                }
+            }
             if self.tcp.conns.contains(idx as usize) {
+                self.tcp_mem_sync(idx);
                 self.tcp_timers_changed(idx);
             }
         }
         self.tcp.expired = expired;
+        self.tcp_coalesce_reclaim();
         self.tcp_flush(now);
     }
 
@@ -106,6 +130,9 @@ impl Stack {
         let syn_retries = self.cfg.tcp_syn_retries;
         let retries2 = self.cfg.tcp_retries2;
         let mtu_probing = self.cfg.tcp_mtu_probing;
+        if self.tcp_out_of_time(idx, now) {
+            return;
+        }
         let c = &mut self.tcp.conns[idx as usize];
         c.retries = c.retries.saturating_add(1);
         c.stats.rto_expirations += 1;
@@ -135,7 +162,17 @@ impl Stack {
                     self.tcp_fail(idx, e);
                     return;
                 }
-                if mtu_probing && u32::from(c.retries) >= BLACKHOLE_RTOS {
+                // Only where smaller segments can help: the segment that keeps being lost is
+                // larger than what the next step would send. A peer that simply stopped
+                // ACKing a small segment is no black hole, and splitting would only multiply
+                // the frames it pins.
+                let head_len = c.sndq.segs.front().map_or(0, |s| s.len);
+                let next_mss = if c.mss > BASE_MSS {
+                    BASE_MSS
+                } else {
+                    c.mss / 2
+                };
+                if mtu_probing && u32::from(c.retries) >= BLACKHOLE_RTOS && head_len > next_mss {
                     // RFC 4821 5.3 / Linux tcp_mtu_probing: our DF segments may be dropped by
                     // a router that sends no ICMP; try smaller ones (1024, then halving down to
                     // a 552-byte path MTU). Lost segments are split on the resend below.
@@ -163,7 +200,8 @@ impl Stack {
                 } else {
                     c.cc.cwnd = mss;
                 }
-                // RFC 6675 5.1: recovery ends; resend from SND.UNA, skipping SACKed data.
+                // RFC 6675 5.1: recovery ends; the scoreboard is cleared (RFC 2018 8: the
+                // receiver may have reneged) and everything is resent from SND.UNA.
                 // RFC 8985 7.4.1: a new TLP episode.
                 c.flags &= !F_RECOVERY;
                 c.rack.tlp_end_seq = None;
@@ -173,9 +211,17 @@ impl Stack {
                 }
                 c.recovery_point = c.snd_max;
                 c.dupacks = 0;
-                c.sndq.on_rto();
+                if c.sndq.on_rto() > 0 {
+                    self.counters.add(Event::TcpSackScoreboardResets, 1);
+                }
                 c.snd_nxt = c.snd_una;
                 c.rtt.back_off();
+                // Data the peer leaves unacknowledged this long should not pin whole frames:
+                // small payloads move into shared frames before the resend.
+                self.tcp_collapse_sndq(idx, 16);
+                if self.tcp_mem_stalled_over_share(idx, now) {
+                    return;
+                }
                 self.tcp_output(idx, now);
                 let c = &mut self.tcp.conns[idx as usize];
                 if !c.has(F_RTO_ARMED) {
@@ -206,8 +252,88 @@ impl Stack {
         }
     }
 
-    /// Zero-window probe, backed off like the RTO; never gives up while the peer answers.
+    /// RFC 5482 user timeout, the persist timeout and `tcp_orphan_retries`, checked when the
+    /// retransmission or persist timer fires: true if the connection was dropped.
+    fn tcp_out_of_time(&mut self, idx: u32, now: Instant) -> bool {
+        let c = &self.tcp.conns[idx as usize];
+        if matches!(
+            c.state,
+            TcpState::SynSent | TcpState::SynReceived | TcpState::Closed | TcpState::TimeWait
+        ) {
+            return false;
+        }
+        let stalled = if c.stalled_since == Instant::MAX {
+            Duration::ZERO
+        } else {
+            now.saturating_duration_since(c.stalled_since)
+        };
+        let user = self.cfg.tcp_user_timeout_ms;
+        let persist = self.cfg.tcp_persist_timeout_ms;
+        let reason = if user > 0 && stalled >= Duration::from_millis(user) {
+            Some(Event::TcpUserTimeouts)
+        } else if c.has(F_PERSIST) && persist > 0 && stalled >= Duration::from_millis(persist) {
+            Some(Event::TcpPersistTimeouts)
+        } else if c.has(F_ORPHAN)
+            && u32::from(c.retries.max(c.probes)) >= self.cfg.tcp_orphan_retries
+        {
+            Some(Event::TcpOrphanTimeouts)
+        } else {
+            None
+        };
+        let Some(ev) = reason else { return false };
+        self.counters.add(ev, 1);
+        tracing::debug!(reason = ev.name(), "tcp connection dropped");
+        let e = c
+            .soft_error
+            .map_or(TcpError::TimedOut, TcpError::Unreachable);
+        if c.has(F_ORPHAN) {
+            // Linux tcp_out_of_resources / tcp_write_timeout: an orphan is reset.
+            self.tcp_reset_and_close(idx, now);
+        } else {
+            self.tcp_fail(idx, e);
+        }
+        true
+    }
+
+    /// Under memory pressure, a connection whose peer leaves data unacknowledged is reset
+    /// when it holds frames and: it is over its fair share, or TCP is at its hard limit, after
+    /// two RTOs without progress (0.6 s at the minimum RTO); in any case after
+    /// [`STALLED_RTOS`] RTOs (3 s). The stalled pay, not the connections making progress
+    /// (Linux resets orphans this way, `tcp_out_of_resources`; we extend it to every stalled
+    /// connection, which is what keeps new connections served). True if reset.
+    fn tcp_mem_stalled_over_share(&mut self, idx: u32, now: Instant) -> bool {
+        let c = &self.tcp.conns[idx as usize];
+        let at_high = self.tcp.mem.frames >= self.tcp_mem_limits().high;
+        let held = c.mem as usize;
+        let over = held > self.tcp_mem_fair_share() || at_high;
+        if !self.tcp.mem.pressure
+            || held == 0
+            || !(u32::from(c.retries) >= STALLED_RTOS || (c.retries >= 2 && over))
+        {
+            return false;
+        }
+        self.counters.add(Event::TcpAbortOnMemory, 1);
+        let e = c
+            .soft_error
+            .map_or(TcpError::TimedOut, TcpError::Unreachable);
+        let c = &mut self.tcp.conns[idx as usize];
+        if c.has(F_HANDLE) {
+            c.error = Some(e);
+        }
+        let (seq, ack) = (c.snd_nxt, c.rcv_nxt);
+        self.tcp_send_rst_for(idx, seq, ack, now);
+        self.tcp_set_closed(idx);
+        true
+    }
+
+    /// Zero-window probe, backed off like the RTO; gives up only by the user timeout, the
+    /// persist timeout or, for an orphan, `tcp_orphan_retries` (Linux tcp_probe_timer).
     fn tcp_persist_expired(&mut self, idx: u32, now: Instant) {
+        if self.tcp_out_of_time(idx, now) {
+            return;
+        }
+        let c = &mut self.tcp.conns[idx as usize];
+        c.probes = c.probes.saturating_add(1);
         self.counters.add(Event::TcpWindowProbes, 1);
         self.tcp_send_probe(idx, now);
         let c = &mut self.tcp.conns[idx as usize];
@@ -220,6 +346,9 @@ impl Stack {
         match c.state {
             TcpState::TimeWait | TcpState::FinWait2 => {
                 // End of 2 MSL, or an orphaned FIN-WAIT-2 timing out.
+                if c.state == TcpState::FinWait2 {
+                    self.counters.add(Event::TcpFinWait2Timeouts, 1);
+                }
                 self.tcp_set_closed(idx);
                 let c = &self.tcp.conns.get(idx as usize);
                 if c.is_some_and(|c| !c.has(F_HANDLE) && !c.has(F_TOUCHED)) {

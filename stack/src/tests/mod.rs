@@ -99,6 +99,10 @@ impl Pair {
         for _ in 0..1000 {
             let n = transfer(&mut self.a, &mut self.b, self.now, &mut self.wire)
                 + transfer(&mut self.b, &mut self.a, self.now, &mut self.wire);
+            for s in [&self.a, &self.b] {
+                let (charged, counted) = s.tcp_mem_audit();
+                assert_eq!(charged, counted, "TCP memory accounting matches the queues");
+            }
             if n == 0 {
                 return;
             }
@@ -177,5 +181,7 @@ pub fn feed(s: &mut Stack, frames: &[Vec<u8>], now: Instant) -> Vec<Vec<u8>> {
             s.pool_mut().free(f);
         }
     }
+    let (charged, counted) = s.tcp_mem_audit();
+    assert_eq!(charged, counted, "TCP memory accounting matches the queues");
     sent
 }

@@ -115,6 +115,8 @@ fn orphaned_fin_wait2_times_out() {
     assert_eq!(p.s.tcp_connections(), 1);
     p.advance(60_000);
     assert_eq!(p.s.tcp_connections(), 0);
+    assert_eq!(p.s.counters().get(Event::TcpFinWait2Timeouts), 1);
+    assert_eq!(p.s.tcp.orphans, 0, "the orphan is no longer counted");
 }
 
 #[test]
@@ -171,5 +173,7 @@ fn connection_state_is_small() {
         "per-connection state: {n} bytes (Conn {} + boxed parts)",
         core::mem::size_of::<Conn>()
     );
-    assert!(n <= 512, "{n} bytes");
+    // 512 before the hardening fields (frame and memory charges, out-of-order and user
+    // timeouts: 24 bytes).
+    assert!(n <= 576, "{n} bytes");
 }

@@ -125,8 +125,34 @@ fn segments_leave_with_df_set_and_a_smaller_link_mtu_lowers_the_mss_instead_of_f
 }
 
 #[test]
-fn repeated_rtos_suspect_a_pmtu_black_hole_and_retransmit_smaller() {
+fn without_mtu_probing_repeated_rtos_keep_the_mss() {
     let mut p = Peer::new();
+    let h = p.accept();
+    p.s.tcp_set_nodelay(h, true, p.now);
+    p.s.tcp_send_slice(h, &pattern(1460), p.now).unwrap();
+    assert_eq!(p.poll()[0].data.len(), 1460);
+    let out = p.advance(7000);
+    assert!(out.len() >= 5 && out.iter().all(|s| s.data.len() == 1460));
+    assert_eq!(p.s.counters().get(Event::TcpMtuBlackholes), 0);
+    assert_eq!(p.s.tcp_info(h).unwrap().mss, 1460);
+}
+
+#[test]
+fn a_small_segment_left_unacknowledged_is_no_black_hole() {
+    let mut p = Peer::with(|c| c.tcp_mtu_probing = true);
+    let h = p.accept();
+    p.s.tcp_send_slice(h, b"hello", p.now).unwrap();
+    assert_eq!(p.poll().len(), 1);
+    // The peer stopped ACKing: smaller segments cannot help, nor may more frames be pinned.
+    let out = p.advance(7000);
+    assert!(out.len() >= 5 && out.iter().all(|s| s.data == b"hello"));
+    assert_eq!(p.s.counters().get(Event::TcpMtuBlackholes), 0);
+    assert_eq!(p.s.tcp_info(h).unwrap().mss, 1460);
+}
+
+#[test]
+fn repeated_rtos_suspect_a_pmtu_black_hole_and_retransmit_smaller() {
+    let mut p = Peer::with(|c| c.tcp_mtu_probing = true);
     let h = p.accept();
     p.s.tcp_set_nodelay(h, true, p.now);
     p.s.tcp_send_slice(h, &pattern(1460), p.now).unwrap();

@@ -3,7 +3,7 @@
 use super::*;
 
 /// A sends `n` full segments of `mss` bytes; returns them.
-fn burst(p: &mut Peer, h: TcpHandle, n: usize, mss: usize) -> Vec<S> {
+pub(super) fn burst(p: &mut Peer, h: TcpHandle, n: usize, mss: usize) -> Vec<S> {
     p.s.tcp_set_nodelay(h, true, p.now);
     p.s.tcp_send_slice(h, &pattern(n * mss), p.now).unwrap();
     let out = p.poll();
@@ -14,7 +14,7 @@ fn burst(p: &mut Peer, h: TcpHandle, n: usize, mss: usize) -> Vec<S> {
     out
 }
 
-fn sack_ack(p: &Peer, ack: u32, blocks: &[(u32, u32)]) -> S {
+pub(super) fn sack_ack(p: &Peer, ack: u32, blocks: &[(u32, u32)]) -> S {
     let mut s = p.seg(ACK, b"");
     s.ack = ack;
     s.opts.sack = blocks.iter().copied().collect();

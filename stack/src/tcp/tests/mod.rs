@@ -8,8 +8,11 @@ mod close;
 mod data;
 mod handshake;
 mod icmp;
+mod lifetimes;
 mod listen;
 mod loss;
+mod memory;
+mod reneging;
 mod rst;
 mod window;
 
