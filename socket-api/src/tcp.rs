@@ -22,7 +22,7 @@ use cnet_stack::{Congestion, Frame, Instant, Stack, TcpInfo};
 use crossbeam_queue::SegQueue;
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
-use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
@@ -243,7 +243,26 @@ struct StreamHandle {
     shared: Arc<StreamShared>,
     q: Arc<QueueShared>,
     id: SockId,
-    read_timeout: OnceLock<Duration>,
+    /// Blocking reads' timeout in microseconds; 0: none.
+    read_timeout_us: AtomicU64,
+}
+
+impl StreamHandle {
+    fn new(shared: Arc<StreamShared>, q: Arc<QueueShared>, id: SockId) -> StreamHandle {
+        StreamHandle {
+            shared,
+            q,
+            id,
+            read_timeout_us: AtomicU64::new(0),
+        }
+    }
+
+    fn read_deadline(&self) -> Option<StdInstant> {
+        match self.read_timeout_us.load(SeqCst) {
+            0 => None,
+            us => Some(StdInstant::now() + Duration::from_micros(us)),
+        }
+    }
 }
 
 impl Drop for StreamHandle {
@@ -319,12 +338,7 @@ impl TcpStream {
             Ok::<_, Error>(())
         })??;
         Ok(TcpStream {
-            h: Arc::new(StreamHandle {
-                shared,
-                q,
-                id,
-                read_timeout: OnceLock::new(),
-            }),
+            h: Arc::new(StreamHandle::new(shared, q, id)),
             partial: None,
         })
     }
@@ -360,12 +374,7 @@ impl TcpStream {
 
     fn from_accepted(shared: Arc<StreamShared>, q: Arc<QueueShared>, id: SockId) -> TcpStream {
         TcpStream {
-            h: Arc::new(StreamHandle {
-                shared,
-                q,
-                id,
-                read_timeout: OnceLock::new(),
-            }),
+            h: Arc::new(StreamHandle::new(shared, q, id)),
             partial: None,
         }
     }
@@ -395,9 +404,10 @@ impl TcpStream {
         self.h.q.index
     }
 
-    /// Timeout of blocking reads (set once; later calls are ignored).
-    pub fn set_read_timeout(&self, t: Duration) {
-        let _ = self.h.read_timeout.set(t);
+    /// Timeout of blocking reads (`recv`, `read`); `None`: wait for ever.
+    pub fn set_read_timeout(&self, t: Option<Duration>) {
+        let us = t.map_or(0, |t| t.as_micros().clamp(1, u64::MAX as u128) as u64);
+        self.h.read_timeout_us.store(us, SeqCst);
     }
 
     /// Current readiness.
@@ -576,8 +586,9 @@ fn poll_recv(h: &StreamHandle, cx: &mut Context<'_>) -> Poll<Result<Option<RecvB
 }
 
 fn recv_blocking(h: &StreamHandle) -> Result<Option<RecvBuf>> {
-    let deadline = h.read_timeout.get().map(|t| StdInstant::now() + *t);
-    crate::block::block_on(deadline, |w| poll_recv(h, &mut Context::from_waker(w)))
+    crate::block::block_on(h.read_deadline(), |w| {
+        poll_recv(h, &mut Context::from_waker(w))
+    })
 }
 
 fn poll_read_slice(
@@ -830,9 +841,8 @@ impl WriteHalf {
 
 impl std::io::Read for TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let deadline = self.h.read_timeout.get().map(|t| StdInstant::now() + *t);
         let (h, partial) = (&self.h, &mut self.partial);
-        Ok(crate::block::block_on(deadline, |w| {
+        Ok(crate::block::block_on(h.read_deadline(), |w| {
             poll_read_slice(h, partial, &mut Context::from_waker(w), buf)
         })?)
     }
@@ -841,7 +851,7 @@ impl std::io::Read for TcpStream {
 impl std::io::Read for ReadHalf {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let (h, partial) = (&self.h, &mut self.partial);
-        Ok(crate::block::block_on(None, |w| {
+        Ok(crate::block::block_on(h.read_deadline(), |w| {
             poll_read_slice(h, partial, &mut Context::from_waker(w), buf)
         })?)
     }

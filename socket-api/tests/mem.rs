@@ -269,7 +269,7 @@ fn held_receive_buffers_back_pressure_then_recover() {
     });
     let mut held = Vec::new();
     let mut got = 0;
-    s.set_read_timeout(Duration::from_millis(500));
+    s.set_read_timeout(Some(Duration::from_millis(500)));
     // Hold buffers until the stack stops delivering (pool pressure), then release them.
     loop {
         match s.recv() {
@@ -285,11 +285,16 @@ fn held_receive_buffers_back_pressure_then_recover() {
     assert!(got < total, "a 512-frame pool cannot hold 2 MiB");
     let mut back: Vec<u8> = held.iter().flat_map(|b| b.iter().copied()).collect();
     drop(held);
-    s.set_read_timeout(Duration::from_secs(10));
+    s.set_read_timeout(Some(Duration::from_secs(10)));
+    let resumed = std::time::Instant::now();
     while let Some(b) = s.recv().unwrap() {
         back.extend_from_slice(&b);
     }
     writer.join().unwrap();
+    eprintln!(
+        "held-buffer recovery: rest of the stream in {:?}",
+        resumed.elapsed()
+    );
     assert!(back == data, "data lost or reordered under back-pressure");
     drop((s, l, _r));
     p.finish();
