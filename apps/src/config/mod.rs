@@ -467,13 +467,6 @@ fn default_backlog() -> u32 {
     1024
 }
 
-fn not_in_build<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
-    let _ = serde::de::IgnoredAny::deserialize(d)?;
-    Err(serde::de::Error::custom(
-        "this app is not available in this build",
-    ))
-}
-
 /// `apps`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -485,10 +478,10 @@ pub struct Apps {
     #[serde(default)]
     pub tcp_echo: Option<TcpEchoConfig>,
     /// HTTP server: name reserved, not available in this build.
-    #[serde(default, deserialize_with = "not_in_build")]
+    #[serde(default)]
     pub http: Option<serde_json::Value>,
     /// QUIC: name reserved, not available in this build.
-    #[serde(default, deserialize_with = "not_in_build")]
+    #[serde(default)]
     pub quic: Option<serde_json::Value>,
 }
 
@@ -706,6 +699,14 @@ impl Config {
         }
         if let Some(t) = &self.apps.tcp_echo {
             check_on("apps.tcp_echo", &t.on)?;
+        }
+        for (name, v) in [("http", &self.apps.http), ("quic", &self.apps.quic)] {
+            if v.is_some() {
+                return Err(PathError::new(
+                    format!("apps.{name}"),
+                    format!("app `{name}` is not available in this build"),
+                ));
+            }
         }
         if self.apps.udp_echo.is_none() && self.apps.tcp_echo.is_none() {
             return Err(PathError::new(
