@@ -28,6 +28,10 @@ pub struct PortHandle {
     pub queues: Vec<u32>,
     /// Its runtime.
     pub rt: Runtime,
+    /// The port's stacks were built from a completed netlink dump before the runtime started
+    /// (`Service::open_all` does that), so they count as synced even though the runtime's own
+    /// flag only turns on with a snapshot received while running.
+    pub synced_at_open: bool,
 }
 
 /// A look at one queue, taken on its owner thread.
@@ -95,7 +99,7 @@ pub fn snapshot(ports: &[PortHandle]) -> Vec<QueueSnapshot> {
                 iface: p.iface.clone(),
                 queue: p.queues.get(i).copied().unwrap_or(i as u32),
                 running: st.running,
-                synced: st.synced,
+                synced: st.synced || p.synced_at_open,
                 failure: st.failure,
                 counters,
                 pool,
@@ -354,15 +358,15 @@ pub fn ready(ports: &[PortHandle]) -> Result<(), String> {
             let q = p.queues.get(s.index).copied().unwrap_or(0);
             if !s.running {
                 not.push(format!("{} queue {q}: not running", p.name));
-            } else if !s.synced {
+            } else if !s.synced && !p.synced_at_open {
                 not.push(format!("{} queue {q}: netlink not synced", p.name));
             }
         }
     }
     if not.is_empty() {
-        Err(not.join("\n"))
-    } else {
         Ok(())
+    } else {
+        Err(not.join("\n"))
     }
 }
 

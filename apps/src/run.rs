@@ -148,6 +148,8 @@ pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
             iface: p.interface.clone(),
             queues: p.queues.clone(),
             rt,
+            // start_runtime applies netlink's first dump before the queue threads start.
+            synced_at_open: true,
         });
     }
     Ok(ports)

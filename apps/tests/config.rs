@@ -37,7 +37,11 @@ fn check_config_command_accepts_the_example() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("valid (1 ports, 1 queues)"), "{stdout}");
 }
 
@@ -178,5 +182,7 @@ fn check_config_command_names_the_file_and_fails() {
         .output()
         .unwrap();
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/cnet.jsonc: cannot read"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/cnet.jsonc: cannot read")
+    );
 }
