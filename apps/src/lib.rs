@@ -2,8 +2,13 @@
 
 #![deny(missing_docs)]
 
+pub mod config;
+pub mod control;
 pub mod demo;
+pub mod doctor;
 pub mod lab;
 pub mod mem_demo;
+pub mod metrics;
+pub mod run;
 pub mod service;
 pub mod txgen;

@@ -418,12 +418,21 @@ impl Service<XdpPort> {
         let (port, pool) = retry_busy(|| XdpPort::open(&cfg.xdp, cfg.queue))
             .with_context(|| format!("AF_XDP on {ifname} queue {}", cfg.queue))?;
         let events = sync.as_ref().map(|s| s.subscribe());
-        Self::build(&cfg, port, pool, snapshot, sync, events, cfg.seed)
+        Self::build(&cfg, port, pool, snapshot, sync, events, cfg.seed, &|_| {})
     }
 
     /// One instance per queue of `cfg.xdp.queues` (sharing one UMEM if so configured), sharing one
     /// netlink-sync, each told of the neighbours the others learn. Move each to its own thread.
     pub fn open_all(cfg: ServiceConfig) -> Result<Vec<Service>> {
+        Self::open_all_with(cfg, &|_| {})
+    }
+
+    /// [`Service::open_all`], with `tune` applied to each stack's configuration before the stack
+    /// is built (limits from a configuration file).
+    pub fn open_all_with(
+        cfg: ServiceConfig,
+        tune: &dyn Fn(&mut StackConfig),
+    ) -> Result<Vec<Service>> {
         let ifname = cfg.xdp.ifname.clone();
         let (sync, snapshot) = start_netlink(&cfg)?;
         let ports = retry_busy(|| XdpPort::open_all(&cfg.xdp))
@@ -443,6 +452,7 @@ impl Service<XdpPort> {
                 owner,
                 events,
                 seed,
+                tune,
             )?);
         }
         let (txs, rxs): (Vec<_>, Vec<_>) = services.iter().map(|_| mpsc::channel()).unzip();
@@ -458,6 +468,7 @@ impl Service<XdpPort> {
         Ok(services)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         cfg: &ServiceConfig,
         port: XdpPort,
@@ -466,6 +477,7 @@ impl Service<XdpPort> {
         sync: Option<NetlinkSync>,
         events: Option<Subscription>,
         seed: u64,
+        tune: &dyn Fn(&mut StackConfig),
     ) -> Result<Service> {
         let ifname = &cfg.xdp.ifname;
         let mac = match snapshot.as_ref().and_then(|s| s.mac) {
@@ -477,6 +489,7 @@ impl Service<XdpPort> {
         if let Some(mtu) = snapshot.as_ref().and_then(|s| s.mtu) {
             sc.mtu = mtu;
         }
+        tune(&mut sc);
         let mut stack = Stack::new(sc, pool);
         let clock = Clock::start();
         if let Some(snap) = snapshot {
@@ -594,10 +607,21 @@ fn describe_port<P: ServicePort>(p: &P) -> String {
 pub fn start_runtime(
     cfg: ServiceConfig,
     limits: cnet_socket::Limits,
+    apps: impl FnMut(&mut Stack) -> Result<Vec<Box<dyn LoopApp>>>,
+) -> Result<Runtime> {
+    start_runtime_with(cfg, &|_| {}, limits, apps)
+}
+
+/// [`start_runtime`], with `tune` applied to each stack's configuration before the stack is
+/// built (see [`Service::open_all_with`]).
+pub fn start_runtime_with(
+    cfg: ServiceConfig,
+    tune: &dyn Fn(&mut StackConfig),
+    limits: cnet_socket::Limits,
     mut apps: impl FnMut(&mut Stack) -> Result<Vec<Box<dyn LoopApp>>>,
 ) -> Result<Runtime> {
     let mut setups = Vec::new();
-    for mut svc in Service::open_all(cfg)? {
+    for mut svc in Service::open_all_with(cfg, tune)? {
         let a = apps(&mut svc.host.stack)?;
         setups.push(svc.into_setup(a));
     }

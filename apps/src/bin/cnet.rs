@@ -5,7 +5,9 @@
 //! - `cnet echo --iface IF [--addr A.B.C.D/P] [--udp PORT] [--tcp PORT]`: UDP and TCP echo service on AF_XDP on `IF`
 //!   until Ctrl-C or SIGTERM; addresses from the flag and from the kernel (netlink);
 //! - `cnet txgen --mem | --iface IF [--rate PPS] [--size N|imix] [--flows N]`: UDP traffic
-//!   generator against an echo server (see `cnet_apps::txgen`).
+//!   generator against an echo server (see `cnet_apps::txgen`);
+//! - `cnet run --config FILE`, `cnet check-config FILE`, `cnet stats [--json]`, `cnet ss`,
+//!   `cnet doctor --iface IF`: the service from a JSONC configuration (docs/SERVICE.md).
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -35,6 +37,77 @@ enum Cmd {
     Echo(EchoArgs),
     /// UDP traffic generator against an echo server: `--mem` (in-memory link) or `--iface IF`.
     Txgen(TxgenArgs),
+    /// Run the service described by a JSONC configuration file (see deploy/cnet.jsonc).
+    Run {
+        /// Configuration file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// Check a configuration file and exit (0: valid).
+    CheckConfig {
+        /// Configuration file.
+        file: std::path::PathBuf,
+    },
+    /// Live counters of a running service, from its control socket.
+    Stats(ControlArgs),
+    /// TCP connections of a running service, like `ss -ti`, from its control socket.
+    Ss(ControlArgs),
+    /// Diagnose the usual AF_XDP traps on an interface.
+    Doctor {
+        /// Interface to check.
+        #[arg(long)]
+        iface: String,
+        /// AF_XDP frame size the service will use.
+        #[arg(long, default_value_t = 2048)]
+        frame_size: u32,
+    },
+}
+
+/// Options of the control-socket clients.
+#[derive(Args)]
+struct ControlArgs {
+    /// Control socket path.
+    #[arg(long, conflicts_with = "config")]
+    socket: Option<std::path::PathBuf>,
+    /// Take the control socket path from this configuration file.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// JSON output (stats).
+    #[arg(long)]
+    json: bool,
+}
+
+impl ControlArgs {
+    fn path(&self) -> Result<std::path::PathBuf> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        let file = self
+            .config
+            .as_ref()
+            .context("give --socket PATH or --config FILE")?;
+        let cfg = cnet_apps::config::Config::load(file)?;
+        Ok(cfg
+            .control
+            .context("the configuration has no `control` section")?
+            .socket)
+    }
+}
+
+fn control(args: ControlArgs, cmd: &str) -> Result<()> {
+    let path = args.path()?;
+    let cmd = if args.json && cmd == "stats" {
+        "stats json"
+    } else {
+        cmd
+    };
+    let out = cnet_apps::control::request(&path, cmd)?;
+    print!("{out}");
+    anyhow::ensure!(
+        !out.starts_with("error:"),
+        "the service refused the request"
+    );
+    Ok(())
 }
 
 /// `cnet txgen` options.
@@ -274,5 +347,32 @@ fn main() -> Result<()> {
         Cmd::Demo { mem: false, seed } => cnet_apps::demo::run(&mut std::io::stdout().lock(), seed),
         Cmd::Echo(args) => echo(args),
         Cmd::Txgen(args) => txgen(args),
+        Cmd::Run { config } => {
+            let cfg = cnet_apps::config::Config::load(&config)?;
+            cnet_apps::run::init_logging(&cfg);
+            let stop = service::stop_on_signals()?;
+            cnet_apps::run::run(cfg, stop)
+        }
+        Cmd::CheckConfig { file } => {
+            let cfg = cnet_apps::config::Config::load(&file)?;
+            let queues: usize = cfg.ports.values().map(|p| p.queues.len()).sum();
+            println!(
+                "{}: valid ({} ports, {queues} queues)",
+                file.display(),
+                cfg.ports.len()
+            );
+            Ok(())
+        }
+        Cmd::Stats(args) => control(args, "stats"),
+        Cmd::Ss(args) => control(args, "ss"),
+        Cmd::Doctor { iface, frame_size } => {
+            let r = cnet_apps::doctor::diagnose(&iface, frame_size);
+            print!("{r}");
+            anyhow::ensure!(
+                r.worst() < cnet_apps::doctor::Level::Fail,
+                "doctor: {iface} will not work as is (see FAIL above)"
+            );
+            Ok(())
+        }
     }
 }

@@ -1440,6 +1440,19 @@ impl Stack {
         self.tcp.conns.len()
     }
 
+    /// Handles of every connection an application holds (accepted or connected, not yet closed
+    /// by it), in table order: with [`Stack::tcp_info`], a listing like `ss`.
+    pub fn tcp_handles(&self) -> impl Iterator<Item = TcpHandle> + '_ {
+        self.tcp
+            .conns
+            .iter()
+            .filter(|(_, c)| c.has(F_HANDLE))
+            .map(|(idx, c)| TcpHandle {
+                idx: idx as u32,
+                gen: c.gen,
+            })
+    }
+
     /// Internals of a connection.
     pub fn tcp_info(&self, h: TcpHandle) -> Option<TcpInfo> {
         let c = self.tcp.get(h)?;

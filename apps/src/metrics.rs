@@ -1,0 +1,494 @@
+//! Observability of a running service: per-queue snapshots taken on the owner threads
+//! (`Runtime::with_stack`), their Prometheus text encoding (`prometheus-client`), the
+//! bad-checksum watchdog, and a small blocking HTTP/1.1 server for `/metrics`, `/healthz` and
+//! `/readyz` on a kernel socket.
+
+use cnet_socket::Runtime;
+use cnet_stack::buf::PoolStats;
+use cnet_stack::{Counters, DropReason, Event};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One port (interface) of the service and its runtime.
+#[derive(Debug, Clone)]
+pub struct PortHandle {
+    /// Port name in the configuration.
+    pub name: String,
+    /// Interface.
+    pub iface: String,
+    /// Queue ids, in runtime queue order.
+    pub queues: Vec<u32>,
+    /// Its runtime.
+    pub rt: Runtime,
+    /// The port's stacks were built from a completed netlink dump before the runtime started
+    /// (`Service::open_all` does that), so they count as synced even though the runtime's own
+    /// flag only turns on with a snapshot received while running.
+    pub synced_at_open: bool,
+}
+
+/// A look at one queue, taken on its owner thread.
+#[derive(Debug, Clone)]
+pub struct QueueSnapshot {
+    /// Port name.
+    pub port: String,
+    /// Interface.
+    pub iface: String,
+    /// Queue id.
+    pub queue: u32,
+    /// The owner thread runs.
+    pub running: bool,
+    /// First configuration snapshot applied.
+    pub synced: bool,
+    /// Why it failed, if it did.
+    pub failure: Option<String>,
+    /// Stack counters (`None` when the queue did not answer).
+    pub counters: Option<Counters>,
+    /// Pool statistics.
+    pub pool: Option<PoolStats>,
+    /// Frames the stack holds (queues, reassembly, send buffers).
+    pub frames_held: usize,
+    /// TCP connections in the table.
+    pub tcp_connections: usize,
+    /// The runtime's counters: (name, value).
+    pub runtime: Vec<(&'static str, u64)>,
+}
+
+/// Takes a snapshot of every queue of every port.
+pub fn snapshot(ports: &[PortHandle]) -> Vec<QueueSnapshot> {
+    let mut out = Vec::new();
+    for p in ports {
+        let status = p.rt.status();
+        for (i, st) in status.into_iter().enumerate() {
+            let look = if st.running {
+                p.rt.with_stack(i, |s, _| {
+                    (
+                        s.counters().clone(),
+                        s.pool().stats(),
+                        s.frames_held(),
+                        s.tcp_connections(),
+                    )
+                })
+                .ok()
+            } else {
+                None
+            };
+            let c = p.rt.counters(i);
+            let runtime = vec![
+                ("commands", c.commands.load(Relaxed)),
+                ("wakeups", c.wakeups.load(Relaxed)),
+                ("spare_empty", c.spare_empty.load(Relaxed)),
+                ("frames_returned", c.frames_returned.load(Relaxed)),
+                ("rx_bytes", c.rx_bytes.load(Relaxed)),
+                ("tx_bytes", c.tx_bytes.load(Relaxed)),
+                ("udp_send_errors", c.udp_send_errors.load(Relaxed)),
+            ];
+            let (counters, pool, frames_held, tcp_connections) = match look {
+                Some((c, p, h, t)) => (Some(c), Some(p), h, t),
+                None => (None, None, 0, 0),
+            };
+            out.push(QueueSnapshot {
+                port: p.name.clone(),
+                iface: p.iface.clone(),
+                queue: p.queues.get(i).copied().unwrap_or(i as u32),
+                running: st.running,
+                synced: st.synced || p.synced_at_open,
+                failure: st.failure,
+                counters,
+                pool,
+                frames_held,
+                tcp_connections,
+                runtime,
+            });
+        }
+    }
+    out
+}
+
+/// Frames dropped for a bad UDP or TCP checksum.
+pub fn bad_checksum_drops(c: &Counters) -> u64 {
+    c.drops(DropReason::UdpBadChecksum) + c.drops(DropReason::TcpBadChecksum)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct WatchState {
+    rx: u64,
+    bad: u64,
+    alarm: bool,
+    ratio: f64,
+}
+
+/// The bad-checksum watchdog: compares, per queue and interval, frames dropped for a bad UDP/TCP
+/// checksum with frames received, and warns loudly (with the fix) when they dominate. A kernel
+/// sender with checksum offload on a veth leaves checksums partial: every such frame is dropped.
+#[derive(Debug)]
+pub struct Watchdog {
+    ratio: f64,
+    min_frames: u64,
+    state: Mutex<BTreeMap<(String, u32), WatchState>>,
+    /// Warnings given.
+    pub warnings: AtomicU64,
+}
+
+impl Watchdog {
+    /// A watchdog that warns when more than `ratio` of at least `min_frames` received frames in
+    /// an interval were dropped for a bad checksum.
+    pub fn new(ratio: f64, min_frames: u64) -> Watchdog {
+        Watchdog {
+            ratio,
+            min_frames,
+            state: Mutex::new(BTreeMap::new()),
+            warnings: AtomicU64::new(0),
+        }
+    }
+
+    /// Judges one interval's snapshots; returns the warnings given (also logged).
+    pub fn check(&self, snaps: &[QueueSnapshot]) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let Ok(mut state) = self.state.lock() else {
+            return warnings;
+        };
+        for s in snaps {
+            let Some(c) = &s.counters else { continue };
+            let rx = c.get(Event::RxFrames);
+            let bad = bad_checksum_drops(c);
+            let st = state.entry((s.port.clone(), s.queue)).or_default();
+            let (drx, dbad) = (rx.saturating_sub(st.rx), bad.saturating_sub(st.bad));
+            st.rx = rx;
+            st.bad = bad;
+            if drx < self.min_frames {
+                st.alarm = false;
+                st.ratio = 0.0;
+                continue;
+            }
+            st.ratio = dbad as f64 / drx as f64;
+            st.alarm = st.ratio > self.ratio;
+            if st.alarm {
+                let w = format!(
+                    "{}/{} queue {}: {dbad} of {drx} received frames dropped for a bad UDP/TCP checksum ({:.0}%). \
+                     A kernel sender with checksum offload (veth, or a VM's virtio) leaves checksums partial: \
+                     run `ethtool -K <peer-interface> tx off` on the sending side (see `cnet doctor --iface {}`)",
+                    s.port,
+                    s.iface,
+                    s.queue,
+                    st.ratio * 100.0,
+                    s.iface
+                );
+                tracing::warn!(port = %s.port, iface = %s.iface, queue = s.queue, dropped = dbad, received = drx, "{w}");
+                self.warnings.fetch_add(1, Relaxed);
+                warnings.push(w);
+            }
+        }
+        warnings
+    }
+
+    /// Whether `port`'s queue `queue` is in alarm, and its last ratio.
+    pub fn alarm(&self, port: &str, queue: u32) -> (bool, f64) {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&(port.to_string(), queue)).copied())
+            .map_or((false, 0.0), |s| (s.alarm, s.ratio))
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+fn labels(s: &QueueSnapshot) -> Labels {
+    vec![
+        ("port".into(), s.port.clone()),
+        ("iface".into(), s.iface.clone()),
+        ("queue".into(), s.queue.to_string()),
+    ]
+}
+
+/// The Prometheus text (OpenMetrics) encoding of the snapshots.
+pub fn encode(snaps: &[QueueSnapshot], watchdog: Option<&Watchdog>) -> String {
+    let mut reg = Registry::with_prefix("cnet");
+    for e in Event::ALL {
+        let f = Family::<Labels, Counter>::default();
+        for s in snaps {
+            if let Some(c) = &s.counters {
+                f.get_or_create(&labels(s)).inc_by(c.get(*e));
+            }
+        }
+        reg.register(
+            format!("stack_{}", e.name()),
+            format!("stack counter {}", e.name()),
+            f,
+        );
+    }
+    let drops = Family::<Labels, Counter>::default();
+    for s in snaps {
+        if let Some(c) = &s.counters {
+            for r in DropReason::ALL {
+                let mut l = labels(s);
+                l.push(("reason".into(), r.name().into()));
+                drops.get_or_create(&l).inc_by(c.drops(*r));
+            }
+        }
+    }
+    reg.register(
+        "stack_drops",
+        "frames dropped by the stack, by reason",
+        drops,
+    );
+    let rt_names = snaps.first().map(|s| s.runtime.clone()).unwrap_or_default();
+    for (i, (name, _)) in rt_names.iter().enumerate() {
+        let f = Family::<Labels, Counter>::default();
+        for s in snaps {
+            if let Some((_, v)) = s.runtime.get(i) {
+                f.get_or_create(&labels(s)).inc_by(*v);
+            }
+        }
+        reg.register(
+            format!("runtime_{name}"),
+            format!("runtime counter {name}"),
+            f,
+        );
+    }
+    let gauge =
+        |reg: &mut Registry, name: &str, help: &str, v: &dyn Fn(&QueueSnapshot) -> Option<i64>| {
+            let f = Family::<Labels, Gauge>::default();
+            for s in snaps {
+                if let Some(x) = v(s) {
+                    f.get_or_create(&labels(s)).set(x);
+                }
+            }
+            reg.register(name, help, f);
+        };
+    gauge(
+        &mut reg,
+        "queue_running",
+        "1 while the queue's owner thread runs",
+        &|s| Some(s.running as i64),
+    );
+    gauge(
+        &mut reg,
+        "queue_synced",
+        "1 once the queue applied its first netlink snapshot",
+        &|s| Some(s.synced as i64),
+    );
+    gauge(
+        &mut reg,
+        "pool_frames",
+        "frames in the queue's pool",
+        &|s| s.pool.map(|p| p.capacity as i64),
+    );
+    gauge(
+        &mut reg,
+        "pool_free_frames",
+        "free frames in the queue's pool",
+        &|s| s.pool.map(|p| p.free as i64),
+    );
+    gauge(
+        &mut reg,
+        "pool_alloc_failures",
+        "allocations that found the pool empty (monotonic)",
+        &|s| s.pool.map(|p| p.alloc_failures as i64),
+    );
+    gauge(
+        &mut reg,
+        "stack_frames_held",
+        "frames the stack holds (queues, reassembly, buffers)",
+        &|s| s.counters.as_ref().map(|_| s.frames_held as i64),
+    );
+    gauge(
+        &mut reg,
+        "tcp_connections",
+        "TCP connections in the table, every state",
+        &|s| s.counters.as_ref().map(|_| s.tcp_connections as i64),
+    );
+    if let Some(w) = watchdog {
+        gauge(
+            &mut reg,
+            "bad_checksum_alarm",
+            "1 while bad UDP/TCP checksums dominate received frames (see cnet doctor)",
+            &|s| Some(w.alarm(&s.port, s.queue).0 as i64),
+        );
+        let warnings = Counter::<u64>::default();
+        warnings.inc_by(w.warnings.load(Relaxed));
+        reg.register(
+            "diagnostic_warnings",
+            "warnings the diagnostics gave",
+            warnings,
+        );
+    }
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+    out
+}
+
+/// Liveness: every queue thread is alive (none failed). Returns the reason when not.
+pub fn health(ports: &[PortHandle]) -> Result<(), String> {
+    let failed: Vec<String> = ports
+        .iter()
+        .flat_map(|p| {
+            p.rt.status().into_iter().filter_map(move |s| {
+                s.failure.map(|f| {
+                    format!(
+                        "{} queue {}: {f}",
+                        p.name,
+                        p.queues.get(s.index).copied().unwrap_or(0)
+                    )
+                })
+            })
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("\n"))
+    }
+}
+
+/// Readiness: every queue runs (its XSK bound) and applied its first netlink snapshot.
+pub fn ready(ports: &[PortHandle]) -> Result<(), String> {
+    let mut not = Vec::new();
+    for p in ports {
+        for s in p.rt.status() {
+            let q = p.queues.get(s.index).copied().unwrap_or(0);
+            if !s.running {
+                not.push(format!("{} queue {q}: not running", p.name));
+            } else if !s.synced && !p.synced_at_open {
+                not.push(format!("{} queue {q}: netlink not synced", p.name));
+            }
+        }
+    }
+    if not.is_empty() {
+        Ok(())
+    } else {
+        Err(not.join("\n"))
+    }
+}
+
+/// Largest request head read.
+const MAX_REQUEST: usize = 8192;
+/// Read and write timeout of a connection.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn respond(s: &mut TcpStream, status: &str, ctype: &str, body: &str, head_only: bool) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes());
+    if !head_only {
+        let _ = s.write_all(body.as_bytes());
+    }
+    let _ = s.flush();
+}
+
+fn handle(mut s: TcpStream, ports: &[PortHandle], watchdog: Option<&Watchdog>) {
+    let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = s.set_write_timeout(Some(IO_TIMEOUT));
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if buf.len() >= MAX_REQUEST {
+            return respond(
+                &mut s,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "too large\n",
+                false,
+            );
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return respond(
+            &mut s,
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET or HEAD\n",
+            false,
+        );
+    }
+    let path = target.split('?').next().unwrap_or("");
+    let text = "text/plain; charset=utf-8";
+    match path {
+        "/metrics" => {
+            let body = encode(&snapshot(ports), watchdog);
+            respond(
+                &mut s,
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                &body,
+                head_only,
+            )
+        }
+        "/healthz" => match health(ports) {
+            Ok(()) => respond(&mut s, "200 OK", text, "ok\n", head_only),
+            Err(e) => respond(
+                &mut s,
+                "503 Service Unavailable",
+                text,
+                &format!("{e}\n"),
+                head_only,
+            ),
+        },
+        "/readyz" => match ready(ports) {
+            Ok(()) => respond(&mut s, "200 OK", text, "ready\n", head_only),
+            Err(e) => respond(
+                &mut s,
+                "503 Service Unavailable",
+                text,
+                &format!("{e}\n"),
+                head_only,
+            ),
+        },
+        _ => respond(
+            &mut s,
+            "404 Not Found",
+            text,
+            "/metrics, /healthz, /readyz\n",
+            head_only,
+        ),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` from a thread, one request per
+/// connection, until `stop` is set.
+pub fn serve(
+    listener: TcpListener,
+    ports: Arc<Vec<PortHandle>>,
+    watchdog: Option<Arc<Watchdog>>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("cnet-metrics".into())
+        .spawn(move || {
+            while !stop.load(Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        handle(s, &ports, watchdog.as_deref());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics listener: accept failed");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+        })
+}
