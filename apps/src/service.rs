@@ -583,12 +583,15 @@ impl<P: ServicePort> Service<P> {
 impl<P: ServicePort + 'static> Service<P> {
     /// The queue as a runtime's set-up, with `apps` run inside its loop.
     pub fn into_setup(self, apps: Vec<Box<dyn LoopApp>>) -> QueueSetup<P> {
+        // With netlink, `build` applied the first snapshot: the queue starts synced.
+        let synced = self.source.events.is_some();
         QueueSetup {
             host: self.host,
             config: Some(Box::new(self.source)),
             extra_addrs: self.extra_addrs,
             apps,
             describe_port: Some(describe_port::<P>),
+            synced,
         }
     }
 }

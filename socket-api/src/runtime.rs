@@ -105,6 +105,9 @@ pub struct QueueSetup<P> {
     pub apps: Vec<Box<dyn LoopApp>>,
     /// Describes the port's own counters for the stop report (e.g. AF_XDP ring statistics).
     pub describe_port: Option<fn(&P) -> String>,
+    /// The stack already holds its first configuration snapshot (applied before the start):
+    /// the queue is synced from the start. Always true without a configuration source.
+    pub synced: bool,
 }
 
 impl<P> QueueSetup<P> {
@@ -116,6 +119,7 @@ impl<P> QueueSetup<P> {
             extra_addrs: Vec::new(),
             apps: Vec::new(),
             describe_port: None,
+            synced: false,
         }
     }
 }
@@ -413,8 +417,9 @@ fn owner_thread<P: Port + Send + 'static>(
         extra_addrs,
         mut apps,
         describe_port,
+        synced,
     } = setup;
-    if config.is_none() {
+    if config.is_none() || synced {
         q.synced.store(true, SeqCst);
     }
     let mut run_apps = |stack: &mut Stack, now: Instant| {
