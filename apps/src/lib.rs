@@ -5,5 +5,6 @@
 pub mod demo;
 pub mod lab;
 pub mod mem_demo;
+pub mod quic;
 pub mod service;
 pub mod txgen;
