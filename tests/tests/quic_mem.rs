@@ -42,6 +42,17 @@ fn echo_run(
     bytes: u64,
     impair: Option<ImpairConfig>,
 ) -> Result<ClientReport, QuicError> {
+    echo_run_with(streams, bytes, impair, false)
+}
+
+/// [`echo_run`], with garbage and truncated Initial packets thrown at the server first when
+/// `garbage` is set.
+fn echo_run_with(
+    streams: usize,
+    bytes: u64,
+    impair: Option<ImpairConfig>,
+    garbage: bool,
+) -> Result<ClientReport, QuicError> {
     let (pa, pb) = pipe(MAC_A, MAC_B, 1500, 4096).expect("pipe");
     let a = runtime(MAC_A, IP_A, (IP_B, MAC_B), 1, pa);
     let b = match impair {
@@ -60,6 +71,19 @@ fn echo_run(
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();
     let server = std::thread::spawn(move || quic::serve_echo(server_io, cfg, false, &st));
+    if garbage {
+        let g = cnet_socket::UdpSocket::bind(&a, SocketAddrV4::new(IP_A, 0)).expect("bind");
+        let dst = SocketAddrV4::new(IP_B, 4433);
+        for i in 0..200usize {
+            let mut d: Vec<u8> = (0..1 + i * 7).map(|k| (k * 13 + i) as u8).collect();
+            if i % 2 == 0 {
+                // A long-header Initial of QUIC v1, cut short.
+                d.splice(0..0, [0xc0, 0, 0, 0, 1, 8]);
+                d.truncate(6 + i % 40);
+            }
+            g.send_to(&d, dst).expect("send garbage");
+        }
+    }
     let client_io = quic::cnet_io(&a, SocketAddrV4::new(IP_A, 0)).expect("client bind");
     let r = quic::run_client(
         client_io,
@@ -128,4 +152,10 @@ fn ten_megabytes_with_loss_and_corruption_around_the_server() {
 fn many_small_streams() {
     let r = echo_run(1000, 32, None).expect("echo run");
     assert_eq!(r.streams, 1000);
+}
+
+#[test]
+fn garbage_and_truncated_initials_do_not_stop_the_server() {
+    let r = echo_run_with(2, 100_000, None, true).expect("echo run after garbage");
+    assert_eq!(r.streams, 2);
 }
