@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod lab;
 pub mod mem_demo;
 pub mod metrics;
+pub mod quic;
 pub mod run;
 pub mod service;
 pub mod txgen;

@@ -45,6 +45,8 @@ mod buf;
 mod error;
 mod owner;
 mod queue;
+#[cfg(feature = "quinn")]
+pub mod quinn;
 mod ready;
 mod runtime;
 mod tcp;

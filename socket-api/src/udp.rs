@@ -26,6 +26,9 @@ pub(crate) struct UdpShared {
     errors: SegQueue<IcmpError>,
     /// Datagrams senders may still hand over.
     tx_credit: AtomicIsize,
+    /// Credit a waiting all-or-nothing batch sender needs ([`UdpSocket::try_send_many`]): the
+    /// owner sets WRITABLE when the credit climbs back to it (0: nobody waits for a batch).
+    tx_want: AtomicIsize,
     /// Connected peer: `ip << 16 | port`, 0 when none.
     peer: AtomicU64,
 }
@@ -70,7 +73,8 @@ pub(crate) fn send(
         tracing::debug!(%dst, %err, "UDP send failed");
         q.counters.udp_send_errors.fetch_add(1, SeqCst);
     }
-    if e.shared.tx_credit.fetch_add(1, SeqCst) == 0 {
+    let credit = e.shared.tx_credit.fetch_add(1, SeqCst) + 1;
+    if credit == 1 || credit == e.shared.tx_want.load(SeqCst) {
         e.shared.core.set(Readiness::WRITABLE);
     }
 }
@@ -120,6 +124,7 @@ impl UdpSocket {
             rx_cap: l.udp_rx_datagrams.max(1),
             errors: SegQueue::new(),
             tx_credit: AtomicIsize::new(l.udp_tx_datagrams.max(1) as isize),
+            tx_want: AtomicIsize::new(0),
             peer: AtomicU64::new(0),
         });
         shared.core.set(Readiness::WRITABLE);
@@ -456,6 +461,50 @@ impl UdpSocket {
         for seg in data.chunks(segment_size) {
             self.send_to(seg, dst)?;
             n += 1;
+        }
+        Ok(n)
+    }
+
+    /// As [`UdpSocket::send_many`] without waiting and all or nothing: `WouldBlock`, with nothing
+    /// sent, when the home queue has not the spare frames or the send credit for every datagram
+    /// now; the socket is then not writable until it has (a waker registered for writing is
+    /// woken then). Batches of more datagrams than `Limits::udp_tx_datagrams` never fit.
+    pub fn try_send_many(
+        &self,
+        data: &[u8],
+        segment_size: usize,
+        dst: SocketAddrV4,
+    ) -> Result<usize> {
+        if segment_size == 0 || segment_size > self.max_payload {
+            return Err(Error::InvalidInput("segment size"));
+        }
+        let n = data.len().div_ceil(segment_size);
+        let mut bufs = smallvec::SmallVec::<[SendBuf; 16]>::with_capacity(n);
+        for seg in data.chunks(segment_size) {
+            // On WouldBlock the buffers taken so far are dropped: their frames go back.
+            let mut b = self.try_alloc()?;
+            b.put(seg);
+            bufs.push(b);
+        }
+        let s = &self.shared;
+        let want = n as isize;
+        if s.tx_credit.fetch_sub(want, SeqCst) < want {
+            s.tx_credit.fetch_add(want, SeqCst);
+            s.tx_want.store(want, SeqCst);
+            s.core.clear(Readiness::WRITABLE);
+            if s.tx_credit.load(SeqCst) >= want {
+                s.core.set(Readiness::WRITABLE);
+            }
+            return Err(Error::WouldBlock);
+        }
+        for b in bufs {
+            let (frame, len) = b.into_raw();
+            self.home().submit(Cmd::UdpSend {
+                id: self.binds[0].1,
+                frame,
+                len,
+                dst,
+            })?;
         }
         Ok(n)
     }

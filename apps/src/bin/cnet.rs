@@ -7,7 +7,11 @@
 //! - `cnet txgen --mem | --iface IF [--rate PPS] [--size N|imix] [--flows N]`: UDP traffic
 //!   generator against an echo server (see `cnet_apps::txgen`);
 //! - `cnet run --config FILE`, `cnet check-config FILE`, `cnet stats [--json]`, `cnet ss`,
-//!   `cnet doctor --iface IF`: the service from a JSONC configuration (docs/SERVICE.md).
+//!   `cnet doctor --iface IF`: the service from a JSONC configuration (docs/SERVICE.md);
+//! - `cnet quic-echo --iface IF [--port 4433] [--cert C --key K] [--retry]`: QUIC echo server
+//!   (quinn-proto) on cnet's UDP over AF_XDP (see `cnet_apps::quic`);
+//! - `cnet quic-client --server IP:PORT [--streams N --bytes M] [--iface IF]`: QUIC echo client
+//!   checking every stream by hash; on AF_XDP with `--iface`, else on a kernel UDP socket.
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -61,6 +65,203 @@ enum Cmd {
         #[arg(long, default_value_t = 2048)]
         frame_size: u32,
     },
+    /// QUIC echo server (ALPN echo, hq-interop, hq-29) on AF_XDP on an interface.
+    QuicEcho(QuicEchoArgs),
+    /// QUIC echo client: N streams of M bytes, each echo checked by SHA-256.
+    QuicClient(QuicClientArgs),
+}
+
+/// AF_XDP options shared by the QUIC subcommands.
+#[derive(Args)]
+struct XdpArgs {
+    /// Address to add besides those the kernel has on the interface (A.B.C.D/P).
+    #[arg(long)]
+    addr: Option<String>,
+    /// XDP attach mode: auto, native, generic.
+    #[arg(long, default_value = "auto")]
+    attach: String,
+    /// Do not learn addresses and routes from the kernel.
+    #[arg(long)]
+    no_netlink: bool,
+}
+
+/// `cnet quic-echo` options.
+#[derive(Args)]
+struct QuicEchoArgs {
+    /// Interface to serve (AF_XDP queue 0).
+    #[arg(long)]
+    iface: String,
+    /// UDP port.
+    #[arg(long, default_value_t = 4433)]
+    port: u16,
+    /// PEM certificate chain (with --key); without it a self-signed one is made.
+    #[arg(long, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// PEM private key.
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+    /// Send Retry to validate client addresses first.
+    #[arg(long)]
+    retry: bool,
+    #[command(flatten)]
+    xdp: XdpArgs,
+}
+
+/// `cnet quic-client` options.
+#[derive(Args)]
+struct QuicClientArgs {
+    /// The server (A.B.C.D:PORT).
+    #[arg(long)]
+    server: std::net::SocketAddrV4,
+    /// Streams to open.
+    #[arg(long, default_value_t = 8)]
+    streams: usize,
+    /// Bytes sent (and echoed) on each stream.
+    #[arg(long, default_value_t = 1 << 20)]
+    bytes: u64,
+    /// Run on AF_XDP on this interface (cnet); without it, on a kernel UDP socket.
+    #[arg(long)]
+    iface: Option<String>,
+    /// ALPN to offer.
+    #[arg(long, default_value = "echo")]
+    alpn: String,
+    /// Server name (SNI).
+    #[arg(long, default_value = "localhost")]
+    name: String,
+    /// Seconds the whole run may take.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    #[command(flatten)]
+    xdp: XdpArgs,
+}
+
+/// Starts a runtime on AF_XDP queue 0 of `iface` with no in-loop app, synced with netlink.
+fn quic_runtime(iface: &str, x: &XdpArgs) -> Result<cnet_socket::Runtime> {
+    let mut xdp = XdpConfig::new(iface);
+    xdp.attach_mode = match x.attach.as_str() {
+        "auto" => AttachMode::Auto,
+        "native" => AttachMode::Native,
+        "generic" => AttachMode::Generic,
+        other => anyhow::bail!("unknown attach mode {other:?} (auto, native, generic)"),
+    };
+    let extra_addrs = x
+        .addr
+        .as_deref()
+        .map(parse_ifaddr)
+        .transpose()?
+        .into_iter()
+        .collect();
+    let rt = service::start_runtime(
+        ServiceConfig {
+            xdp,
+            queue: 0,
+            extra_addrs,
+            netlink: !x.no_netlink,
+            seed: seed_from_os(),
+        },
+        cnet_socket::Limits::default(),
+        |_| Ok(Vec::new()),
+    )?;
+    rt.wait_ready(std::time::Duration::from_secs(10))
+        .context("runtime not ready")?;
+    Ok(rt)
+}
+
+fn quic_echo(o: QuicEchoArgs) -> Result<()> {
+    use cnet_apps::quic;
+    let (chain, key) = match (&o.cert, &o.key) {
+        (Some(c), Some(k)) => quic::load_cert(c, k)?,
+        _ => {
+            let (c, k) = quic::self_signed()?;
+            (vec![c], k)
+        }
+    };
+    let stop = service::stop_on_signals()?;
+    let rt = quic_runtime(&o.iface, &o.xdp)?;
+    let io = quic::cnet_io(
+        &rt,
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, o.port),
+    )?;
+    let cfg = quic::server_config(chain, key, cnet_apps::quic::DatagramIo::max_payload(&io))?;
+    eprintln!(
+        "cnet quic-echo on {}: UDP port {}, ALPN echo/hq-interop/hq-29, retry {}; Ctrl-C stops",
+        o.iface, o.port, o.retry
+    );
+    let r = quic::serve_echo(io, cfg, o.retry, &stop);
+    for q in rt.join() {
+        for (k, v) in q.counters.nonzero() {
+            eprintln!("  {k:<30} {v}");
+        }
+        if let Some(f) = q.failure {
+            anyhow::bail!("queue {}: {f}", q.index);
+        }
+    }
+    let sum = r?;
+    eprintln!(
+        "cnet quic-echo: {} connections, {} datagrams",
+        sum.connections, sum.datagrams
+    );
+    Ok(())
+}
+
+fn quic_client(o: QuicClientArgs) -> Result<()> {
+    use cnet_apps::quic;
+    anyhow::ensure!(
+        o.timeout > 0.0 && o.timeout <= 86_400.0,
+        "--timeout in (0, 86400]"
+    );
+    anyhow::ensure!(o.streams >= 1, "--streams must be at least 1");
+    let opts = quic::ClientOptions {
+        server: o.server.into(),
+        server_name: o.name,
+        alpn: o.alpn.into_bytes(),
+        streams: o.streams,
+        bytes: o.bytes,
+        timeout: std::time::Duration::from_secs_f64(o.timeout),
+        trust: None,
+    };
+    let (r, rt) = match &o.iface {
+        Some(iface) => {
+            let rt = quic_runtime(iface, &o.xdp)?;
+            let io = quic::cnet_io(
+                &rt,
+                std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            )?;
+            (quic::run_client(io, opts), Some(rt))
+        }
+        None => {
+            let io = quic::KernelIo::bind("0.0.0.0:0".parse()?)?;
+            (quic::run_client(io, opts), None)
+        }
+    };
+    if let Some(rt) = rt {
+        rt.join();
+    }
+    let r = r?;
+    println!(
+        "handshake {:.3} ms, {} streams x {} B echoed and checked (SHA-256) in {:.3} s: goodput {:.1} Mbit/s, ALPN {}",
+        r.handshake.as_secs_f64() * 1e3,
+        r.streams,
+        o.bytes,
+        r.transfer.as_secs_f64(),
+        r.goodput_mbps(),
+        r.alpn
+            .as_deref()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .unwrap_or_else(|| "-".into())
+    );
+    println!(
+        "rtt {:?}, cwnd {}, sent {} datagrams ({} B), received {} datagrams ({} B), lost {} packets, congestion events {}",
+        r.stats.path.rtt,
+        r.stats.path.cwnd,
+        r.stats.udp_tx.datagrams,
+        r.stats.udp_tx.bytes,
+        r.stats.udp_rx.datagrams,
+        r.stats.udp_rx.bytes,
+        r.stats.path.lost_packets,
+        r.stats.path.congestion_events
+    );
+    Ok(())
 }
 
 /// Options of the control-socket clients.
@@ -347,6 +548,8 @@ fn main() -> Result<()> {
         Cmd::Demo { mem: false, seed } => cnet_apps::demo::run(&mut std::io::stdout().lock(), seed),
         Cmd::Echo(args) => echo(args),
         Cmd::Txgen(args) => txgen(args),
+        Cmd::QuicEcho(args) => quic_echo(args),
+        Cmd::QuicClient(args) => quic_client(args),
         Cmd::Run { config } => {
             let cfg = cnet_apps::config::Config::load(&config)?;
             cnet_apps::run::init_logging(&cfg);
