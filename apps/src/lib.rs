@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod demo;
+pub mod http;
 pub mod lab;
 pub mod mem_demo;
 pub mod service;
