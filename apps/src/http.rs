@@ -21,6 +21,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use cnet_socket::tokio::{TcpListener, TcpStream};
 use cnet_socket::Runtime;
+use cnet_stack::tcp::TcpOpts;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -272,8 +273,8 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Listens on `0.0.0.0:port` on every queue of `rt` and serves with `threads` tokio worker
-    /// threads.
+    /// Listens on `0.0.0.0:port` on every queue of `rt` (backlog 1024, `TCP_NODELAY` on every
+    /// connection) and serves with `threads` tokio worker threads.
     pub fn start(rt: &Runtime, port: u16, threads: usize) -> Result<HttpServer> {
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
@@ -282,8 +283,14 @@ impl HttpServer {
             .build()
             .context("tokio runtime")?;
         let local = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
-        let l = tokio
-            .block_on(TcpListener::bind(rt, local))
+        // No Nagle: hyper writes an answer's head and body as they come, and a last small
+        // segment held for the ACK of the one before meets the client's delayed ACK (40 ms).
+        let opts = TcpOpts {
+            nodelay: true,
+            ..TcpOpts::default()
+        };
+        let l = cnet_socket::TcpListener::bind_with(rt, local, 1024, opts)
+            .map(TcpListener::from_std)
             .with_context(|| format!("listen on {local}"))?;
         let stats = Arc::new(HttpStats::default());
         let stop = Arc::new(tokio::sync::Notify::new());
