@@ -119,6 +119,7 @@ async fn lines(a: Runtime, b: Runtime) {
     let l = TcpListener::bind(&b, addr(IP_B, 9000)).await.unwrap();
     let server = tokio::spawn(async move {
         let (s, _) = l.accept().await.unwrap();
+        s.get_ref().set_nodelay(true).unwrap();
         let mut f = Framed::new(s, LinesCodec::new_with_max_length(64 * 1024));
         let mut n = 0usize;
         while let Some(line) = f.next().await {
@@ -131,6 +132,8 @@ async fn lines(a: Runtime, b: Runtime) {
         n
     });
     let c = TcpStream::connect(&a, addr(IP_B, 9000)).await.unwrap();
+    // Without it each exchange whose line ends in a small segment waits for a delayed ACK.
+    c.get_ref().set_nodelay(true).unwrap();
     let mut f = Framed::new(c, LinesCodec::new());
     const LINES: usize = 500;
     for i in 0..LINES {
@@ -231,6 +234,8 @@ async fn hyper_both_ends(a: Runtime, b: Runtime) {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, format!("request {i}").as_bytes());
     }
+    // Ready first: the connection task (maybe on another worker) finishes the last exchange.
+    send.ready().await.unwrap();
     let missing = send
         .send_request(
             Request::get(format!("http://{IP_B}/nothing"))
