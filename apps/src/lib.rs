@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod doctor;
+pub mod http;
 pub mod lab;
 pub mod mem_demo;
 pub mod metrics;

@@ -12,6 +12,9 @@
 //!   (quinn-proto) on cnet's UDP over AF_XDP (see `cnet_apps::quic`);
 //! - `cnet quic-client --server IP:PORT [--streams N --bytes M] [--iface IF]`: QUIC echo client
 //!   checking every stream by hash; on AF_XDP with `--iface`, else on a kernel UDP socket.
+//! - `cnet http --iface IF [--port 80] [--addr A.B.C.D/P] [--queues 0]`: an HTTP/1.1 server (hyper on
+//!   cnet's tokio adapter) on AF_XDP on `IF`: `GET /bytes/N`, `POST /echo`, `GET /`; until Ctrl-C or
+//!   SIGTERM, then the runtime's counters.
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -39,6 +42,8 @@ enum Cmd {
     },
     /// Run UDP and TCP echo services on AF_XDP on an interface of this namespace.
     Echo(EchoArgs),
+    /// Run an HTTP/1.1 server (hyper on cnet's tokio adapter) on AF_XDP on an interface.
+    Http(HttpArgs),
     /// UDP traffic generator against an echo server: `--mem` (in-memory link) or `--iface IF`.
     Txgen(TxgenArgs),
     /// Run the service described by a JSONC configuration file (see deploy/cnet.jsonc).
@@ -529,6 +534,93 @@ fn echo(o: EchoArgs) -> Result<()> {
     failed.map_or(Ok(()), Err)
 }
 
+/// `cnet http` options.
+#[derive(Args)]
+struct HttpArgs {
+    /// Interface to serve.
+    #[arg(long)]
+    iface: String,
+    /// TCP port to listen on.
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+    /// Address to serve besides those the kernel has on the interface (A.B.C.D/P).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Queues to serve, one stack instance and thread each (e.g. `0,1`).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    queues: Vec<u32>,
+    /// tokio worker threads running the connections.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+fn http(o: HttpArgs) -> Result<()> {
+    anyhow::ensure!(!o.queues.is_empty(), "no queue to serve");
+    let mut xdp = XdpConfig::new(&o.iface);
+    xdp.queues = o.queues;
+    let extra_addrs = o
+        .addr
+        .as_deref()
+        .map(parse_ifaddr)
+        .transpose()?
+        .into_iter()
+        .collect();
+    let stop = service::stop_on_signals()?;
+    let rt = service::start_runtime(
+        ServiceConfig {
+            xdp,
+            queue: 0,
+            extra_addrs,
+            netlink: true,
+            seed: seed_from_os(),
+        },
+        cnet_socket::Limits::default(),
+        |_| Ok(vec![]),
+    )?;
+    let served = rt
+        .wait_ready(std::time::Duration::from_secs(10))
+        .context("the runtime did not get ready")
+        .and_then(|()| cnet_apps::http::HttpServer::start(&rt, o.port, o.threads));
+    let server = match served {
+        Ok(s) => s,
+        Err(e) => {
+            drop(rt.join());
+            return Err(e);
+        }
+    };
+    let addrs = rt
+        .with_stack(0, |s, _| s.addrs().to_vec())
+        .unwrap_or_default();
+    eprintln!(
+        "cnet http on {}: addresses {addrs:?}, port {}; Ctrl-C stops",
+        o.iface, o.port
+    );
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Some(f) = rt.status().into_iter().find_map(|s| s.failure) {
+            eprintln!("cnet http: {f}");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let stats = server.stop(std::time::Duration::from_secs(2));
+    eprintln!("http: {stats}");
+    let mut failed = None;
+    for r in rt.join() {
+        eprintln!(
+            "queue {}: frames lent {}, lost {}",
+            r.index, r.frames_lent, r.frames_lost
+        );
+        for (k, v) in r.counters.nonzero() {
+            eprintln!("  {k:<30} {v}");
+        }
+        eprint!("{}", r.port);
+        if let Some(f) = r.failure {
+            failed = Some(anyhow::anyhow!(f));
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
 /// A seed for the stack's random values (ephemeral ports, IP IDs, hash keys) from the OS.
 fn seed_from_os() -> u64 {
     use std::io::Read;
@@ -547,6 +639,7 @@ fn main() -> Result<()> {
         }
         Cmd::Demo { mem: false, seed } => cnet_apps::demo::run(&mut std::io::stdout().lock(), seed),
         Cmd::Echo(args) => echo(args),
+        Cmd::Http(args) => http(args),
         Cmd::Txgen(args) => txgen(args),
         Cmd::QuicEcho(args) => quic_echo(args),
         Cmd::QuicClient(args) => quic_client(args),
