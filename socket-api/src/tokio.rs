@@ -64,6 +64,12 @@ impl TcpStream {
         Ok(self.0.peer_addr()?)
     }
 
+    /// Disables or enables Nagle's algorithm (`TCP_NODELAY`). Request/response protocols want it
+    /// off: with Nagle on, a response's last small segment waits for the peer's delayed ACK.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        Ok(self.0.set_nodelay(on)?)
+    }
+
     /// Receives the next buffer in place (zero copy); `None` at the end of the stream.
     pub async fn recv(&mut self) -> io::Result<Option<crate::RecvBuf>> {
         Ok(poll_fn(|cx| self.0.poll_recv(cx)).await?)
@@ -168,6 +174,19 @@ impl TcpListener {
     /// Listens on `local` on every queue.
     pub async fn bind(rt: &Runtime, local: SocketAddrV4) -> io::Result<TcpListener> {
         Ok(TcpListener(crate::TcpListener::bind(rt, local)?))
+    }
+
+    /// Listens with a backlog and options that accepted connections inherit (e.g.
+    /// `TcpOpts { nodelay: true, .. }`).
+    pub async fn bind_with(
+        rt: &Runtime,
+        local: SocketAddrV4,
+        backlog: u32,
+        opts: cnet_stack::TcpOpts,
+    ) -> io::Result<TcpListener> {
+        Ok(TcpListener(crate::TcpListener::bind_with(
+            rt, local, backlog, opts,
+        )?))
     }
 
     /// Wraps a blocking listener.
