@@ -180,6 +180,22 @@ pub struct QueueReport {
     pub failure: Option<String>,
 }
 
+impl QueueReport {
+    /// A report with nothing counted yet.
+    fn empty(index: usize, failure: Option<String>) -> QueueReport {
+        QueueReport {
+            index,
+            counters: Counters::default(),
+            pool: PoolStats::default(),
+            frames_lent: 0,
+            frames_lost: 0,
+            apps: Vec::new(),
+            port: String::new(),
+            failure,
+        }
+    }
+}
+
 /// A queue's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStatus {
@@ -368,15 +384,8 @@ impl Runtime {
             .into_iter()
             .enumerate()
             .map(|(i, t)| {
-                t.join().unwrap_or_else(|_| QueueReport {
-                    index: i,
-                    counters: Counters::default(),
-                    pool: PoolStats::default(),
-                    frames_lent: 0,
-                    frames_lost: 0,
-                    apps: Vec::new(),
-                    port: String::new(),
-                    failure: Some("owner thread panicked outside its loop".into()),
+                t.join().unwrap_or_else(|_| {
+                    QueueReport::empty(i, Some("owner thread panicked outside its loop".into()))
                 })
             })
             .collect()
@@ -643,15 +652,6 @@ impl<P: Port> Loop<'_, P> {
         if let Some(c) = &mut self.config {
             c.finish();
         }
-        QueueReport {
-            index: self.owner.q.index,
-            counters: Counters::default(),
-            pool: PoolStats::default(),
-            frames_lent: 0,
-            frames_lost: 0,
-            apps: Vec::new(),
-            port: String::new(),
-            failure,
-        }
+        QueueReport::empty(self.owner.q.index, failure)
     }
 }

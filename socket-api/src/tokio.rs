@@ -104,33 +104,6 @@ fn read_into(
     }
 }
 
-impl AsyncRead for TcpStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let me = self.get_mut();
-        read_into(cx, buf, |cx, b| me.0.poll_read_slice(cx, b))
-    }
-}
-
-impl AsyncWrite for TcpStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.0.poll_write_slice(cx, buf).map_err(Into::into)
-    }
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.0.shutdown(crate::Shutdown::Write).map_err(Into::into))
-    }
-}
-
 /// The reading half of an async stream.
 #[derive(Debug)]
 pub struct OwnedReadHalf(crate::ReadHalf);
@@ -139,32 +112,49 @@ pub struct OwnedReadHalf(crate::ReadHalf);
 #[derive(Debug)]
 pub struct OwnedWriteHalf(crate::WriteHalf);
 
-impl AsyncRead for OwnedReadHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let me = self.get_mut();
-        read_into(cx, buf, |cx, b| me.0.poll_read_slice(cx, b))
-    }
+/// `AsyncRead` through a `poll_read_slice(cx, buf)` method.
+macro_rules! async_read {
+    ($t:ty) => {
+        impl AsyncRead for $t {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                let me = self.get_mut();
+                read_into(cx, buf, |cx, b| me.0.poll_read_slice(cx, b))
+            }
+        }
+    };
 }
 
-impl AsyncWrite for OwnedWriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.0.poll_write_slice(cx, buf).map_err(Into::into)
-    }
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.0.shutdown().map_err(Into::into))
-    }
+/// `AsyncWrite` through `poll_write_slice(cx, data)` and a `shutdown` of the sending side
+/// (`$shut`); nothing to flush: data is with the owner thread once taken.
+macro_rules! async_write {
+    ($t:ty, $shut:expr) => {
+        impl AsyncWrite for $t {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.0.poll_write_slice(cx, buf).map_err(Into::into)
+            }
+            fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let shut: fn(&Self) -> crate::Result<()> = $shut;
+                Poll::Ready(shut(&self).map_err(Into::into))
+            }
+        }
+    };
 }
+
+async_read!(TcpStream);
+async_write!(TcpStream, |s| s.0.shutdown(crate::Shutdown::Write));
+async_read!(OwnedReadHalf);
+async_write!(OwnedWriteHalf, |s| s.0.shutdown());
 
 /// An async listener.
 #[derive(Debug)]
