@@ -4,13 +4,17 @@
 //! end of its namespace with AF_XDP (the address comes from the kernel over netlink), and from the
 //! kernel side shows: ARP resolved, `ping` answered, UDP echo round trips up to 64 KiB datagrams
 //! (fragmented both ways), a TCP echo of 4 MiB checked by SHA-256 with the options Linux
-//! negotiated, then cnet pinging the kernel, and prints the stack's counters. The lab is
-//! removed at the end, on error, and on Ctrl-C.
+//! negotiated, `curl` fetching from a hyper server that runs on cnet's socket API (tokio adapter),
+//! then cnet pinging the kernel, and prints the stack's counters. The stack runs on the
+//! `cnet-socket` runtime: the echo apps and the pinger inside its owner loop, the HTTP server on
+//! tokio tasks in other threads. The lab is removed at the end, on error, and on Ctrl-C.
 
 use crate::lab::{self, Lab, KERNEL_IP, STACK_DEV, STACK_IP};
 use crate::service::{self, Service, ServiceConfig, TcpEcho, UdpEcho};
 use anyhow::{anyhow, bail, Context, Result};
 use cnet_drivers::xdp::XdpConfig;
+use cnet_socket::{LoopApp, Runtime};
+use cnet_stack::Stack;
 use cnet_stack::{Duration, Instant};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +76,67 @@ struct PingResult {
     rtts: Vec<Duration>,
 }
 
+/// Pings the kernel three times when asked (in the owner loop, with the stack's ping API).
+struct Pinger {
+    ping: cnet_stack::PingHandle,
+    go: mpsc::Receiver<()>,
+    done: mpsc::Sender<PingResult>,
+    pinging: Option<(PingResult, Vec<Instant>)>,
+}
+
+impl LoopApp for Pinger {
+    fn poll(&mut self, stack: &mut Stack, now: Instant) {
+        if self.go.try_recv().is_ok() {
+            self.pinging = Some((PingResult::default(), Vec::new()));
+        }
+        let Some((res, sent_at)) = self.pinging.as_mut() else {
+            return;
+        };
+        while let Some(r) = stack.ping_recv(self.ping) {
+            if let Some(t) = sent_at.get(r.seq as usize) {
+                res.rtts.push(now - *t);
+            }
+            stack.pool_mut().free(r.frame);
+        }
+        let due = sent_at
+            .last()
+            .is_none_or(|t| now >= *t + Duration::from_millis(200));
+        if res.sent < 3 && due {
+            if stack
+                .ping_send(self.ping, KERNEL_IP, res.sent, b"cnet ping", now)
+                .is_ok()
+            {
+                sent_at.push(now);
+                res.sent += 1;
+            }
+        } else if res.sent == 3 && (res.rtts.len() == 3 || due) {
+            let (done, _) = self.pinging.take().expect("checked above");
+            let _ = self.done.send(done);
+        }
+    }
+}
+
+/// The expected SHA-256 of `GET /bytes/N` from `cnet http`'s pattern, in hex.
+fn pattern_sha256(n: u64) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0;
+    while off < n {
+        let k = (n - off).min(buf.len() as u64) as usize;
+        crate::http::fill_pattern(off, &mut buf[..k]);
+        ctx.update(&buf[..k]);
+        off += k as u64;
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Port of the demo's HTTP server.
+const HTTP_PORT: u16 = 80;
+
 /// Runs the demo; `seed` seeds the stack.
 pub fn run(out: &mut impl Write, seed: u64) -> Result<()> {
     if let Some(why) = lab::missing_requirements() {
@@ -94,7 +159,8 @@ pub fn run(out: &mut impl Write, seed: u64) -> Result<()> {
     let thread_stop = Arc::new(AtomicBool::new(false));
     let ts = thread_stop.clone();
     let stack_thread = std::thread::spawn(move || -> Result<String> {
-        let setup = || -> Result<(Service, UdpEcho, TcpEcho, cnet_stack::PingHandle)> {
+        // The runtime's threads are created here, so they inherit the stack namespace.
+        let setup = || -> Result<(Runtime, String, crate::http::HttpServer)> {
             cnet_netlink::enter_netns(&ns).context("cannot enter the stack namespace")?;
             let mut svc = Service::open(ServiceConfig {
                 xdp: XdpConfig::new(STACK_DEV),
@@ -103,12 +169,33 @@ pub fn run(out: &mut impl Write, seed: u64) -> Result<()> {
                 netlink: true,
                 seed,
             })?;
-            let echo = UdpEcho::bind(&mut svc.host.stack, 7)?;
-            let tcp = TcpEcho::listen(&mut svc.host.stack, 7, 64)?;
-            let ping = svc.host.stack.ping_open(0xc0de)?;
-            Ok((svc, echo, tcp, ping))
+            let stack = &mut svc.host.stack;
+            let apps: Vec<Box<dyn LoopApp>> = vec![
+                Box::new(UdpEcho::bind(stack, 7)?),
+                Box::new(TcpEcho::listen(stack, 7, 64)?),
+                Box::new(Pinger {
+                    ping: stack.ping_open(0xc0de)?,
+                    go: ping_rx,
+                    done: result_tx,
+                    pinging: None,
+                }),
+            ];
+            let addrs: Vec<String> = stack
+                .addrs()
+                .iter()
+                .map(|a| format!("{}/{}", a.addr, a.prefix_len))
+                .collect();
+            let banner = format!(
+                "cnet up: MAC {}, addresses from netlink [{}], AF_XDP {:?}",
+                stack.mac(),
+                addrs.join(", "),
+                svc.host.port.mode()
+            );
+            let rt = Runtime::start(vec![svc.into_setup(apps)], cnet_socket::Limits::default())?;
+            let http = crate::http::HttpServer::start(&rt, HTTP_PORT, 1)?;
+            Ok((rt, banner, http))
         };
-        let (mut svc, mut echo, mut tcp, ping) = match setup() {
+        let (rt, banner, http) = match setup() {
             Ok(v) => v,
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -116,59 +203,35 @@ pub fn run(out: &mut impl Write, seed: u64) -> Result<()> {
                 return Err(anyhow!(msg));
             }
         };
-        let mode = svc.host.port.mode();
-        let addrs: Vec<String> = svc
-            .host
-            .stack
-            .addrs()
-            .iter()
-            .map(|a| format!("{}/{}", a.addr, a.prefix_len))
-            .collect();
-        let _ = ready_tx.send(Ok(format!(
-            "cnet up: MAC {}, addresses from netlink [{}], AF_XDP {:?}",
-            svc.host.stack.mac(),
-            addrs.join(", "),
-            mode
-        )));
-        let mut pinging: Option<(PingResult, Vec<Instant>)> = None;
-        svc.run(&ts, |stack, now| {
-            echo.poll(stack, now);
-            tcp.poll(stack, now);
-            if ping_rx.try_recv().is_ok() {
-                pinging = Some((PingResult::default(), Vec::new()));
+        let _ = ready_tx.send(Ok(banner));
+        while !ts.load(Ordering::Relaxed) {
+            if let Some(f) = rt.status().into_iter().find_map(|s| s.failure) {
+                bail!("the stack failed: {f}");
             }
-            if let Some((res, sent_at)) = pinging.as_mut() {
-                while let Some(r) = stack.ping_recv(ping) {
-                    if let Some(t) = sent_at.get(r.seq as usize) {
-                        res.rtts.push(now - *t);
-                    }
-                    stack.pool_mut().free(r.frame);
-                }
-                let due = sent_at
-                    .last()
-                    .is_none_or(|t| now >= *t + Duration::from_millis(200));
-                if res.sent < 3 && due {
-                    if stack
-                        .ping_send(ping, KERNEL_IP, res.sent, b"cnet ping", now)
-                        .is_ok()
-                    {
-                        sent_at.push(now);
-                        res.sent += 1;
-                    }
-                } else if res.sent == 3 && (res.rtts.len() == 3 || due) {
-                    let (done, _) = pinging.take().expect("checked above");
-                    let _ = result_tx.send(done);
-                }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let served = http.stop(std::time::Duration::from_secs(2));
+        let mut text = String::new();
+        for r in rt.join() {
+            text.push_str(&format!(
+                "{}, {} HTTP requests answered\n",
+                r.apps
+                    .iter()
+                    .filter(|a| !a.is_empty())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                served.requests.load(Ordering::Relaxed)
+            ));
+            for (k, v) in r.counters.nonzero() {
+                text.push_str(&format!("  {k:<30} {v}\n"));
             }
-        })?;
-        echo.poll(&mut svc.host.stack, svc.clock.now());
-        tcp.release(&mut svc.host.stack);
-        let report = service::report(&svc.host);
-        drop(svc.shutdown());
-        Ok(format!(
-            "{} UDP datagrams echoed, {} TCP connections, {} TCP bytes echoed\n{report}",
-            echo.echoed, tcp.accepted, tcp.bytes
-        ))
+            text.push_str(&r.port);
+            if r.frames_lost != 0 {
+                bail!("{} frames of the UMEM unaccounted for", r.frames_lost);
+            }
+        }
+        Ok(text)
     });
     let outcome = (|| -> Result<()> {
         let ready = ready_rx
@@ -209,6 +272,36 @@ pub fn run(out: &mut impl Write, seed: u64) -> Result<()> {
         for l in String::from_utf8_lossy(&tcp.stdout).lines() {
             writeln!(out, "  {l}")?;
         }
+        writeln!(
+            out,
+            "\nHTTP from Linux's curl to a hyper server on cnet's socket API (tokio adapter):"
+        )?;
+        let url = format!("http://{STACK_IP}:{HTTP_PORT}");
+        let hello = lab.kernel(&["curl", "-s", "--max-time", "10", &format!("{url}/")])?;
+        writeln!(out, "  $ curl {url}/")?;
+        for l in String::from_utf8_lossy(&hello.stdout).lines().take(3) {
+            writeln!(out, "    {l}")?;
+        }
+        const N: u64 = 8 << 20;
+        let get = lab.kernel(&[
+            "sh",
+            "-c",
+            &format!("curl -s --max-time 20 -o /dev/stdout -w '%{{time_total}}' {url}/bytes/{N} | python3 -c 'import hashlib,sys; d=sys.stdin.buffer.read(); print(hashlib.sha256(d[:{N}]).hexdigest(), d[{N}:].decode())'"),
+        ])?;
+        let got = String::from_utf8_lossy(&get.stdout);
+        let mut it = got.split_whitespace();
+        let (hash, secs) = (it.next().unwrap_or(""), it.next().unwrap_or("?"));
+        let ok = hash == pattern_sha256(N);
+        writeln!(
+            out,
+            "  $ curl {url}/bytes/{N}: {} in {secs} s",
+            if ok {
+                "SHA-256 matches the pattern"
+            } else {
+                "BODY DIFFERS"
+            }
+        )?;
+        anyhow::ensure!(ok, "HTTP body differs from the pattern (got hash {hash:?})");
         ping_tx
             .send(())
             .map_err(|_| anyhow!("the stack thread ended early"))?;
