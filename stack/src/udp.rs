@@ -478,8 +478,18 @@ impl Stack {
                 p.len = ulen;
             }
             if !self.udp_checksum_ok(&p, stored) {
-                self.drop_frame(p.frame, DropReason::UdpBadChecksum);
-                continue;
+                // Verification failed; a field that is exactly the pseudo-header sum is a
+                // sender's unfinished offload, told apart (and accepted only if configured).
+                if stored == checksum::partial(p.src, p.dst, PROTO_UDP, p.len as u32) {
+                    if !self.cfg.rx_accept_partial_checksum {
+                        self.drop_frame(p.frame, DropReason::UdpPartialChecksum);
+                        continue;
+                    }
+                    self.counters.add(Event::RxPartialChecksumAccepted, 1);
+                } else {
+                    self.drop_frame(p.frame, DropReason::UdpBadChecksum);
+                    continue;
+                }
             }
             let dst = SocketAddrV4::new(p.dst, dport);
             let found = match last {
