@@ -169,6 +169,12 @@ impl Stack {
         }
     }
 
+    /// Every bound UDP socket: its local address and the datagrams waiting in its receive queue
+    /// (a listing like `ss -u`).
+    pub fn udp_sockets(&self) -> impl Iterator<Item = (SocketAddrV4, usize)> + '_ {
+        self.udp.sockets.iter().map(|(_, s)| (s.local, s.rx.len()))
+    }
+
     /// The socket's local address.
     pub fn udp_local_addr(&self, h: UdpHandle) -> Option<SocketAddrV4> {
         self.udp.get(h).map(|s| s.local)
