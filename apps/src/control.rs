@@ -1,5 +1,6 @@
 //! The control socket: a UNIX stream socket where one request line (`stats`, `stats json`,
-//! `ss`) gets one answer, then the connection closes. `cnet stats` and `cnet ss` are its clients.
+//! `ss`, `route`, `neigh`) gets one answer, then the connection closes. `cnet stats`, `cnet ss`,
+//! `cnet route` and `cnet neigh` are its clients.
 
 use crate::metrics::{snapshot, PortHandle, QueueSnapshot};
 use cnet_stack::tcp::TcpInfo;
@@ -136,13 +137,22 @@ pub fn ss_line(port: &str, queue: u32, i: &TcpInfo) -> String {
     )
 }
 
-/// `ss`: TCP connections every queue's stack holds.
+/// `ss`: UDP binds and TCP connections every queue's stack holds.
 pub fn ss_text(ports: &[PortHandle]) -> String {
     let mut out = String::from(
         "proto state        local                 remote                port/queue details\n",
     );
     for p in ports {
         for (i, q) in p.queues.iter().enumerate() {
+            let udp =
+                p.rt.with_stack(i, |s, _| s.udp_sockets().collect::<Vec<_>>())
+                    .unwrap_or_default();
+            for (local, pending) in udp {
+                out.push_str(&format!(
+                    "udp {:<12} {:<21} {:<21} {}/{} queued:{pending}\n",
+                    "Bound", local, "*:*", p.name, q
+                ));
+            }
             let infos =
                 p.rt.with_stack(i, |s, _| {
                     let hs: Vec<_> = s.tcp_handles().collect();
@@ -160,6 +170,64 @@ pub fn ss_text(ports: &[PortHandle]) -> String {
     out
 }
 
+/// `route`: each queue's routing table (the stack's own, learned and static).
+pub fn route_text(ports: &[PortHandle]) -> String {
+    let mut out = String::new();
+    for p in ports {
+        for (i, q) in p.queues.iter().enumerate() {
+            out.push_str(&format!("{} ({}) queue {q}:\n", p.name, p.iface));
+            let routes = p.rt.with_stack(i, |s, _| {
+                let mut v: Vec<cnet_stack::Route> = s.routes().iter().copied().collect();
+                v.sort_by_key(|r| (std::cmp::Reverse(r.prefix_len), u32::from(r.dst), r.metric));
+                v
+            });
+            match routes {
+                Ok(v) if v.is_empty() => out.push_str("  (no routes)\n"),
+                Ok(v) => {
+                    for r in v {
+                        let via = r.gateway.map_or("link".to_string(), |g| format!("via {g}"));
+                        out.push_str(&format!(
+                            "  {}/{} {via} metric {}\n",
+                            r.dst, r.prefix_len, r.metric
+                        ));
+                    }
+                }
+                Err(e) => out.push_str(&format!("  unavailable: {e}\n")),
+            }
+        }
+    }
+    out
+}
+
+/// `neigh`: each queue's neighbour table (IP, MAC, state), like `ip neigh`.
+pub fn neigh_text(ports: &[PortHandle]) -> String {
+    let mut out = String::new();
+    for p in ports {
+        for (i, q) in p.queues.iter().enumerate() {
+            out.push_str(&format!("{} ({}) queue {q}:\n", p.name, p.iface));
+            let neigh = p.rt.with_stack(i, |s, _| {
+                let mut v: Vec<_> = s
+                    .neighbors()
+                    .iter()
+                    .map(|(ip, e)| (*ip, e.mac, e.state, e.queue.len()))
+                    .collect();
+                v.sort_by_key(|n| n.0);
+                v
+            });
+            match neigh {
+                Ok(v) if v.is_empty() => out.push_str("  (no neighbours)\n"),
+                Ok(v) => {
+                    for (ip, mac, state, queued) in v {
+                        out.push_str(&format!("  {ip} lladdr {mac} {state:?} queued:{queued}\n"));
+                    }
+                }
+                Err(e) => out.push_str(&format!("  unavailable: {e}\n")),
+            }
+        }
+    }
+    out
+}
+
 /// Answers one request line.
 pub fn answer(cmd: &str, ports: &[PortHandle]) -> String {
     match cmd.trim() {
@@ -170,7 +238,11 @@ pub fn answer(cmd: &str, ports: &[PortHandle]) -> String {
             s
         }
         "ss" => ss_text(ports),
-        other => format!("error: unknown command {other:?} (stats, stats json, ss)\n"),
+        "route" => route_text(ports),
+        "neigh" => neigh_text(ports),
+        other => {
+            format!("error: unknown command {other:?} (stats, stats json, ss, route, neigh)\n")
+        }
     }
 }
 

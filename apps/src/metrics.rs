@@ -6,6 +6,7 @@
 use cnet_socket::Runtime;
 use cnet_stack::buf::PoolStats;
 use cnet_stack::{Counters, DropReason, Event};
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -32,6 +33,71 @@ pub struct PortHandle {
     /// (`Service::open_all` does that), so they count as synced even though the runtime's own
     /// flag only turns on with a snapshot received while running.
     pub synced_at_open: bool,
+    /// Last loop iteration of each queue, written by its [`Heartbeat`] app.
+    pub ticks: Arc<Ticks>,
+}
+
+/// A queue thread that has not ticked for this long is not alive (`/healthz` answers 503).
+/// An idle loop still iterates at least every 10 ms (its poll(2) cap).
+pub const TICK_STALE: Duration = Duration::from_secs(2);
+
+/// When each queue of a port last ran its loop: milliseconds since `base`, one slot per queue.
+#[derive(Debug)]
+pub struct Ticks {
+    base: std::time::Instant,
+    last_ms: Vec<AtomicU64>,
+}
+
+impl Ticks {
+    /// `n` queues, each counted as having ticked now.
+    pub fn new(n: usize) -> Arc<Ticks> {
+        Arc::new(Ticks {
+            base: std::time::Instant::now(),
+            last_ms: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    /// Queue `i` ticks now.
+    pub fn tick(&self, i: usize) {
+        self.tick_at(i, std::time::Instant::now());
+    }
+
+    /// Queue `i` ticked at `at`.
+    pub fn tick_at(&self, i: usize, at: std::time::Instant) {
+        if let Some(t) = self.last_ms.get(i) {
+            t.store(
+                at.saturating_duration_since(self.base).as_millis() as u64,
+                Relaxed,
+            );
+        }
+    }
+
+    /// How long ago queue `i` last ticked, seen at `now` (`None`: no such queue).
+    pub fn age(&self, i: usize, now: std::time::Instant) -> Option<Duration> {
+        let last = self.base + Duration::from_millis(self.last_ms.get(i)?.load(Relaxed));
+        Some(now.saturating_duration_since(last))
+    }
+}
+
+/// An in-loop app that records every iteration of its queue's loop in [`Ticks`]: the liveness
+/// signal of `/healthz` (the runtime exposes no tick of its own; nothing added to socket-api).
+#[derive(Debug)]
+pub struct Heartbeat {
+    ticks: Arc<Ticks>,
+    index: usize,
+}
+
+impl Heartbeat {
+    /// Ticks slot `index` of `ticks`.
+    pub fn new(ticks: Arc<Ticks>, index: usize) -> Heartbeat {
+        Heartbeat { ticks, index }
+    }
+}
+
+impl cnet_socket::LoopApp for Heartbeat {
+    fn poll(&mut self, _stack: &mut cnet_stack::Stack, _now: cnet_stack::Instant) {
+        self.ticks.tick(self.index);
+    }
 }
 
 /// A look at one queue, taken on its owner thread.
@@ -114,7 +180,14 @@ pub fn snapshot(ports: &[PortHandle]) -> Vec<QueueSnapshot> {
 
 /// Frames dropped for a bad UDP or TCP checksum.
 pub fn bad_checksum_drops(c: &Counters) -> u64 {
-    c.drops(DropReason::UdpBadChecksum) + c.drops(DropReason::TcpBadChecksum)
+    c.drops(DropReason::UdpBadChecksum)
+        + c.drops(DropReason::TcpBadChecksum)
+        + partial_checksum_drops(c)
+}
+
+/// Frames dropped because their UDP or TCP checksum was left partial by the sender.
+pub fn partial_checksum_drops(c: &Counters) -> u64 {
+    c.drops(DropReason::UdpPartialChecksum) + c.drops(DropReason::TcpPartialChecksum)
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -123,6 +196,8 @@ struct WatchState {
     bad: u64,
     alarm: bool,
     ratio: f64,
+    partial_told: bool,
+    accepted_told: bool,
 }
 
 /// The bad-checksum watchdog: compares, per queue and interval, frames dropped for a bad UDP/TCP
@@ -160,6 +235,28 @@ impl Watchdog {
             let rx = c.get(Event::RxFrames);
             let bad = bad_checksum_drops(c);
             let st = state.entry((s.port.clone(), s.queue)).or_default();
+            let partial = partial_checksum_drops(c);
+            if partial > 0 && !st.partial_told {
+                st.partial_told = true;
+                let w = format!(
+                    "{}/{} queue {}: {partial} frames dropped with a partial UDP/TCP checksum (exactly the \
+                     pseudo-header sum: the sender offloads checksums, CHECKSUM_PARTIAL, and a veth never \
+                     finishes them). Fix: `ethtool -K <peer-interface> tx off` on the sending side, or, for \
+                     a trusted veth peer only, `\"stack\": {{ \"rx_checksum\": \"accept-partial\" }}` in the configuration",
+                    s.port, s.iface, s.queue
+                );
+                tracing::warn!(port = %s.port, iface = %s.iface, queue = s.queue, dropped = partial, "{w}");
+                self.warnings.fetch_add(1, Relaxed);
+                warnings.push(w);
+            }
+            let accepted = c.get(Event::RxPartialChecksumAccepted);
+            if accepted > 0 && !st.accepted_told {
+                st.accepted_told = true;
+                tracing::info!(
+                    port = %s.port, iface = %s.iface, queue = s.queue, accepted,
+                    "accepting partial UDP/TCP checksums (rx_checksum: accept-partial): their payload is covered by no checksum"
+                );
+            }
             let (drx, dbad) = (rx.saturating_sub(st.rx), bad.saturating_sub(st.bad));
             st.rx = rx;
             st.bad = bad;
@@ -327,7 +424,7 @@ pub fn encode(snaps: &[QueueSnapshot], watchdog: Option<&Watchdog>) -> String {
     out
 }
 
-/// Liveness: every queue thread is alive (none failed). Returns the reason when not.
+/// Failures only: no queue thread failed. Returns the reasons when some did.
 pub fn health(ports: &[PortHandle]) -> Result<(), String> {
     let failed: Vec<String> = ports
         .iter()
@@ -350,24 +447,62 @@ pub fn health(ports: &[PortHandle]) -> Result<(), String> {
     }
 }
 
-/// Readiness: every queue runs (its XSK bound) and applied its first netlink snapshot.
-pub fn ready(ports: &[PortHandle]) -> Result<(), String> {
-    let mut not = Vec::new();
+/// Liveness (`/healthz`): no queue failed and every queue thread ticked within `stale`.
+pub fn live(ports: &[PortHandle], stale: Duration) -> Result<(), String> {
+    health(ports)?;
+    let now = std::time::Instant::now();
+    let mut failed = Vec::new();
     for p in ports {
-        for s in p.rt.status() {
-            let q = p.queues.get(s.index).copied().unwrap_or(0);
-            if !s.running {
-                not.push(format!("{} queue {q}: not running", p.name));
-            } else if !s.synced && !p.synced_at_open {
-                not.push(format!("{} queue {q}: netlink not synced", p.name));
+        for (i, q) in p.queues.iter().enumerate() {
+            if let Some(age) = p.ticks.age(i, now) {
+                if age > stale {
+                    failed.push(format!(
+                        "{} queue {q}: no loop iteration for {} ms",
+                        p.name,
+                        age.as_millis()
+                    ));
+                }
             }
         }
     }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("\n"))
+    }
+}
+
+/// Readiness: every queue runs (its XSK bound) and applied its first netlink snapshot.
+pub fn ready(ports: &[PortHandle]) -> Result<(), String> {
+    let not: Vec<String> = ports
+        .iter()
+        .flat_map(|p| readiness(&p.name, &p.queues, &p.rt.status(), p.synced_at_open))
+        .collect();
     if not.is_empty() {
         Ok(())
     } else {
         Err(not.join("\n"))
     }
+}
+
+/// Readiness of queues from their statuses: each runs and is synced (or was at open); the
+/// reasons of those that are not.
+pub fn readiness(
+    name: &str,
+    queues: &[u32],
+    status: &[cnet_socket::QueueStatus],
+    synced_at_open: bool,
+) -> Vec<String> {
+    let mut not = Vec::new();
+    for s in status {
+        let q = queues.get(s.index).copied().unwrap_or(0);
+        if !s.running {
+            not.push(format!("{name} queue {q}: not running"));
+        } else if !s.synced && !synced_at_open {
+            not.push(format!("{name} queue {q}: netlink not synced"));
+        }
+    }
+    not
 }
 
 /// Largest request head read.
@@ -433,7 +568,7 @@ fn handle(mut s: TcpStream, ports: &[PortHandle], watchdog: Option<&Watchdog>) {
                 head_only,
             )
         }
-        "/healthz" => match health(ports) {
+        "/healthz" => match live(ports, TICK_STALE) {
             Ok(()) => respond(&mut s, "200 OK", text, "ok\n", head_only),
             Err(e) => respond(
                 &mut s,
@@ -491,4 +626,79 @@ pub fn serve(
                 }
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnet_socket::QueueStatus;
+
+    fn st(index: usize, running: bool, synced: bool) -> QueueStatus {
+        QueueStatus {
+            index,
+            running,
+            synced,
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn readiness_flips_once_every_queue_runs_and_synced() {
+        let q = [0, 3];
+        let not = readiness("p0", &q, &[st(0, false, false), st(1, true, false)], false);
+        assert_eq!(
+            not,
+            vec!["p0 queue 0: not running", "p0 queue 3: netlink not synced"]
+        );
+        assert!(readiness("p0", &q, &[st(0, true, true), st(1, true, false)], false).len() == 1);
+        assert!(readiness("p0", &q, &[st(0, true, true), st(1, true, true)], false).is_empty());
+        assert!(
+            readiness("p0", &q, &[st(0, true, false), st(1, true, false)], true).is_empty(),
+            "synced at open"
+        );
+    }
+
+    #[test]
+    fn ticks_age_and_turn_stale() {
+        let t = Ticks::new(2);
+        let now = std::time::Instant::now();
+        t.tick_at(0, now);
+        t.tick_at(1, now);
+        assert!(t.age(0, now).unwrap() <= Duration::from_millis(1));
+        let later = now + TICK_STALE + Duration::from_millis(500);
+        t.tick_at(1, later);
+        assert!(
+            t.age(0, later).unwrap() > TICK_STALE,
+            "queue 0 stopped ticking"
+        );
+        assert!(t.age(1, later).unwrap() < TICK_STALE);
+        assert_eq!(t.age(2, later), None);
+    }
+
+    #[test]
+    fn partial_checksum_drops_are_told_once_with_the_fix() {
+        let w = Watchdog::new(0.5, 1_000_000);
+        let mut c = Counters::default();
+        c.drop(DropReason::UdpPartialChecksum);
+        let snap = QueueSnapshot {
+            port: "p0".into(),
+            iface: "vb".into(),
+            queue: 0,
+            running: true,
+            synced: true,
+            failure: None,
+            counters: Some(c.clone()),
+            pool: None,
+            frames_held: 0,
+            tcp_connections: 0,
+            runtime: Vec::new(),
+        };
+        let got = w.check(std::slice::from_ref(&snap));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("partial UDP/TCP checksum"));
+        assert!(got[0].contains("ethtool -K <peer-interface> tx off"));
+        assert!(got[0].contains("accept-partial"));
+        assert!(w.check(&[snap]).is_empty(), "once");
+        assert_eq!(bad_checksum_drops(&c), 1);
+    }
 }

@@ -3,7 +3,8 @@
 //! the control socket and the periodic diagnostics, until SIGINT/SIGTERM or a queue fails.
 
 use crate::config::Config;
-use crate::metrics::{self, PortHandle, Watchdog};
+use crate::http::HttpServer;
+use crate::metrics::{self, Heartbeat, PortHandle, Ticks, Watchdog};
 use crate::service::{self, ServiceConfig, TcpEcho, UdpEcho};
 use anyhow::{Context, Result};
 use cnet_socket::LoopApp;
@@ -105,6 +106,7 @@ pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
         let neighbors = p.stack_neighbors();
         let stack_limits = cfg.stack.clone();
         let mut qi = 0usize;
+        let ticks = Ticks::new(queues.len());
         let runs = |on: &Option<Vec<String>>| on.as_ref().is_none_or(|v| v.contains(name));
         let rt = service::start_runtime_with(
             ServiceConfig {
@@ -117,6 +119,7 @@ pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
             &move |sc| stack_limits.apply(sc),
             limits,
             |stack| {
+                let index = qi;
                 let queue = queues.get(qi).copied().unwrap_or(0);
                 qi += 1;
                 for r in &routes {
@@ -125,7 +128,8 @@ pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
                 for n in &neighbors {
                     stack.apply_config(ConfigEvent::NeighborSet(*n), Instant::ZERO);
                 }
-                let mut apps: Vec<Box<dyn LoopApp>> = Vec::new();
+                let mut apps: Vec<Box<dyn LoopApp>> =
+                    vec![Box::new(Heartbeat::new(ticks.clone(), index))];
                 if let Some(cpus) = cfg.cpus(name, queue) {
                     apps.push(Box::new(PinCpus::new(cpus.to_vec())));
                 }
@@ -150,14 +154,56 @@ pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
             rt,
             // start_runtime applies netlink's first dump before the queue threads start.
             synced_at_open: true,
+            ticks,
         });
     }
     Ok(ports)
 }
 
+/// Starts `apps.http` on every port it runs on, once that port's runtime is ready (the tokio
+/// runtime of each server is owned by the server, so by `run`).
+pub fn start_http(cfg: &Config, ports: &[PortHandle]) -> Result<Vec<HttpServer>> {
+    let mut servers = Vec::new();
+    let Some(h) = &cfg.apps.http else {
+        return Ok(servers);
+    };
+    for p in ports {
+        if !h.on.as_ref().is_none_or(|v| v.contains(&p.name)) {
+            continue;
+        }
+        let started =
+            p.rt.wait_ready(Duration::from_secs(10))
+                .context("the runtime did not get ready")
+                .and_then(|()| HttpServer::start(&p.rt, h.port, h.threads))
+                .with_context(|| format!("apps.http on port {} ({})", p.name, p.iface));
+        match started {
+            Ok(s) => {
+                tracing::info!(port = %p.name, iface = %p.iface, tcp_port = h.port, threads = h.threads, "http serving");
+                servers.push(s);
+            }
+            Err(e) => {
+                for s in servers {
+                    s.stop(Duration::from_secs(1));
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(servers)
+}
+
 /// Runs the service of `cfg` until `stop` is set or a queue fails; joins every runtime.
 pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<()> {
     let ports = Arc::new(start_ports(&cfg)?);
+    let http = match start_http(&cfg, &ports) {
+        Ok(h) => h,
+        Err(e) => {
+            for p in ports.iter() {
+                p.rt.join();
+            }
+            return Err(e);
+        }
+    };
     let watchdog = Arc::new(Watchdog::new(
         cfg.diagnostics.bad_checksum_ratio,
         cfg.diagnostics.min_frames,
@@ -200,6 +246,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<()> {
     stop.store(true, Relaxed);
     for t in threads {
         let _ = t.join();
+    }
+    // Before the runtimes stop: the connections give their buffers back.
+    for s in http {
+        let st = s.stop(Duration::from_secs(2));
+        eprintln!("http: {st}");
     }
     for p in ports.iter() {
         for r in p.rt.join() {

@@ -27,6 +27,15 @@ fn documented_example_is_valid_and_means_what_it_says() {
     sc.tcp_max_connections = 1;
     cfg.stack.apply(&mut sc);
     assert_eq!(sc.tcp_max_connections, 4096);
+    let h = cfg.apps.http.as_ref().expect("the example serves http");
+    assert_eq!((h.port, h.threads), (80, 2));
+    assert_eq!(
+        cfg.stack.rx_checksum,
+        Some(cnet_apps::config::RxChecksum::Verify)
+    );
+    sc.rx_accept_partial_checksum = true;
+    cfg.stack.apply(&mut sc);
+    assert!(!sc.rx_accept_partial_checksum, "verify is the example's");
 }
 
 #[test]
@@ -71,9 +80,19 @@ fn bad_cases() -> Vec<(String, &'static str, Vec<&'static str>)> {
             vec!["ports.p.xskmap", "`pinned` is not built yet, see issue #16"],
         ),
         (
-            "{\n  \"ports\": { \"p\": { \"interface\": \"vb\" } },\n  \"apps\": {\n    \"http\": { \"port\": 80 },\n  },\n}\n".into(),
+            "{\n  \"ports\": { \"p\": { \"interface\": \"vb\" } },\n  \"apps\": {\n    \"http\": { \"port\": 80, \"thread\": 2 },\n  },\n}\n".into(),
             ":4:",
-            vec!["apps.http", "not available in this build"],
+            vec!["apps.http", "unknown field `thread`", "did you mean `threads`?"],
+        ),
+        (
+            "{\n  \"ports\": { \"p\": { \"interface\": \"vb\" } },\n  \"apps\": {\n    \"tcp_echo\": { \"port\": 80 },\n    \"http\": { \"port\": 80 },\n  },\n}\n".into(),
+            ":5:",
+            vec!["apps.http.port", "TCP port 80 is taken by apps.tcp_echo"],
+        ),
+        (
+            format!("{{\n  \"ports\": {{ \"p\": {{ \"interface\": \"vb\" }} }},\n  \"stack\": {{ \"rx_checksum\": \"accept_partial\" }},\n  {BASE_APPS}\n}}\n"),
+            ":3:",
+            vec!["stack.rx_checksum", "accept-partial"],
         ),
         (
             "{\n  \"ports\": { \"p\": { \"interface\": \"vb\" } },\n  \"apps\": { \"quic\": {} }\n}\n".into(),

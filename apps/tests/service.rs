@@ -145,6 +145,60 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// `curl` from the kernel namespace to cnet's HTTP app: (status, body bytes downloaded).
+fn curl_http(lab: &Lab, path: &str) -> (String, usize) {
+    let out = lab
+        .kernel(&[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            &format!("http://198.18.0.2:80{path}"),
+        ])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let (code, size) = out.trim().split_once(' ').unwrap_or(("", ""));
+    (code.to_string(), size.parse().unwrap_or(0))
+}
+
+/// Starts `cnet run --config cfg` in the stack namespace, its stderr to `log`.
+fn start_service(lab: &Lab, cfg: &std::path::Path, log: &std::path::Path) -> Service {
+    let child = Command::new("ip")
+        .args(["netns", "exec", &lab.stack_ns, CNET, "run", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Service(child)
+}
+
+/// SIGTERM, then waits (bounded) for a clean exit.
+fn stop_service(svc: &mut Service, log: &std::path::Path) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(svc.0.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = svc.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cnet run did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
 #[test]
 fn run_serves_echo_metrics_control_and_diagnoses_partial_checksums() {
     if skip() {
@@ -161,7 +215,7 @@ fn run_serves_echo_metrics_control_and_diagnoses_partial_checksums() {
             r#"{{
   // test service
   "ports": {{ "p0": {{ "interface": "{dev}", "queues": [0], "bind": "copy" }} }},
-  "apps": {{ "udp_echo": {{ "port": 7 }}, "tcp_echo": {{ "port": 7 }} }},
+  "apps": {{ "udp_echo": {{ "port": 7 }}, "tcp_echo": {{ "port": 7 }}, "http": {{ "port": 80, "threads": 1 }} }},
   "metrics": {{ "listen": "127.0.0.1:9464" }},
   "control": {{ "socket": "{sock}" }},
   "diagnostics": {{ "interval_s": 0.5, "min_frames": 5 }},
@@ -172,14 +226,7 @@ fn run_serves_echo_metrics_control_and_diagnoses_partial_checksums() {
     )
     .unwrap();
     let log = dir.join("stderr.log");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &lab.stack_ns, CNET, "run", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut svc = Service(child);
+    let mut svc = start_service(&lab, &cfg, &log);
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
 
     wait_for("/readyz 200", Duration::from_secs(15), || {
@@ -253,7 +300,38 @@ fn run_serves_echo_metrics_control_and_diagnoses_partial_checksums() {
         },
     );
     assert!(ss.contains("198.18.0.2:7"), "{ss}");
+    assert!(ss.contains("udp Bound") && ss.contains("0.0.0.0:7"), "{ss}");
     let _ = holder.0.kill();
+    let route = control(&["route", "--socket", s]);
+    assert!(route.contains("p0 (cnet0) queue 0:"), "{route}");
+    assert!(route.contains("198.18.0.0/24 link"), "{route}");
+    let neigh = control(&["neigh", "--socket", s]);
+    assert!(neigh.contains("198.18.0.1 lladdr"), "{neigh}");
+    let watch = control(&[
+        "stats",
+        "--socket",
+        s,
+        "--watch",
+        "--interval",
+        "0.1",
+        "--count",
+        "2",
+    ]);
+    assert_eq!(
+        watch.matches("p0 (cnet0) queue 0: running").count(),
+        2,
+        "{watch}"
+    );
+
+    // The http app, fetched with curl from the kernel side.
+    assert_eq!(
+        curl_http(&lab, "/bytes/3000"),
+        ("200".into(), 3000),
+        "{}",
+        logs()
+    );
+    assert_eq!(curl_http(&lab, "/").0, "200");
+    assert_eq!(curl_http(&lab, "/nope").0, "404");
 
     // The partial-checksum trap: offload ON on the kernel side.
     lab.kernel(&["ethtool", "-K", lab::KERNEL_DEV, "tx", "on"])
@@ -268,36 +346,87 @@ fn run_serves_echo_metrics_control_and_diagnoses_partial_checksums() {
     let mut last = String::new();
     wait_for("the bad-checksum warning", Duration::from_secs(5), || {
         last = curl(&lab, "/metrics").1;
-        logs().contains("ethtool -K")
+        logs().contains("ethtool -K") && logs().contains("dropped for a bad UDP/TCP checksum")
     });
     assert!(
         logs().contains("dropped for a bad UDP/TCP checksum"),
         "{}",
         logs()
     );
-    let drops =
-        r#"cnet_stack_drops_total{port="p0",iface="cnet0",queue="0",reason="udp_bad_checksum"}"#;
+    assert!(
+        logs().contains("dropped with a partial UDP/TCP checksum")
+            && logs().contains("accept-partial"),
+        "logged with both fixes: {}",
+        logs()
+    );
+    assert_eq!(
+        logs()
+            .matches("dropped with a partial UDP/TCP checksum")
+            .count(),
+        1,
+        "logged once"
+    );
+    let drops = r#"cnet_stack_drops_total{port="p0",iface="cnet0",queue="0",reason="udp_partial_checksum"}"#;
     assert!(metric(&last, drops).unwrap() >= 10.0, "{last}");
     assert!(metric(&last, "cnet_diagnostic_warnings_total").unwrap() >= 1.0);
     // The alarm gauge is 1 during the interval that saw the drops; it was seen by the warning.
     assert!(metric(&last, alarm).is_some());
 
     // SIGTERM: clean stop, control socket removed.
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(svc.0.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = svc.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cnet run did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{}", logs());
+    stop_service(&mut svc, &log);
     assert!(!sock.exists(), "control socket removed");
+
+    // accept-partial: the same peer, offload still ON, is served (and counted).
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{
+  "ports": {{ "p0": {{ "interface": "{dev}", "queues": [0], "bind": "copy" }} }},
+  "stack": {{ "rx_checksum": "accept-partial" }},
+  "apps": {{ "udp_echo": {{ "port": 7 }}, "http": {{ "port": 80, "threads": 1 }} }},
+  "metrics": {{ "listen": "127.0.0.1:9464" }},
+  "control": {{ "socket": "{sock}" }},
+}}"#,
+            dev = lab::STACK_DEV,
+            sock = sock.display()
+        ),
+    )
+    .unwrap();
+    let mut svc = start_service(&lab, &cfg, &log);
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for(
+        "/readyz 200 (accept-partial)",
+        Duration::from_secs(15),
+        || {
+            assert!(
+                svc.0.try_wait().unwrap().is_none(),
+                "cnet run exited: {}",
+                logs()
+            );
+            curl(&lab, "/readyz").0 == "200"
+        },
+    );
+    let echoed = udp_echo(&lab, 20);
+    assert!(
+        echoed >= 18,
+        "{echoed} of 20 echoed with accept-partial; {}",
+        logs()
+    );
+    assert_eq!(
+        curl_http(&lab, "/bytes/2000"),
+        ("200".into(), 2000),
+        "{}",
+        logs()
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&control(&["stats", "--socket", s, "--json"])).unwrap();
+    let c = &json["queues"][0]["counters"];
+    assert!(
+        c["rx_partial_checksum_accepted"].as_u64().unwrap_or(0) >= 18,
+        "{c}"
+    );
+    assert!(c["drop_udp_partial_checksum"].is_null(), "{c}");
+    stop_service(&mut svc, &log);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

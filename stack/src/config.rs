@@ -42,6 +42,14 @@ pub struct StackConfig {
     pub arp_max_probes: u32,
     /// Verify checksums of received packets in software (off only where the port verified them).
     pub rx_checksum: bool,
+    /// Accept a UDP/TCP checksum that is exactly the folded pseudo-header sum a sender with
+    /// checksum offload leaves (Linux `CHECKSUM_PARTIAL`: the device was to finish it, a veth
+    /// never does). Off by default: such a frame is dropped as `udp_partial_checksum` /
+    /// `tcp_partial_checksum`. Turning it on is an explicit trust decision for a peer whose
+    /// frames cannot be corrupted on the way (the kernel side of a veth): the payload is then not
+    /// covered by any checksum. Every frame accepted so is counted
+    /// (`rx_partial_checksum_accepted`).
+    pub rx_accept_partial_checksum: bool,
     /// Default TCP send buffer per connection, bytes.
     pub tcp_snd_buf: u32,
     /// Default TCP receive buffer per connection, bytes (the window scale follows from it).
@@ -135,6 +143,7 @@ impl StackConfig {
             arp_retransmit_ms: 1_000,
             arp_max_probes: 3,
             rx_checksum: true,
+            rx_accept_partial_checksum: false,
             tcp_snd_buf: 256 * 1024,
             tcp_rcv_buf: 256 * 1024,
             tcp_syn_backlog: 256,

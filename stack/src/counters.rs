@@ -73,6 +73,10 @@ reasons! {
         UdpMalformed => "udp_malformed",
         /// UDP checksum mismatch.
         UdpBadChecksum => "udp_bad_checksum",
+        /// UDP checksum field holds exactly the pseudo-header sum: the sender offloaded the
+        /// checksum (`CHECKSUM_PARTIAL`) and nothing finished it (veth). Fix the sender
+        /// (`ethtool -K PEER tx off`) or set `rx_accept_partial_checksum` for a trusted peer.
+        UdpPartialChecksum => "udp_partial_checksum",
         /// No socket bound to the destination port.
         UdpNoSocket => "udp_no_socket",
         /// The socket's receive queue is full.
@@ -87,6 +91,8 @@ reasons! {
         TcpBadOption => "tcp_bad_option",
         /// TCP checksum mismatch.
         TcpBadChecksum => "tcp_bad_checksum",
+        /// TCP checksum field holds exactly the pseudo-header sum (see `UdpPartialChecksum`).
+        TcpPartialChecksum => "tcp_partial_checksum",
         /// TCP source or destination port zero.
         TcpBadPort => "tcp_bad_port",
         /// No connection or listener: answered with RST (unless a RST).
@@ -161,6 +167,8 @@ reasons! {
         RxFrames => "rx_frames",
         /// Bytes received (frame bytes).
         RxBytes => "rx_bytes",
+        /// UDP/TCP packets with a partial checksum accepted (`rx_accept_partial_checksum`).
+        RxPartialChecksumAccepted => "rx_partial_checksum_accepted",
         /// Frames handed to the driver.
         TxFrames => "tx_frames",
         /// Bytes handed to the driver.

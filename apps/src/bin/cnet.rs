@@ -59,8 +59,12 @@ enum Cmd {
     },
     /// Live counters of a running service, from its control socket.
     Stats(ControlArgs),
-    /// TCP connections of a running service, like `ss -ti`, from its control socket.
+    /// UDP binds and TCP connections of a running service, like `ss -uti`, from its control socket.
     Ss(ControlArgs),
+    /// The routing table of every queue's stack, from the control socket.
+    Route(ControlArgs),
+    /// The neighbour (ARP) table of every queue's stack, from the control socket.
+    Neigh(ControlArgs),
     /// Diagnose the usual AF_XDP traps on an interface.
     Doctor {
         /// Interface to check.
@@ -281,6 +285,15 @@ struct ControlArgs {
     /// JSON output (stats).
     #[arg(long)]
     json: bool,
+    /// Refresh every `--interval` seconds until Ctrl-C (stats).
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between refreshes with --watch (0.1..=3600).
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Stop --watch after this many refreshes (0: until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
 }
 
 impl ControlArgs {
@@ -301,6 +314,39 @@ impl ControlArgs {
 }
 
 fn control(args: ControlArgs, cmd: &str) -> Result<()> {
+    if args.watch {
+        anyhow::ensure!(cmd == "stats", "--watch is for `cnet stats`");
+        anyhow::ensure!(
+            (0.1..=3600.0).contains(&args.interval),
+            "--interval must be within 0.1..=3600 seconds"
+        );
+        let stop = service::stop_on_signals()?;
+        let path = args.path()?;
+        let cmd = if args.json { "stats json" } else { "stats" };
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let out = cnet_apps::control::request(&path, cmd)?;
+            if !args.json {
+                // Clear the screen and home the cursor, like watch(1).
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{out}");
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            n += 1;
+            if args.count != 0 && n >= args.count {
+                break;
+            }
+            let until =
+                std::time::Instant::now() + std::time::Duration::from_secs_f64(args.interval);
+            while std::time::Instant::now() < until
+                && !stop.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        return Ok(());
+    }
     let path = args.path()?;
     let cmd = if args.json && cmd == "stats" {
         "stats json"
@@ -661,6 +707,8 @@ fn main() -> Result<()> {
         }
         Cmd::Stats(args) => control(args, "stats"),
         Cmd::Ss(args) => control(args, "ss"),
+        Cmd::Route(args) => control(args, "route"),
+        Cmd::Neigh(args) => control(args, "neigh"),
         Cmd::Doctor { iface, frame_size } => {
             let r = cnet_apps::doctor::diagnose(&iface, frame_size);
             print!("{r}");

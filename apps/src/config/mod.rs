@@ -377,6 +377,24 @@ pub struct StackLimits {
     /// SYN cookies.
     #[serde(default)]
     pub tcp_syncookies: Option<bool>,
+    /// Received UDP/TCP checksums: `verify` (default) or `accept-partial`.
+    #[serde(default)]
+    pub rx_checksum: Option<RxChecksum>,
+}
+
+/// `stack.rx_checksum`: what the stack does with received UDP/TCP checksums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RxChecksum {
+    /// Verify every checksum (RFC 768, RFC 9293, RFC 1071); a partial one is dropped as
+    /// `udp_partial_checksum` / `tcp_partial_checksum` and the service says how to fix the sender.
+    #[default]
+    Verify,
+    /// Also accept a checksum that is exactly the pseudo-header sum a sender with checksum
+    /// offload leaves (`CHECKSUM_PARTIAL`), counted as `rx_partial_checksum_accepted`. An explicit
+    /// trust decision for a peer that cannot corrupt frames (the kernel end of a veth): the
+    /// payload of such frames is covered by no checksum.
+    AcceptPartial,
 }
 
 impl StackLimits {
@@ -405,6 +423,9 @@ impl StackLimits {
         }
         if let Some(v) = self.tcp_syncookies {
             c.tcp_syncookies = v;
+        }
+        if let Some(v) = self.rx_checksum {
+            c.rx_accept_partial_checksum = v == RxChecksum::AcceptPartial;
         }
     }
 }
@@ -463,6 +484,24 @@ pub struct TcpEchoConfig {
     pub on: Option<Vec<String>>,
 }
 
+/// `apps.http`: the HTTP/1.1 server of `cnet http` (`GET /`, `GET /bytes/N`, `POST /echo`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// TCP port.
+    pub port: u16,
+    /// tokio worker threads running the connections (1..=64).
+    #[serde(default = "default_http_threads")]
+    pub threads: usize,
+    /// Ports (by name) it runs on; all when absent.
+    #[serde(default)]
+    pub on: Option<Vec<String>>,
+}
+
+fn default_http_threads() -> usize {
+    2
+}
+
 fn default_backlog() -> u32 {
     1024
 }
@@ -477,9 +516,9 @@ pub struct Apps {
     /// TCP echo.
     #[serde(default)]
     pub tcp_echo: Option<TcpEchoConfig>,
-    /// HTTP server: name reserved, not available in this build.
+    /// HTTP server (`cnet http`'s hyper server on the port's runtime).
     #[serde(default)]
-    pub http: Option<serde_json::Value>,
+    pub http: Option<HttpConfig>,
     /// QUIC: name reserved, not available in this build.
     #[serde(default)]
     pub quic: Option<serde_json::Value>,
@@ -700,15 +739,35 @@ impl Config {
         if let Some(t) = &self.apps.tcp_echo {
             check_on("apps.tcp_echo", &t.on)?;
         }
-        for (name, v) in [("http", &self.apps.http), ("quic", &self.apps.quic)] {
-            if v.is_some() {
-                return Err(PathError::new(
-                    format!("apps.{name}"),
-                    format!("app `{name}` is not available in this build"),
-                ));
+        if let Some(h) = &self.apps.http {
+            check_on("apps.http", &h.on)?;
+            if h.threads == 0 || h.threads > 64 {
+                return Err(PathError::new("apps.http.threads", "must be within 1..=64"));
+            }
+            if let Some(t) = &self.apps.tcp_echo {
+                let overlap = self.ports.keys().any(|p| {
+                    let runs = |on: &Option<Vec<String>>| on.as_ref().is_none_or(|v| v.contains(p));
+                    runs(&h.on) && runs(&t.on)
+                });
+                if t.port == h.port && overlap {
+                    return Err(PathError::new(
+                        "apps.http.port",
+                        format!(
+                            "TCP port {} is taken by apps.tcp_echo on the same port",
+                            h.port
+                        ),
+                    ));
+                }
             }
         }
-        if self.apps.udp_echo.is_none() && self.apps.tcp_echo.is_none() {
+        if self.apps.quic.is_some() {
+            return Err(PathError::new(
+                "apps.quic",
+                "app `quic` is not available in this build",
+            ));
+        }
+        if self.apps.udp_echo.is_none() && self.apps.tcp_echo.is_none() && self.apps.http.is_none()
+        {
             return Err(PathError::new(
                 "apps",
                 "no app configured: nothing to serve",

@@ -22,6 +22,7 @@
 //! | [`ipv4_frags`] | fragment sequences through the stack | echo replies of reassembled datagrams carry the sent bytes |
 //! | [`stack`] | the whole stack: frame bursts, time, config, UDP, ping and TCP calls, a TCP peer | every pool frame accounted for, bounded queues and connections, no due timer left |
 //! | [`netlink`] | `cnet_netlink::Decoder::decode_bytes`, events applied to a `Stack` | state = fold of emitted events; accounting |
+//! | [`config_jsonc`] | `cnet_apps::config::Config::parse` (the JSONC loader of `cnet run`) | errors name the file; valid files translate into port and stack settings |
 //! | [`timer`] | `timer::TimerWheel`: insert, cancel, reschedule, advance (also backwards) | every step against a list model |
 //!
 //! Inputs are decoded by hand ([`input::Input`]) rather than with the `arbitrary` crate, so that a
@@ -29,6 +30,7 @@
 
 #![deny(missing_docs)]
 
+mod config_target;
 pub mod harness;
 pub mod input;
 mod model;
@@ -39,6 +41,7 @@ mod stack_tcp;
 mod tcp_target;
 mod timer_target;
 
+pub use config_target::config_jsonc;
 pub use model::{ipv4_frags, reassembly};
 pub use netlink_target::{datagrams, encode_datagrams, netlink};
 pub use parsers::{arp, checksum, eth, icmp, ipv4, udp};
@@ -63,4 +66,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("stack", stack),
     ("netlink", netlink),
     ("timer", timer),
+    ("config_jsonc", config_jsonc),
 ];

@@ -19,8 +19,19 @@ pub const IP_A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const IP_B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 
 pub fn stack(mac: MacAddr, ip: Ipv4Addr, frames: usize) -> Stack {
+    stack_with(mac, ip, frames, |_| {})
+}
+
+/// [`stack`], with `tune` applied to its configuration first.
+pub fn stack_with(
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    frames: usize,
+    tune: impl FnOnce(&mut StackConfig),
+) -> Stack {
     let mut cfg = StackConfig::new(mac);
     cfg.seed = u64::from(mac.0[5]);
+    tune(&mut cfg);
     let pool = Pool::new(frames, 2048, Pool::DEFAULT_HEADROOM).unwrap();
     let mut s = Stack::new(cfg, pool);
     s.apply_config(

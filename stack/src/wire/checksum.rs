@@ -62,6 +62,15 @@ pub fn checksum(data: &[u8]) -> u16 {
     !fold(sum(data))
 }
 
+/// The checksum field a sender with checksum offload leaves for the device to finish (Linux
+/// `CHECKSUM_PARTIAL`): the folded pseudo-header sum, not inverted, with the payload not summed.
+/// A received UDP/TCP checksum that fails verification and equals this is a partial checksum,
+/// not random corruption.
+#[inline]
+pub fn partial(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u32) -> u16 {
+    fold(pseudo_header(src, dst, proto, len))
+}
+
 /// Partial sum of the IPv4 pseudo-header (RFC 768, RFC 9293 3.1).
 #[inline]
 pub fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u32) -> u64 {

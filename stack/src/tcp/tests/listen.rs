@@ -122,3 +122,38 @@ fn time_wait_is_reopened_only_by_a_syn_with_a_newer_timestamp() {
     assert_eq!(out[0].flags, SYN | ACK);
     assert_eq!(p.s.counters().get(Event::TcpTimeWaitReused), 1);
 }
+
+#[test]
+fn partial_checksum_syn_is_diagnosed_and_accepted_only_when_configured() {
+    // The frame of B's SYN with checksum field `c` (IPv4 header 20 bytes after Ethernet's 14).
+    fn with_csum(p: &Peer, c: u16) -> Vec<u8> {
+        let mut f = p.frame(&p.seg(SYN, b""));
+        f[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+    for accept in [false, true] {
+        let mut p = Peer::with(|c| c.rx_accept_partial_checksum = accept);
+        p.s.tcp_listen(SocketAddrV4::new(IP_A, A_PORT), 8, TcpOpts::default())
+            .unwrap();
+        let len = (with_csum(&p, 0).len() - 34) as u32;
+        let partial = crate::wire::checksum::partial(IP_B, IP_A, PROTO_TCP, len);
+        // A wrong value that is not the pseudo-header sum is a bad checksum either way.
+        let f = with_csum(&p, partial ^ 0x8001);
+        let out = parse_out(feed(&mut p.s, &[f], p.now));
+        assert!(out.is_empty());
+        assert_eq!(p.s.counters().drops(DropReason::TcpBadChecksum), 1);
+        let f = with_csum(&p, partial);
+        let out = parse_out(feed(&mut p.s, &[f], p.now));
+        if accept {
+            assert_eq!(out.len(), 1, "SYN accepted");
+            assert_eq!(out[0].flags, SYN | ACK);
+            assert_eq!(p.s.counters().get(Event::RxPartialChecksumAccepted), 1);
+            assert_eq!(p.s.counters().drops(DropReason::TcpPartialChecksum), 0);
+        } else {
+            assert!(out.is_empty(), "SYN dropped");
+            assert_eq!(p.s.counters().drops(DropReason::TcpPartialChecksum), 1);
+            assert_eq!(p.s.counters().get(Event::RxPartialChecksumAccepted), 0);
+        }
+        assert_eq!(p.s.counters().drops(DropReason::TcpBadChecksum), 1);
+    }
+}
