@@ -198,7 +198,11 @@ pub fn allocations_from_env(
         if pool.is_empty() || !pool.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(bad("pool name must be alphanumeric"));
         }
-        let devices: Vec<String> = value.split(' ').filter(|d| !d.is_empty()).map(String::from).collect();
+        let devices: Vec<String> = value
+            .split(' ')
+            .filter(|d| !d.is_empty())
+            .map(String::from)
+            .collect();
         if devices.is_empty() {
             return Err(bad("no device listed"));
         }
@@ -595,7 +599,11 @@ pub fn resolve_maps(
                     .join(", ");
                 return Err(DpError::NotAllocated {
                     dev: dev.clone(),
-                    known: if known.is_empty() { "none set".into() } else { known },
+                    known: if known.is_empty() {
+                        "none set".into()
+                    } else {
+                        known
+                    },
                 });
             }
         }
@@ -640,13 +648,8 @@ pub mod wire {
 
     fn socket() -> io::Result<OwnedFd> {
         // SAFETY: plain call; the result is checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
+        let fd =
+            unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -659,7 +662,13 @@ pub mod wire {
         let (sa, len) = sockaddr(path)?;
         let fd = socket()?;
         // SAFETY: `sa` is a valid sockaddr_un of `len` bytes.
-        let rc = unsafe { libc::connect(fd.as_raw_fd(), (&sa as *const libc::sockaddr_un).cast(), len) };
+        let rc = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -671,7 +680,13 @@ pub mod wire {
         let (sa, len) = sockaddr(path)?;
         let fd = socket()?;
         // SAFETY: `sa` is a valid sockaddr_un of `len` bytes.
-        let rc = unsafe { libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_un).cast(), len) };
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
