@@ -5,6 +5,7 @@
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod deviceplugin;
 pub mod doctor;
 pub mod http;
 pub mod lab;

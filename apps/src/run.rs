@@ -93,13 +93,41 @@ pub fn init_logging(cfg: &Config) {
     };
 }
 
+/// The XSKMAP of every port whose `xskmap` is `uds` or `pinned`, by interface: pins opened, and
+/// one device-plugin session per pool (see [`crate::deviceplugin::resolve_maps`]).
+pub fn device_plugin_maps(
+    cfg: &Config,
+) -> Result<std::collections::BTreeMap<String, std::os::fd::OwnedFd>> {
+    use crate::deviceplugin;
+    let requests: std::collections::BTreeMap<_, _> = cfg
+        .ports
+        .values()
+        .filter_map(|p| Some((p.interface.clone(), p.xskmap.request()?)))
+        .collect();
+    if requests.is_empty() {
+        return Ok(Default::default());
+    }
+    let host = deviceplugin::hostname()?;
+    deviceplugin::resolve_maps(
+        &requests,
+        std::env::vars(),
+        &host,
+        deviceplugin::DEFAULT_TIMEOUT,
+    )
+    .context("getting the XSKMAP (AF_XDP device plugin or pinned map)")
+}
+
 /// Opens every port of `cfg` and starts its runtime.
 pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
     let mut ports = Vec::new();
+    let mut maps = device_plugin_maps(cfg)?;
     for (name, p) in &cfg.ports {
-        let xdp = cfg
+        let mut xdp = cfg
             .xdp_config(name)
             .context("port vanished from the configuration")?;
+        if let Some(fd) = maps.remove(&p.interface) {
+            xdp.map_source = cnet_drivers::xdp::XskMapSource::Fd(fd);
+        }
         let queues = xdp.queues.clone();
         let limits = cfg.runtime.limits();
         let routes = p.stack_routes();

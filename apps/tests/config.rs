@@ -70,14 +70,19 @@ fn bad_cases() -> Vec<(String, &'static str, Vec<&'static str>)> {
             vec!["unknown field `portz`", "did you mean `ports`?"],
         ),
         (
-            format!("{{\n  \"ports\": {{ \"p\": {{ \"interface\": \"vb\",\n    \"xskmap\": {{ \"uds\": \"/run/afxdp.sock\" }} }} }},\n  {BASE_APPS}\n}}\n"),
+            format!("{{\n  \"ports\": {{ \"p\": {{ \"interface\": \"vb\",\n    \"xskmap\": {{ \"uds\": \"run/afxdp.sock\" }} }} }},\n  {BASE_APPS}\n}}\n"),
             ":3:",
-            vec!["ports.p.xskmap", "not built yet, see issue #16"],
+            vec!["ports.p.xskmap", "expected an absolute path"],
         ),
         (
-            format!("{{\n  \"ports\": {{ \"p\": {{ \"interface\": \"vb\", \"xskmap\": {{ \"pinned\": \"/sys/fs/bpf/x\" }} }} }},\n  {BASE_APPS}\n}}\n"),
+            format!("{{\n  \"ports\": {{ \"p\": {{ \"interface\": \"vb\", \"xskmap\": \"plugin\" }} }},\n  {BASE_APPS}\n}}\n"),
             ":2:",
-            vec!["ports.p.xskmap", "`pinned` is not built yet, see issue #16"],
+            vec!["ports.p.xskmap", "expected \"self\", \"uds\", \"pinned\""],
+        ),
+        (
+            format!("{{\n  \"ports\": {{ \"p\": {{ \"interface\": \"vb\", \"xskmap\": \"uds\",\n    \"busy_poll\": {{ \"timeout_us\": 20, \"budget\": 64, \"prefer\": true }} }} }},\n  {BASE_APPS}\n}}\n"),
+            ":3:",
+            vec!["ports.p.busy_poll", "/config_busy_poll"],
         ),
         (
             "{\n  \"ports\": { \"p\": { \"interface\": \"vb\" } },\n  \"apps\": {\n    \"http\": { \"port\": 80, \"thread\": 2 },\n  },\n}\n".into(),
@@ -156,6 +161,32 @@ fn bad_cases() -> Vec<(String, &'static str, Vec<&'static str>)> {
         ),
         ("".into(), "", vec!["holds no JSON value"]),
     ]
+}
+
+#[test]
+fn xskmap_sources_parse() {
+    use cnet_apps::config::XskMap;
+    let load = |x: &str| {
+        let text = format!("{{ \"ports\": {{ \"p\": {{ \"interface\": \"vb\", \"xskmap\": {x} }} }}, {BASE_APPS} }}");
+        let dir = std::env::temp_dir().join(format!("cnet-xskmap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.jsonc");
+        std::fs::write(&f, text).unwrap();
+        Config::load(&f).map(|c| c.ports["p"].xskmap.clone())
+    };
+    assert_eq!(load("\"self\"").unwrap(), XskMap::SelfLoad);
+    assert_eq!(load("\"uds\"").unwrap(), XskMap::Uds(None));
+    assert_eq!(load("\"pinned\"").unwrap(), XskMap::Pinned(None));
+    assert_eq!(
+        load("{ \"uds\": \"/run/dp.sock\" }").unwrap(),
+        XskMap::Uds(Some("/run/dp.sock".into()))
+    );
+    assert_eq!(
+        load("{ \"pinned\": \"/bpf/maps\" }").unwrap(),
+        XskMap::Pinned(Some("/bpf/maps".into()))
+    );
+    assert!(load("{ \"uds\": \"/a\", \"pinned\": \"/b\" }").is_err());
+    assert!(load("{ \"fd\": \"/a\" }").is_err());
 }
 
 #[test]

@@ -188,31 +188,70 @@ fn default_headroom() -> u32 {
 }
 
 /// Where a port's XSKMAP comes from.
+///
+/// `"self"`; `"uds"` or `{"uds": SOCKET}` (the AF_XDP device plugin's handshake; default socket
+/// `/tmp/afxdp_dp/<interface>/afxdp.sock`); `"pinned"` or `{"pinned": PATH}` (a map pinned by the
+/// plugin, default `/tmp/afxdp_dp/<interface>/xsks_map`, or a bpfman CSI volume: a directory
+/// means its `xsks_map`). See docs/DEPLOY.md.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum XskMap {
     /// libxdp loads its program (needs root / CAP_NET_ADMIN + CAP_BPF).
     #[default]
     SelfLoad,
+    /// The device plugin's UNIX socket (`None`: the default path for the interface).
+    Uds(Option<std::path::PathBuf>),
+    /// A pinned map (`None`: the plugin's default pin for the interface).
+    Pinned(Option<std::path::PathBuf>),
+}
+
+impl XskMap {
+    /// The device-plugin request of this source (`None` for `self`).
+    pub fn request(&self) -> Option<crate::deviceplugin::MapRequest> {
+        use crate::deviceplugin::MapRequest;
+        match self {
+            XskMap::SelfLoad => None,
+            XskMap::Uds(p) => Some(MapRequest::Uds(p.clone())),
+            XskMap::Pinned(p) => Some(MapRequest::Pinned(p.clone())),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for XskMap {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<XskMap, D::Error> {
         #[derive(Deserialize)]
-        #[serde(rename_all = "lowercase")]
+        #[serde(untagged)]
         enum Raw {
-            #[serde(rename = "self")]
-            SelfLoad,
-            Uds(serde::de::IgnoredAny),
-            Pinned(serde::de::IgnoredAny),
+            Name(String),
+            Path(BTreeMap<String, String>),
         }
-        match Raw::deserialize(d)? {
-            Raw::SelfLoad => Ok(XskMap::SelfLoad),
-            Raw::Uds(_) => Err(serde::de::Error::custom(
-                "xskmap source `uds` (device-plugin socket) is not built yet, see issue #16; use \"self\"",
-            )),
-            Raw::Pinned(_) => Err(serde::de::Error::custom(
-                "xskmap source `pinned` is not built yet, see issue #16; use \"self\"",
-            )),
+        const EXPECTED: &str =
+            "expected \"self\", \"uds\", \"pinned\", {\"uds\": SOCKET} or {\"pinned\": PATH}";
+        let raw = Raw::deserialize(d).map_err(|_| serde::de::Error::custom(EXPECTED))?;
+        let abs = |p: String| -> Result<std::path::PathBuf, D::Error> {
+            if p.starts_with('/') && !p.contains('\0') {
+                Ok(p.into())
+            } else {
+                Err(serde::de::Error::custom(format!(
+                    "{p:?}: expected an absolute path"
+                )))
+            }
+        };
+        match raw {
+            Raw::Name(n) => match n.as_str() {
+                "self" => Ok(XskMap::SelfLoad),
+                "uds" => Ok(XskMap::Uds(None)),
+                "pinned" => Ok(XskMap::Pinned(None)),
+                other => Err(serde::de::Error::custom(format!("{other:?}: {EXPECTED}"))),
+            },
+            Raw::Path(m) if m.len() == 1 => {
+                let (k, v) = m.into_iter().next().expect("one entry");
+                match k.as_str() {
+                    "uds" => Ok(XskMap::Uds(Some(abs(v)?))),
+                    "pinned" => Ok(XskMap::Pinned(Some(abs(v)?))),
+                    other => Err(serde::de::Error::custom(format!("{other:?}: {EXPECTED}"))),
+                }
+            }
+            Raw::Path(_) => Err(serde::de::Error::custom(EXPECTED)),
         }
     }
 }
@@ -316,7 +355,7 @@ pub struct PortConfig {
     /// Busy polling.
     #[serde(default)]
     pub busy_poll: Option<BusyPollConfig>,
-    /// XSKMAP source: `"self"` (`{"uds": PATH}` and `{"pinned": PATH}`: issue #16).
+    /// XSKMAP source: `"self"`, `"uds"`, `{"uds": SOCKET}`, `"pinned"`, `{"pinned": PATH}`.
     #[serde(default)]
     pub xskmap: XskMap,
     /// Learn addresses, routes and neighbours from the kernel.
@@ -693,6 +732,14 @@ impl Config {
                 }
             }
             if let Some(bp) = p.busy_poll.or(self.defaults.busy_poll) {
+                if matches!(p.xskmap, XskMap::Uds(_)) {
+                    return Err(PathError::new(
+                        format!("{at}.busy_poll"),
+                        "busy polling with xskmap \"uds\" must go through the device plugin's \
+                         /config_busy_poll, which `cnet run` does not wire in yet (issue #16); \
+                         remove busy_poll",
+                    ));
+                }
                 if bp.budget == 0 || bp.budget > 65535 {
                     return Err(PathError::new(
                         format!("{at}.busy_poll.budget"),
