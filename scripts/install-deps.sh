@@ -8,6 +8,7 @@
 #   pkg-config llvm make
 # - tests and the demo: iproute2 (ip netns, veth), ethtool (offloads, channels), tcpdump, tshark,
 #   socat, iperf3, python3, iputils-ping (ping)
+# - packetdrill (issue #14, built from shared/tools/packetdrill by scripts/packetdrill.sh): bison flex
 # - benchmarks: valgrind (instruction counts, benches/callgrind*.sh)
 # - QUIC interop (issue #15): aioquic from PyPI (pip), a QUIC peer no one here wrote; skipped with
 #   a message when pip or PyPI is not there (the interop test then skips the aioquic case).
@@ -30,7 +31,7 @@ install_aioquic() {
     return 0
 }
 
-PACKAGES="libelf-dev clang m4 libpcap-dev zlib1g-dev pkg-config llvm make iproute2 ethtool tcpdump tshark socat iperf3 python3 iputils-ping curl valgrind"
+PACKAGES="bison flex libelf-dev clang m4 libpcap-dev zlib1g-dev pkg-config llvm make iproute2 ethtool tcpdump tshark socat iperf3 python3 iputils-ping curl valgrind"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: must run as root" >&2

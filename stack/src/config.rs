@@ -54,6 +54,9 @@ pub struct StackConfig {
     pub tcp_snd_buf: u32,
     /// Default TCP receive buffer per connection, bytes (the window scale follows from it).
     pub tcp_rcv_buf: u32,
+    /// The largest receive buffer a connection may have (Linux `tcp_rmem[2]`): the window scale
+    /// offered in a SYN is chosen to cover it. `0`: the connection's own receive buffer.
+    pub tcp_rcv_buf_max: u32,
     /// Connections in SYN-RECEIVED per listener before SYN cookies (or drops) take over.
     pub tcp_syn_backlog: u32,
     /// Most TCP connections in the table (every state).
@@ -146,6 +149,7 @@ impl StackConfig {
             rx_accept_partial_checksum: false,
             tcp_snd_buf: 256 * 1024,
             tcp_rcv_buf: 256 * 1024,
+            tcp_rcv_buf_max: 0,
             tcp_syn_backlog: 256,
             tcp_max_connections: 65536,
             tcp_syncookies: true,

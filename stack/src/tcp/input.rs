@@ -215,6 +215,7 @@ impl Stack {
 
     /// Options negotiated by a SYN (RFC 7323 2.2, 3.2; RFC 2018 2; RFC 9293 3.7.1).
     pub(crate) fn tcp_apply_syn_opts(&mut self, idx: u32, o: &SegmentOptions, cc: Congestion) {
+        let ws_buf = self.cfg.tcp_rcv_buf_max;
         let (ws_on, sack_on, ts_on) = (
             self.cfg.tcp_window_scaling,
             self.cfg.tcp_sack,
@@ -224,7 +225,7 @@ impl Stack {
         if let (true, Some(ws)) = (ws_on, o.wscale) {
             c.flags |= F_WS;
             c.snd_wscale = ws;
-            c.rcv_wscale = Stack::tcp_wscale_for(c.rcv_buf);
+            c.rcv_wscale = Stack::tcp_wscale_for(c.rcv_buf.max(ws_buf));
         } else {
             c.flags &= !F_WS;
             c.snd_wscale = 0;

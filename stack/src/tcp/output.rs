@@ -65,6 +65,7 @@ impl Stack {
     ) -> bool {
         let ts_on = self.cfg.tcp_timestamps;
         let ws_on = self.cfg.tcp_window_scaling;
+        let ws_buf = self.cfg.tcp_rcv_buf_max;
         let sack_on = self.cfg.tcp_sack;
         let mtu = self.iface.mtu;
         let c = &mut self.tcp.conns[idx as usize];
@@ -77,7 +78,7 @@ impl Stack {
             if c.state == TcpState::SynSent {
                 // Active open: offer everything enabled (RFC 7323 2.2, 3.2; RFC 2018 2).
                 if ws_on {
-                    c.rcv_wscale = Stack::tcp_wscale_for(c.rcv_buf);
+                    c.rcv_wscale = Stack::tcp_wscale_for(c.rcv_buf.max(ws_buf));
                     opts.wscale = Some(c.rcv_wscale);
                 }
                 opts.sack_permitted = sack_on;
@@ -347,7 +348,7 @@ impl Stack {
             opts.sack_permitted = sack;
             if peer_ws.is_some() {
                 let rcv_buf = rcv_buf.max(4 * 536);
-                opts.wscale = Some(Stack::tcp_wscale_for(rcv_buf));
+                opts.wscale = Some(Stack::tcp_wscale_for(rcv_buf.max(self.cfg.tcp_rcv_buf_max)));
             }
         }
         let e = Emit {

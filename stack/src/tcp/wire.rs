@@ -247,10 +247,6 @@ impl Emit {
             b[i..i + 4].copy_from_slice(&[OPT_MSS, 4, (m >> 8) as u8, m as u8]);
             i += 4;
         }
-        if let Some(ws) = o.wscale {
-            b[i..i + 4].copy_from_slice(&[OPT_NOP, OPT_WS, 3, ws]);
-            i += 4;
-        }
         if let Some((v, e)) = o.timestamps {
             if o.sack_permitted {
                 b[i..i + 2].copy_from_slice(&[OPT_SACK_PERM, 2]);
@@ -263,6 +259,11 @@ impl Emit {
             i += 12;
         } else if o.sack_permitted {
             b[i..i + 4].copy_from_slice(&[OPT_NOP, OPT_NOP, OPT_SACK_PERM, 2]);
+            i += 4;
+        }
+        // Window scale after SACK-permitted / timestamps, as Linux orders them.
+        if let Some(ws) = o.wscale {
+            b[i..i + 4].copy_from_slice(&[OPT_NOP, OPT_WS, 3, ws]);
             i += 4;
         }
         if !o.sack.is_empty() && i + 4 + 8 * o.sack.len() <= hl {
