@@ -486,6 +486,8 @@ impl Service<XdpPort> {
         };
         let mut sc = StackConfig::new(mac);
         sc.seed = seed;
+        // The fill ring keeps this many frames of the pool lent to the kernel.
+        sc.pool_driver_frames = cfg.xdp.rings.fill as usize;
         if let Some(mtu) = snapshot.as_ref().and_then(|s| s.mtu) {
             sc.mtu = mtu;
         }

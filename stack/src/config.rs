@@ -103,8 +103,14 @@ pub struct StackConfig {
     pub tcp_mtu_probing: bool,
     /// TCP memory thresholds in frames of the pool, `[low, pressure, high]` (Linux
     /// `tcp_mem`). `[0, 0, 0]` (the default) derives them from the pool: 3/8, 1/2 and 5/8 of
-    /// its frames; the rest is a reserve TCP cannot take. See `docs/HARDENING.md`.
+    /// its frames less `pool_driver_frames`; the rest is a reserve TCP cannot take. See
+    /// `docs/HARDENING.md`.
     pub tcp_mem: [usize; 3],
+    /// Frames of the pool the driver keeps lent out for reception (the AF_XDP fill ring): they
+    /// are never free for the stack, so derived shares (`tcp_mem`) are taken from the rest.
+    /// Without this, TCP's limits on AF_XDP would count frames that sit in the fill ring and
+    /// the pool could run dry below the pressure level.
+    pub pool_driver_frames: usize,
     /// Out-of-order data held while `RCV.NXT` does not move for this long is dropped (the
     /// peer resends it; RFC 2018 8 allows discarding SACKed data). 0 disables.
     pub tcp_ooo_timeout_ms: u64,
@@ -169,6 +175,7 @@ impl StackConfig {
             tcp_challenge_ack_limit: 1000,
             tcp_mtu_probing: false,
             tcp_mem: [0, 0, 0],
+            pool_driver_frames: 0,
             tcp_ooo_timeout_ms: 30_000,
             tcp_user_timeout_ms: 0,
             tcp_max_orphans: 4096,

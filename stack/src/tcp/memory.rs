@@ -89,7 +89,11 @@ impl Stack {
     pub(crate) fn tcp_mem_limits(&self) -> TcpMemLimits {
         let [low, pressure, high] = self.cfg.tcp_mem;
         if high == 0 {
-            TcpMemLimits::for_pool(self.pool.capacity())
+            TcpMemLimits::for_pool(
+                self.pool
+                    .capacity()
+                    .saturating_sub(self.cfg.pool_driver_frames),
+            )
         } else {
             TcpMemLimits {
                 low: low.min(pressure),
