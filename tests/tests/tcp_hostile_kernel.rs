@@ -1,0 +1,657 @@
+//! Hostile TCP peers from the Linux kernel's side (issue #12, "and again on AF_XDP against
+//! Linux"): `cnet`'s TCP echo on AF_XDP, attacked from the kernel namespace over veth, while an
+//! honest kernel client keeps a 32-byte echo round trip going and must keep being served during
+//! and right after each attack, and cnet's TCP memory stays within `Stack::tcp_mem_thresholds`.
+//! Root only (skipped with a printed reason elsewhere).
+//!
+//! - Stalled connections: 16 000 ordinary kernel sockets connect and send 5 bytes each; then the
+//!   kernel stops acknowledging: its pure ACKs from the attackers' ports are dropped on the veth
+//!   by a `u32` filter steering them to a `pfifo limit 0` (this kernel has no `nft`, `iptables`
+//!   or tc actions; `htb`, `pfifo` and `u32` are there). The number is bounded by the open-file
+//!   limit (20 000 here), 8 times the 2 000 that broke the stack in the issue.
+//! - Out-of-order floods: a Python raw-socket peer completes 320 handshakes of its own and sends
+//!   300 segments of 100 bytes per connection at seeded random offsets inside the window, never
+//!   at RCV.NXT, then goes silent. The kernel's resets for these connections it does not know
+//!   are dropped the same way.
+//! - A receiver that reneges on SACK is not done from Linux: the kernel's SACK generation cannot
+//!   be told to lie, and a crafted receiver would have to track cnet's echo stream; the
+//!   in-memory test (`tcp_hostile.rs`) covers it.
+//!
+//! The attacks run one at a time (a lock): 2 shared cores, and latency is what is measured.
+
+use cnet_apps::lab::{Lab, KERNEL_DEV, KERNEL_IP, STACK_DEV, STACK_IP};
+use cnet_drivers::xdp::XdpConfig;
+use cnet_stack::{DropReason, Event};
+use cnet_tests::require_lab;
+use cnet_tests::xdp::XdpStack;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One attack at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Attackers' source ports: 40960..45056 (`0xa000/0xf000`) for stalled sockets.
+const STALL_PORTS: (u16, u16) = (0xa000, 0xf000);
+/// 45056..45568 (`0xb000/0xfe00`) for the out-of-order flooders.
+const OOO_PORTS: (u16, u16) = (0xb000, 0xfe00);
+/// The honest client's ephemeral ports, outside both.
+const HONEST_PORTS: &str = "50000 60999";
+
+/// The honest client's record: (when the echo came back, its round trip), and failures.
+#[derive(Default)]
+struct Record {
+    echoes: Vec<(Instant, Duration)>,
+    failures: Vec<(Instant, String)>,
+}
+
+impl Record {
+    fn since(&self, t: Instant) -> usize {
+        self.echoes.iter().filter(|(at, _)| *at >= t).count()
+    }
+    fn between(&self, a: Instant, b: Instant) -> usize {
+        self.echoes
+            .iter()
+            .filter(|(at, _)| *at >= a && *at < b)
+            .count()
+    }
+    fn worst_since(&self, t: Instant) -> Duration {
+        self.echoes
+            .iter()
+            .filter(|(at, _)| *at >= t)
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// One echo round trip of `n` on `s`; the round trip time or why it failed.
+fn round_trip(s: &mut TcpStream, n: u64) -> Result<Duration, String> {
+    let req = format!("honest {n:016}|........");
+    assert_eq!(req.len(), 32);
+    let t = Instant::now();
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut got = [0u8; 32];
+    s.read_exact(&mut got).map_err(|e| format!("read: {e}"))?;
+    if got != req.as_bytes()[..32] {
+        return Err("echo corrupted".into());
+    }
+    Ok(t.elapsed())
+}
+
+fn honest_connect() -> Result<TcpStream, String> {
+    let s = TcpStream::connect_timeout(
+        &SocketAddrV4::new(STACK_IP, 7).into(),
+        Duration::from_secs(5),
+    )
+    .map_err(|e| format!("connect: {e}"))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// The honest client: in the kernel namespace, one request in flight at a time until `stop`;
+/// a failed round trip is recorded and the client reconnects.
+fn start_honest(lab: &Lab, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Record> {
+    let ns = cnet_netlink::netns_path(&lab.kernel_ns);
+    std::thread::spawn(move || {
+        cnet_netlink::enter_netns(&ns).expect("enter the kernel namespace");
+        let mut rec = Record::default();
+        let mut conn: Option<TcpStream> = None;
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let s = match conn.as_mut() {
+                Some(s) => s,
+                None => match honest_connect() {
+                    Ok(s) => conn.insert(s),
+                    Err(e) => {
+                        rec.failures.push((Instant::now(), e));
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                },
+            };
+            match round_trip(s, n) {
+                Ok(d) => rec.echoes.push((Instant::now(), d)),
+                Err(e) => {
+                    rec.failures.push((Instant::now(), e));
+                    conn = None;
+                }
+            }
+            n += 1;
+            // About 500 round trips a second: enough samples, little CPU on 2 shared cores.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        rec
+    })
+}
+
+/// A new kernel client's first echo: connect, one round trip; the time both took.
+fn fresh_echo(lab: &Lab) -> Result<Duration, String> {
+    cnet_tests::xdp::in_kernel(lab, || {
+        let t = Instant::now();
+        let mut s = honest_connect()?;
+        round_trip(&mut s, 0)?;
+        Ok(t.elapsed())
+    })
+}
+
+/// The highest TCP memory charge and the lowest free frame count seen by the stack's loop.
+struct Watch {
+    max_mem: Arc<AtomicUsize>,
+    min_free: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+fn watch(stack: &XdpStack) -> Watch {
+    let max_mem = Arc::new(AtomicUsize::new(0));
+    let min_free = Arc::new(AtomicUsize::new(usize::MAX));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (m, f, s) = (max_mem.clone(), min_free.clone(), stop.clone());
+    stack.spawn_app(move |st, _| {
+        m.fetch_max(st.tcp_mem_frames(), Ordering::Relaxed);
+        f.fetch_min(st.pool().available(), Ordering::Relaxed);
+        !s.load(Ordering::Relaxed)
+    });
+    Watch {
+        max_mem,
+        min_free,
+        stop,
+    }
+}
+
+/// The kernel side's veth gets an `htb` root whose class 1:2 is a `pfifo` of length 0: whatever
+/// a `u32` filter steers there is dropped, everything else goes out directly.
+fn install_drop_class(lab: &Lab) {
+    lab.kernel(&[
+        "tc", "qdisc", "add", "dev", KERNEL_DEV, "root", "handle", "1:", "htb",
+    ])
+    .expect("htb qdisc");
+    lab.kernel(&[
+        "tc", "class", "add", "dev", KERNEL_DEV, "parent", "1:", "classid", "1:2", "htb", "rate",
+        "10gbit",
+    ])
+    .expect("htb class");
+    lab.kernel(&[
+        "tc", "qdisc", "add", "dev", KERNEL_DEV, "parent", "1:2", "handle", "20:", "pfifo",
+        "limit", "0",
+    ])
+    .expect("pfifo limit 0");
+}
+
+/// Drops the kernel's TCP segments from source ports `ports` (value, mask) whose flags byte,
+/// masked by `mask`, equals `flags`.
+fn drop_from_ports(lab: &Lab, ports: (u16, u16), flags: u8, mask: u8) {
+    let (p, m) = (ports.0.to_string(), format!("{:#x}", ports.1));
+    let (f, fm) = (format!("{flags:#x}"), format!("{mask:#x}"));
+    lab.kernel(&[
+        "tc", "filter", "add", "dev", KERNEL_DEV, "parent", "1:", "protocol", "ip", "prio", "1",
+        "u32", "match", "ip", "protocol", "6", "0xff", "match", "ip", "sport", &p, &m, "match",
+        "u8", &f, &fm, "at", "33", "flowid", "1:2",
+    ])
+    .expect("u32 filter");
+}
+
+/// Packets the drop class dropped so far.
+fn dropped_by_filter(lab: &Lab) -> u64 {
+    let out = lab
+        .kernel(&["tc", "-s", "qdisc", "show", "dev", KERNEL_DEV])
+        .expect("tc -s");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "qdisc pfifo 20: ... \n Sent 0 bytes 0 pkt (dropped N, ..."
+    let after = text.split("qdisc pfifo 20:").nth(1).unwrap_or("");
+    after
+        .split("dropped ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The lab, the stack, the honest client's ports and the drop class.
+fn setup(prefix: &str, frames: u32) -> (Lab, XdpStack) {
+    let lab = Lab::new(prefix, 1).expect("lab");
+    lab.kernel(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv4.ip_local_port_range={HONEST_PORTS}"),
+    ])
+    .expect("port range");
+    install_drop_class(&lab);
+    let mut xdp = XdpConfig::new(STACK_DEV);
+    xdp.frames = frames;
+    let stack = XdpStack::start(&lab, xdp);
+    // The stack learned its address: the first echo works.
+    fresh_echo(&lab).expect("echo before the attack");
+    (lab, stack)
+}
+
+/// Raises the open-file limit to its hard limit; returns it.
+fn raise_nofile() -> usize {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, exclusively borrowed struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        r.rlim_cur = r.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        }
+    }
+    r.rlim_cur as usize
+}
+
+/// A kernel TCP socket bound to `src`, connected to cnet's echo port (blocking, 5 s).
+fn connect_from(src: SocketAddrV4) -> std::io::Result<TcpStream> {
+    // SAFETY: plain socket calls on a descriptor this function owns until it hands it to
+    // TcpStream; the sockaddr is fully initialised and outlives the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let s = TcpStream::from_raw_fd(fd);
+        let sa = |a: SocketAddrV4| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let local = sa(src);
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let tv = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+        let remote = sa(SocketAddrV4::new(STACK_IP, 7));
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(s)
+    }
+}
+
+/// Source addresses of the stalled sockets: the kernel side's own plus three more on its veth.
+fn stall_sources() -> [Ipv4Addr; 4] {
+    [
+        KERNEL_IP,
+        Ipv4Addr::new(198, 18, 0, 11),
+        Ipv4Addr::new(198, 18, 0, 12),
+        Ipv4Addr::new(198, 18, 0, 13),
+    ]
+}
+
+fn stalled(frames: u32) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let limit = raise_nofile();
+    let per_ip = 4000usize;
+    // Room for the test's own descriptors and the honest client.
+    let n = (per_ip * stall_sources().len()).min(limit.saturating_sub(512));
+    assert!(
+        n >= 2000,
+        "open-file limit {limit} too low for 2 000 stalled sockets"
+    );
+    let (lab, stack) = setup("chs", frames);
+    for ip in &stall_sources()[1..] {
+        lab.kernel(&["ip", "addr", "add", &format!("{ip}/32"), "dev", KERNEL_DEV])
+            .expect("attacker address");
+    }
+    let w = watch(&stack);
+    let stop = Arc::new(AtomicBool::new(false));
+    let honest = start_honest(&lab, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+
+    let start = Instant::now();
+    let ns = cnet_netlink::netns_path(&lab.kernel_ns);
+    let (connected_tx, connected_rx) = std::sync::mpsc::channel::<usize>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let attack = std::thread::spawn(move || -> (Vec<TcpStream>, usize) {
+        cnet_netlink::enter_netns(&ns).expect("enter the kernel namespace");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut socks = Vec::with_capacity(n);
+        'all: for ip in stall_sources() {
+            for k in 0..per_ip {
+                if socks.len() == n || Instant::now() > deadline {
+                    break 'all;
+                }
+                let port = STALL_PORTS.0 + k as u16;
+                match connect_from(SocketAddrV4::new(ip, port)) {
+                    Ok(s) => socks.push(s),
+                    Err(e) => panic!("attacker {ip}:{port} could not connect: {e}"),
+                }
+            }
+        }
+        let _ = connected_tx.send(socks.len());
+        if go_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            return (socks, 0);
+        }
+        let mut written = 0;
+        for s in &mut socks {
+            if Instant::now() > deadline {
+                break;
+            }
+            if s.write_all(b"stall").is_ok() {
+                written += 1;
+            }
+        }
+        (socks, written)
+    });
+    let connected = connected_rx
+        .recv_timeout(Duration::from_secs(90))
+        .expect("attackers connected");
+    let connect_time = start.elapsed();
+    let in_cnet = stack.with(|s, _| s.tcp_connections());
+    // From here on the kernel sends no pure ACK from the attackers' ports: cnet's echo of the
+    // 5 bytes each is about to send is never acknowledged. (Data segments carry PSH and pass.)
+    drop_from_ports(&lab, STALL_PORTS, 0x10, 0xff);
+    go_tx.send(()).expect("attack thread waits");
+    let (socks, written) = attack.join().expect("attack thread");
+    let end = Instant::now();
+    eprintln!(
+        "stalled: {connected} kernel sockets connected in {connect_time:?} ({in_cnet} connections \
+         in cnet), {written} sent 5 bytes; attack over after {:?}",
+        end - start
+    );
+
+    let fresh = fresh_echo(&lab);
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    let rec = honest.join().expect("honest client");
+    w.stop.store(true, Ordering::Relaxed);
+    let (conns, l, c) = stack.with(|s, _| {
+        (
+            s.tcp_connections(),
+            s.tcp_mem_thresholds(),
+            s.counters().clone(),
+        )
+    });
+    eprintln!(
+        "  drops: tcp_mem_pressure {}, pool_empty {}",
+        c.drops(DropReason::TcpMemPressure),
+        c.drops(DropReason::PoolEmpty)
+    );
+    let acks_dropped = dropped_by_filter(&lab);
+    let (max_mem, min_free) = (
+        w.max_mem.load(Ordering::Relaxed),
+        w.min_free.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "stalled: honest echoes during {} / after {}, failures {}, worst round trip during {:?} / \
+         after {:?}; a new client's first echo {fresh:?}; max TCP frames {max_mem} (pressure {}, \
+         high {}), lowest free frames {min_free}; {conns} connections left, {acks_dropped} kernel \
+         ACKs dropped, {} retransmissions, {} pressure episodes, {} shed",
+        rec.between(start, end),
+        rec.since(end),
+        rec.failures.len(),
+        rec.worst_since(start),
+        rec.worst_since(end),
+        l.pressure,
+        l.high,
+        c.get(Event::TcpRetransSegs),
+        c.get(Event::TcpMemPressures),
+        c.get(Event::TcpAbortOnMemory),
+    );
+    drop(socks);
+    assert!(
+        rec.failures.is_empty(),
+        "{} honest failures, the first: {:?}",
+        rec.failures.len(),
+        &rec.failures[..rec.failures.len().min(5)]
+    );
+    let fresh = fresh.expect("a new client right after the attack is served");
+    assert!(fresh < Duration::from_secs(3), "{fresh:?}");
+    assert_eq!(connected, n, "every attacker connected");
+    assert_eq!(written, n, "every attacker sent its 5 bytes");
+    assert!(
+        acks_dropped >= n as u64 / 2,
+        "the kernel really stopped ACKing"
+    );
+    assert!(
+        c.get(Event::TcpRetransSegs) >= n as u64 / 2,
+        "the echoes were left unacknowledged"
+    );
+    assert!(rec.between(start, end) >= 100, "echoes during the attack");
+    assert!(rec.since(end) >= 500, "echoes after it");
+    assert!(rec.worst_since(start) < Duration::from_secs(4));
+    let settled = rec.worst_since(end + Duration::from_secs(2));
+    eprintln!("stalled: worst round trip from 2 s after the attack on: {settled:?}");
+    assert!(settled < Duration::from_millis(500), "{settled:?}");
+    assert!(
+        max_mem <= l.high + 64,
+        "TCP memory {max_mem} over high {}",
+        l.high
+    );
+    stack.stop();
+}
+
+/// The out-of-order flooder, run with python3 in the kernel namespace. Arguments: connections,
+/// segments per connection, first source port, seed. Completes its own handshakes with raw
+/// sockets (no options: MSS 536, no window scaling, so cnet offers a 64 KiB window), then sends
+/// every connection's segments of 100 bytes at seeded random offsets in 1..60 000 past RCV.NXT,
+/// round-robin; the holes are never filled and it never sends again. Prints
+/// `established <k> sent <m>`. Bounded: 20 s for the handshakes.
+const FLOODER: &str = r#"
+import random, socket, struct, sys, time
+n, per, base, seed = (int(a) for a in sys.argv[1:5])
+SRC, DST, DPORT = "198.18.0.1", "198.18.0.2", 7
+src_b, dst_b = socket.inet_aton(SRC), socket.inet_aton(DST)
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def seg(sport, seq, ack, flags, data=b""):
+    h = struct.pack("!HHIIBBHHH", sport, DPORT, seq, ack, 5 << 4, flags, 65535, 0, 0)
+    ph = src_b + dst_b + struct.pack("!BBH", 0, 6, len(h) + len(data))
+    c = csum(ph + h + data)
+    return h[:16] + struct.pack("!H", c) + h[18:] + data
+rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+rx.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)  # SO_RCVBUFFORCE
+rx.settimeout(0.05)
+tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+rng = random.Random(seed)
+isn = [rng.getrandbits(32) for _ in range(n)]
+peer = {}
+deadline = time.monotonic() + 20
+while len(peer) < n and time.monotonic() < deadline:
+    pending = [i for i in range(n) if i not in peer]
+    for i in pending[:128]:
+        tx.sendto(seg(base + i, isn[i], 0, 0x02), (DST, 0))
+    t = time.monotonic() + 0.5
+    while time.monotonic() < t and len(peer) < n:
+        try:
+            p = rx.recv(2048)
+        except socket.timeout:
+            continue
+        ihl = (p[0] & 15) * 4
+        sport, dport, seq, ack, _, fl = struct.unpack("!HHIIBB", p[ihl:ihl + 14])
+        i = dport - base
+        if p[12:16] != dst_b or sport != DPORT or not 0 <= i < n or i in peer:
+            continue
+        if fl & 0x12 == 0x12 and ack == (isn[i] + 1) & 0xffffffff:
+            peer[i] = (seq + 1) & 0xffffffff
+            tx.sendto(seg(base + i, ack, peer[i], 0x10), (DST, 0))
+rx.close()
+data = bytes([0x5a]) * 100
+sent = 0
+for _ in range(per):
+    for i in sorted(peer):
+        off = 1 + rng.randrange(60000)
+        tx.sendto(seg(base + i, (isn[i] + 1 + off) & 0xffffffff, peer[i], 0x10, data), (DST, 0))
+        sent += 1
+print("established", len(peer), "sent", sent, flush=True)
+"#;
+
+fn ooo_flood(frames: u32) {
+    if std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import socket")
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        eprintln!("SKIP: no python3 (scripts/install-deps.sh)");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (lab, stack) = setup("cho", frames);
+    // The kernel has no socket for the flooders' connections: its resets would end them.
+    drop_from_ports(&lab, OOO_PORTS, 0x04, 0x04);
+    let script = std::env::temp_dir().join(format!("cnet-ooo-flooder-{}.py", lab.kernel_ns));
+    std::fs::write(&script, FLOODER).expect("write the flooder");
+    let w = watch(&stack);
+    let stop = Arc::new(AtomicBool::new(false));
+    let honest = start_honest(&lab, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let before = stack.with(|s, _| s.counters().get(Event::TcpOutOfOrder));
+
+    let (n, per) = (320usize, 300usize);
+    let start = Instant::now();
+    let out = lab.kernel(&[
+        "timeout",
+        "60",
+        "python3",
+        script.to_str().expect("utf-8 path"),
+        &n.to_string(),
+        &per.to_string(),
+        &OOO_PORTS.0.to_string(),
+        "12",
+    ]);
+    let _ = std::fs::remove_file(&script);
+    let end = Instant::now();
+    let out = String::from_utf8_lossy(&out.expect("the flooder ran").stdout).into_owned();
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let (established, sent): (usize, usize) = match words[..] {
+        ["established", e, "sent", s] => (e.parse().unwrap(), s.parse().unwrap()),
+        _ => panic!("flooder said {out:?}"),
+    };
+    let held_after = stack.with(|s, _| s.tcp_mem_frames());
+    let fresh = fresh_echo(&lab);
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::Relaxed);
+    let rec = honest.join().expect("honest client");
+    w.stop.store(true, Ordering::Relaxed);
+    let (held_later, pressure, l, c) = stack.with(|s, _| {
+        (
+            s.tcp_mem_frames(),
+            s.tcp_mem_pressure(),
+            s.tcp_mem_thresholds(),
+            s.counters().clone(),
+        )
+    });
+    eprintln!(
+        "  drops: tcp_mem_pressure {}, pool_empty {}",
+        c.drops(DropReason::TcpMemPressure),
+        c.drops(DropReason::PoolEmpty)
+    );
+    let rsts_dropped = dropped_by_filter(&lab);
+    let max_mem = w.max_mem.load(Ordering::Relaxed);
+    let ooo = c.get(Event::TcpOutOfOrder) - before;
+    eprintln!(
+        "out-of-order flood: {established} of {n} flows established, {sent} segments sent in \
+         {:?}, {ooo} arrived out of order; honest echoes during {} / after {}, failures {}, worst \
+         round trip during {:?} / after {:?}; a new client's first echo {fresh:?}; max TCP \
+         frames {max_mem} (pressure {}, high {}), {held_after} right after, {held_later} 4 s \
+         later; {} pressure episodes, {} pruned, {} queues timed out, {rsts_dropped} kernel \
+         resets dropped",
+        end - start,
+        rec.between(start, end),
+        rec.since(end),
+        rec.failures.len(),
+        rec.worst_since(start),
+        rec.worst_since(end),
+        l.pressure,
+        l.high,
+        c.get(Event::TcpMemPressures),
+        c.get(Event::TcpOfoPruned),
+        c.get(Event::TcpOfoTimeouts),
+    );
+    assert!(
+        rec.failures.is_empty(),
+        "{} honest failures, the first: {:?}",
+        rec.failures.len(),
+        &rec.failures[..rec.failures.len().min(5)]
+    );
+    let fresh = fresh.expect("a new client right after the flood is served");
+    assert!(fresh < Duration::from_secs(3), "{fresh:?}");
+    assert_eq!(established, n, "every flooder got in");
+    assert_eq!(sent, n * per);
+    let refused = c.drops(DropReason::TcpMemPressure);
+    assert!(
+        ooo + refused >= (n * per / 2) as u64,
+        "the flood arrived: {ooo} queued out of order, {refused} refused for memory"
+    );
+    assert!(
+        c.get(Event::TcpMemPressures) >= 1,
+        "the flood put TCP under pressure"
+    );
+    assert!(
+        max_mem <= l.high + 64,
+        "TCP memory {max_mem} over high {}",
+        l.high
+    );
+    assert!(rec.between(start, end) >= 50, "echoes during the flood");
+    assert!(rec.since(end) >= 500, "echoes after it");
+    let settled = rec.worst_since(end + Duration::from_secs(2));
+    eprintln!("out-of-order flood: worst round trip from 2 s after it on: {settled:?}");
+    assert!(settled < Duration::from_millis(500), "{settled:?}");
+    // Under pressure out-of-order data waits at most a second for its holes. (What TCP still
+    // holds 4 s later is printed above, not asserted: see the report of this test's branch.)
+    assert!(c.get(Event::TcpOfoTimeouts) >= n as u64 / 2);
+    let _ = pressure;
+    stack.stop();
+}
+
+#[test]
+#[ignore = "fails: honest echoes after the stall ~285 in 5 s (< 500), first new client ~2.6 s"]
+fn kernel_stalled_connections_8192_frames() {
+    require_lab!();
+    stalled(8192);
+}
+
+#[test]
+#[ignore = "fails: ~3600 frames still held 4 s after the flood, ~100 of 320 queues timed out"]
+fn kernel_out_of_order_floods_8192_frames() {
+    require_lab!();
+    ooo_flood(8192);
+}
+
+/// The default pool (4096 frames), as in the issue. Fails today: the AF_XDP fill ring (2048
+/// frames by default) is lent from the same pool, so TCP's `high` (5/8 of it) plus the fill
+/// ring exceed the pool; free frames reach 0 and the honest client starves after the flood.
+#[test]
+#[ignore = "fails: on AF_XDP the fill ring takes the reserve above tcp_mem high (4096 frames)"]
+fn kernel_stalled_connections_default_pool() {
+    require_lab!();
+    stalled(4096);
+}
+
+/// See [`kernel_stalled_connections_default_pool`].
+#[test]
+#[ignore = "fails: on AF_XDP the fill ring takes the reserve above tcp_mem high (4096 frames)"]
+fn kernel_out_of_order_floods_default_pool() {
+    require_lab!();
+    ooo_flood(4096);
+}
