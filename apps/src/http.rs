@@ -245,6 +245,16 @@ fn not_allowed(allow: &'static str) -> Response<RespBody> {
 /// Serves one connection until the client closes it (keep-alive).
 async fn serve_connection(s: TcpStream, stats: Arc<HttpStats>) {
     let peer = s.peer_addr().ok();
+    serve_io(s, peer, stats).await
+}
+
+/// Serves one connection on any tokio stream (cnet's, or a kernel `tokio::net::TcpStream` for
+/// comparisons) with the same hyper settings and service as [`HttpServer`], until the client
+/// closes it; `peer` is only logged.
+pub async fn serve_io<S>(s: S, peer: impl std::fmt::Debug, stats: Arc<HttpStats>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let st = stats.clone();
     let svc = hyper::service::service_fn(move |req| {
         let st = st.clone();
