@@ -154,7 +154,28 @@ fn chain_advance(pool: &mut cnet_stack::Pool, f: Frame, mut n: usize) -> Option<
 struct EchoConn {
     h: TcpHandle,
     pending: VecDeque<Frame>,
+    /// Small payloads waiting for send room, copied out of their frames (see `park`); sent
+    /// before `pending`.
+    stash: Vec<u8>,
     closing: bool,
+}
+
+/// Payloads up to this size wait in a connection's stash rather than in their frame.
+const STASH_MAX: usize = 512;
+
+/// Keeps data that could not be sent yet. A small payload is copied out so that its frame goes
+/// back to the pool: a peer that stops acknowledging must not pin a frame per connection in the
+/// app, outside TCP's memory accounting (16 000 stalled connections would hold the whole pool).
+/// Called with an empty stash (the loop sends the stash first and stops while it is not empty).
+fn park(pool: &mut cnet_stack::Pool, c: &mut EchoConn, f: Frame) {
+    let len = pool.chain_len(&f);
+    if c.stash.is_empty() && len <= STASH_MAX {
+        c.stash.resize(len, 0);
+        pool.chain_copy_to(&f, &mut c.stash);
+        pool.free(f);
+    } else {
+        c.pending.push_front(f);
+    }
 }
 
 impl TcpEcho {
@@ -200,6 +221,7 @@ impl TcpEcho {
             self.conns.push(EchoConn {
                 h,
                 pending: VecDeque::new(),
+                stash: Vec::new(),
                 closing: false,
             });
         }
@@ -235,6 +257,18 @@ impl TcpEcho {
             }
             _ => {}
         }
+        if !c.stash.is_empty() {
+            match stack.tcp_send_slice(c.h, &c.stash, now) {
+                Ok(n) => {
+                    *bytes += n as u64;
+                    c.stash.drain(..n);
+                }
+                Err(_) => c.stash.clear(),
+            }
+            if !c.stash.is_empty() {
+                return true;
+            }
+        }
         loop {
             let f = match c.pending.pop_front() {
                 Some(f) => f,
@@ -250,7 +284,7 @@ impl TcpEcho {
                 match stack.tcp_send(c.h, f, now) {
                     Ok(()) => *bytes += len,
                     Err((TcpSendError::WouldBlock | TcpSendError::PoolEmpty, f)) => {
-                        c.pending.push_front(f);
+                        park(stack.pool_mut(), c, f);
                         break;
                     }
                     Err((_, f)) => {
@@ -261,7 +295,7 @@ impl TcpEcho {
             } else {
                 // Too little headroom or a reassembled chain: copy, through a reused buffer.
                 if (stack.tcp_can_send(c.h) as u64) < len {
-                    c.pending.push_front(f);
+                    park(stack.pool_mut(), c, f);
                     break;
                 }
                 scratch.clear();
@@ -283,7 +317,8 @@ impl TcpEcho {
                 }
             }
         }
-        if c.pending.is_empty() && !c.closing && stack.tcp_recv_finished(c.h) {
+        if c.pending.is_empty() && c.stash.is_empty() && !c.closing && stack.tcp_recv_finished(c.h)
+        {
             stack.tcp_close(c.h, now);
             c.closing = true;
         }

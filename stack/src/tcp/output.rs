@@ -479,7 +479,13 @@ impl Stack {
     /// segment of new data, whatever cwnd and Nagle say, within the peer's window.
     pub(crate) fn tcp_send_data(&mut self, idx: u32, now: Instant, probe: bool) -> u32 {
         let mut new_segs = 0u32;
-        let tx_room = |s: &Stack| s.tx.len() + 2 < s.cfg.tx_queue;
+        // Room to send: in the stack's transmit queue, and in the pool, whose last 1/16 stays a
+        // reserve (frames on their way out, on the TX ring or in the fill ring are not free:
+        // a retransmission storm of thousands of connections must wait for completions, not
+        // take the frames receive needs).
+        let tx_room = |s: &Stack| {
+            s.tx.len() + 2 < s.cfg.tx_queue && s.pool.available() > s.pool.capacity() / 16
+        };
         // 1. Loss recovery retransmissions.
         let (recovery, sack_on) = {
             let c = &self.tcp.conns[idx as usize];
