@@ -12,15 +12,17 @@
 //!   echo by SHA-256, and reports handshake time, goodput and the connection's statistics.
 //!
 //! rustls uses the `ring` provider, passed explicitly (never the process default). Send batches
-//! (`Transmit::segment_size`) go out through [`cnet_socket::UdpSocket::send_many`]. Not carried:
-//! ECN bits (cnet's UDP has no TOS yet) and DF (cnet's UDP output does not set it): path MTU
-//! discovery is capped at the socket's largest unfragmented payload.
+//! (`Transmit::segment_size`) go out through [`cnet_socket::UdpSocket::send_many`]. On cnet, DF
+//! is set on every datagram and quinn-proto's ECN codepoints are carried both ways in the IPv4
+//! TOS ([`cnet_socket::UdpSocket::set_options`], [`cnet_socket::Datagram::ecn`]); path MTU
+//! discovery is capped at the socket's largest unfragmented payload. Over a kernel socket
+//! ([`KernelIo`]) ECN is not carried.
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::{
-    ClientConfig, Connection, ConnectionHandle, ConnectionStats, DatagramEvent, Dir, Endpoint,
-    EndpointConfig, Event, MtuDiscoveryConfig, ServerConfig, StreamEvent, StreamId,
+    ClientConfig, Connection, ConnectionHandle, ConnectionStats, DatagramEvent, Dir, EcnCodepoint,
+    Endpoint, EndpointConfig, Event, MtuDiscoveryConfig, ServerConfig, StreamEvent, StreamId,
     TransportConfig, VarInt,
 };
 use ring::digest;
@@ -111,16 +113,23 @@ pub trait DatagramIo {
     fn local_addr(&self) -> SocketAddr;
     /// The largest payload sent without IP fragmentation.
     fn max_payload(&self) -> usize;
-    /// Hands every waiting datagram (at most `max`) to `f`, waiting until `deadline` for the
-    /// first one when none is waiting. Returns how many were handed over.
+    /// Hands every waiting datagram (at most `max`) to `f` with its ECN codepoint, waiting until
+    /// `deadline` for the first one when none is waiting. Returns how many were handed over.
     fn recv_batch(
         &mut self,
         deadline: Instant,
         max: usize,
-        f: &mut dyn FnMut(SocketAddr, &[u8]),
+        f: &mut dyn FnMut(SocketAddr, Option<EcnCodepoint>, &[u8]),
     ) -> Result<usize, QuicError>;
-    /// Sends `data` cut into datagrams of `segment` bytes (the last may be shorter) to `dst`.
-    fn send(&mut self, data: &[u8], segment: usize, dst: SocketAddr) -> Result<(), QuicError>;
+    /// Sends `data` cut into datagrams of `segment` bytes (the last may be shorter) to `dst`,
+    /// with the ECN codepoint `ecn` where the socket carries it.
+    fn send(
+        &mut self,
+        data: &[u8],
+        segment: usize,
+        dst: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+    ) -> Result<(), QuicError>;
 }
 
 struct ThreadWaker(std::thread::Thread);
@@ -143,13 +152,16 @@ pub struct CnetIo {
 }
 
 impl CnetIo {
-    /// Wraps a bound cnet UDP socket.
-    pub fn new(sock: cnet_socket::UdpSocket) -> CnetIo {
-        CnetIo {
+    /// Wraps a bound cnet UDP socket and sets DF on what it sends.
+    pub fn new(sock: cnet_socket::UdpSocket) -> Result<CnetIo, QuicError> {
+        let mut o = sock.options();
+        o.dont_frag = true;
+        sock.set_options(o).map_err(sock_err)?;
+        Ok(CnetIo {
             sock,
             waker: None,
             scratch: vec![0; 65_535],
-        }
+        })
     }
 
     fn waker(&mut self) -> Waker {
@@ -178,7 +190,7 @@ impl DatagramIo for CnetIo {
         &mut self,
         deadline: Instant,
         max: usize,
-        f: &mut dyn FnMut(SocketAddr, &[u8]),
+        f: &mut dyn FnMut(SocketAddr, Option<EcnCodepoint>, &[u8]),
     ) -> Result<usize, QuicError> {
         let mut n = 0;
         let waker = self.waker();
@@ -204,11 +216,12 @@ impl DatagramIo for CnetIo {
                 }
             };
             let src = SocketAddr::V4(d.src);
+            let ecn = EcnCodepoint::from_bits(d.ecn());
             match d.as_slice() {
-                Some(s) => f(src, s),
+                Some(s) => f(src, ecn, s),
                 None => {
                     let len = d.copy_to(&mut self.scratch);
-                    f(src, &self.scratch[..len]);
+                    f(src, ecn, &self.scratch[..len]);
                 }
             }
             n += 1;
@@ -216,10 +229,27 @@ impl DatagramIo for CnetIo {
         Ok(n)
     }
 
-    fn send(&mut self, data: &[u8], segment: usize, dst: SocketAddr) -> Result<(), QuicError> {
+    fn send(
+        &mut self,
+        data: &[u8],
+        segment: usize,
+        dst: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+    ) -> Result<(), QuicError> {
         let SocketAddr::V4(dst) = dst else {
             return Err(QuicError::InvalidInput("cnet is IPv4 only"));
         };
+        let bits = ecn.map_or(0, |e| e as u8);
+        let o = self.sock.options();
+        if o.tos & 3 != bits {
+            // Queued ahead of the sends below: they carry the new codepoint.
+            self.sock
+                .set_options(cnet_socket::UdpOptions {
+                    tos: (o.tos & !3) | bits,
+                    ..o
+                })
+                .map_err(sock_err)?;
+        }
         if segment <= self.sock.max_payload() {
             self.sock.send_many(data, segment, dst).map_err(sock_err)?;
         } else {
@@ -263,7 +293,7 @@ impl DatagramIo for KernelIo {
         &mut self,
         deadline: Instant,
         max: usize,
-        f: &mut dyn FnMut(SocketAddr, &[u8]),
+        f: &mut dyn FnMut(SocketAddr, Option<EcnCodepoint>, &[u8]),
     ) -> Result<usize, QuicError> {
         let mut n = 0;
         while n < max {
@@ -278,7 +308,7 @@ impl DatagramIo for KernelIo {
             }
             match self.sock.recv_from(&mut self.buf) {
                 Ok((len, src)) => {
-                    f(src, &self.buf[..len]);
+                    f(src, None, &self.buf[..len]);
                     n += 1;
                 }
                 Err(e)
@@ -297,7 +327,13 @@ impl DatagramIo for KernelIo {
         Ok(n)
     }
 
-    fn send(&mut self, data: &[u8], segment: usize, dst: SocketAddr) -> Result<(), QuicError> {
+    fn send(
+        &mut self,
+        data: &[u8],
+        segment: usize,
+        dst: SocketAddr,
+        _ecn: Option<EcnCodepoint>,
+    ) -> Result<(), QuicError> {
         self.sock.set_nonblocking(false).map_err(sock_err)?;
         for seg in data.chunks(segment.max(1)) {
             self.sock.send_to(seg, dst).map_err(sock_err)?;
@@ -476,6 +512,8 @@ struct Driver<Io: DatagramIo, A: ConnApp> {
     retry: bool,
     /// Datagrams received and handled.
     rx: u64,
+    /// Of those, datagrams that came with an ECN codepoint (ECT(0), ECT(1) or CE).
+    rx_ecn: u64,
     /// Connections accepted.
     accepted: u64,
     /// Connections refused during the handshake (e.g. no common ALPN).
@@ -501,6 +539,7 @@ impl<Io: DatagramIo, A: ConnApp> Driver<Io, A> {
             buf: Vec::with_capacity(65_535),
             retry,
             rx: 0,
+            rx_ecn: 0,
             accepted: 0,
             refused: 0,
             timed_out: 0,
@@ -522,17 +561,18 @@ impl<Io: DatagramIo, A: ConnApp> Driver<Io, A> {
             .min()
             .map_or(limit, |t| t.min(limit));
         let mut got = Vec::new();
-        self.io.recv_batch(next, 64, &mut |src, data| {
-            got.push((src, BytesMut::from(data)));
+        self.io.recv_batch(next, 64, &mut |src, ecn, data| {
+            got.push((src, ecn, BytesMut::from(data)));
         })?;
         let now = Instant::now();
         let local_ip = Some(self.io.local_addr().ip()).filter(|ip| !ip.is_unspecified());
-        for (src, data) in got {
+        for (src, ecn, data) in got {
             self.rx += 1;
+            self.rx_ecn += u64::from(ecn.is_some());
             self.buf.clear();
             match self
                 .endpoint
-                .handle(now, src, local_ip, None, data, &mut self.buf)
+                .handle(now, src, local_ip, ecn, data, &mut self.buf)
             {
                 Some(DatagramEvent::ConnectionEvent(h, ev)) => {
                     if let Some((c, _)) = self.conns.get_mut(&h) {
@@ -547,7 +587,7 @@ impl<Io: DatagramIo, A: ConnApp> Driver<Io, A> {
                     if self.retry && !incoming.remote_address_validated() {
                         self.buf.clear();
                         match self.endpoint.retry(incoming, &mut self.buf) {
-                            Ok(t) => self.transmit(t.destination, t.size, t.segment_size)?,
+                            Ok(t) => self.transmit(&t)?,
                             Err(e) => self.endpoint.ignore(e.into_incoming()),
                         }
                         continue;
@@ -563,14 +603,12 @@ impl<Io: DatagramIo, A: ConnApp> Driver<Io, A> {
                             self.refused += 1;
                             tracing::info!(%src, cause = %e.cause, "QUIC connection refused");
                             if let Some(t) = e.response {
-                                self.transmit(t.destination, t.size, t.segment_size)?;
+                                self.transmit(&t)?;
                             }
                         }
                     }
                 }
-                Some(DatagramEvent::Response(t)) => {
-                    self.transmit(t.destination, t.size, t.segment_size)?
-                }
+                Some(DatagramEvent::Response(t)) => self.transmit(&t)?,
                 None => {}
             }
         }
@@ -600,7 +638,8 @@ impl<Io: DatagramIo, A: ConnApp> Driver<Io, A> {
                     break;
                 };
                 let seg = t.segment_size.unwrap_or(t.size);
-                self.io.send(&self.buf[..t.size], seg, t.destination)?;
+                self.io
+                    .send(&self.buf[..t.size], seg, t.destination, t.ecn)?;
             }
             // Events the transmits may have raised (e.g. a stream became writable).
             app.drive(c, now);
@@ -627,14 +666,9 @@ impl<Io: DatagramIo, A: ConnApp> Driver<Io, A> {
         Ok(())
     }
 
-    fn transmit(
-        &mut self,
-        dst: SocketAddr,
-        size: usize,
-        segment: Option<usize>,
-    ) -> Result<(), QuicError> {
-        let seg = segment.unwrap_or(size);
-        self.io.send(&self.buf[..size], seg, dst)
+    fn transmit(&mut self, t: &quinn_proto::Transmit) -> Result<(), QuicError> {
+        let seg = t.segment_size.unwrap_or(t.size);
+        self.io.send(&self.buf[..t.size], seg, t.destination, t.ecn)
     }
 }
 
@@ -895,6 +929,8 @@ pub struct EchoSummary {
     pub connections: u64,
     /// Datagrams received.
     pub datagrams: u64,
+    /// Datagrams received with an ECN codepoint in their IPv4 TOS (ECT(0), ECT(1) or CE).
+    pub ecn_marked: u64,
     /// Connections refused during the handshake (e.g. no common ALPN).
     pub refused: u64,
     /// Connections ended by the idle timeout (the peer stopped answering).
@@ -918,6 +954,7 @@ pub fn serve_echo<Io: DatagramIo>(
     Ok(EchoSummary {
         connections: d.accepted,
         datagrams: d.rx,
+        ecn_marked: d.rx_ecn,
         refused: d.refused,
         timed_out: d.timed_out,
         failed: d.failed,
@@ -1194,9 +1231,7 @@ pub fn run_client<Io: DatagramIo>(io: Io, o: ClientOptions) -> Result<ClientRepo
 
 /// Binds a cnet UDP socket on `rt` at `local` and wraps it for the QUIC driver.
 pub fn cnet_io(rt: &cnet_socket::Runtime, local: SocketAddrV4) -> Result<CnetIo, QuicError> {
-    Ok(CnetIo::new(
-        cnet_socket::UdpSocket::bind(rt, local).map_err(sock_err)?,
-    ))
+    CnetIo::new(cnet_socket::UdpSocket::bind(rt, local).map_err(sock_err)?)
 }
 
 #[cfg(test)]

@@ -260,6 +260,11 @@ fn quinn_client_to_cnet_quic_echo() {
         10_000_000.0 * 8.0 / secs / 1e6
     );
     assert_eq!(sum.connections, 1);
+    // quinn on Linux marks its datagrams ECT(0): cnet reports the codepoint to quinn-proto.
+    assert!(
+        sum.ecn_marked > sum.datagrams / 2,
+        "ECN received on cnet: {sum:?}"
+    );
 }
 
 #[test]
