@@ -107,6 +107,9 @@ fn sock_err(e: impl std::fmt::Display) -> QuicError {
     QuicError::Socket(e.to_string())
 }
 
+/// What [`DatagramIo::recv_batch`] hands each datagram to: sender, ECN codepoint, payload.
+pub type RecvFn<'a> = dyn FnMut(SocketAddr, Option<EcnCodepoint>, &[u8]) + 'a;
+
 /// The datagram I/O a QUIC driver runs over: a cnet UDP socket or a kernel one.
 pub trait DatagramIo {
     /// The bound address.
@@ -119,7 +122,7 @@ pub trait DatagramIo {
         &mut self,
         deadline: Instant,
         max: usize,
-        f: &mut dyn FnMut(SocketAddr, Option<EcnCodepoint>, &[u8]),
+        f: &mut RecvFn<'_>,
     ) -> Result<usize, QuicError>;
     /// Sends `data` cut into datagrams of `segment` bytes (the last may be shorter) to `dst`,
     /// with the ECN codepoint `ecn` where the socket carries it.
@@ -190,7 +193,7 @@ impl DatagramIo for CnetIo {
         &mut self,
         deadline: Instant,
         max: usize,
-        f: &mut dyn FnMut(SocketAddr, Option<EcnCodepoint>, &[u8]),
+        f: &mut RecvFn<'_>,
     ) -> Result<usize, QuicError> {
         let mut n = 0;
         let waker = self.waker();
@@ -293,7 +296,7 @@ impl DatagramIo for KernelIo {
         &mut self,
         deadline: Instant,
         max: usize,
-        f: &mut dyn FnMut(SocketAddr, Option<EcnCodepoint>, &[u8]),
+        f: &mut RecvFn<'_>,
     ) -> Result<usize, QuicError> {
         let mut n = 0;
         while n < max {
