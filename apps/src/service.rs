@@ -642,6 +642,8 @@ pub fn start_runtime_impaired(
     let Some(imp) = impair else {
         return start_runtime(cfg, limits, |_| Ok(Vec::new()));
     };
+    // Before any device is opened: bad knobs are an error, not a half-started service.
+    imp.validate().context("impairments")?;
     let mut setups = Vec::new();
     for svc in Service::open_all_with(cfg, &|_| {})? {
         setups.push(svc.impair(imp.clone())?.into_setup(Vec::new()));

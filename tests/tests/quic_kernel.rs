@@ -198,6 +198,16 @@ async fn quinn_echo_stream(conn: &quinn::Connection, data: &[u8]) -> Vec<u8> {
 /// The kernel-side quinn client: 10 MB on one stream, then 1 000 streams of 32 B; returns
 /// (handshake, seconds for the 10 MB).
 fn quinn_client_run(lab: &Lab, cert: CertificateDer<'static>, big: usize) -> (Duration, f64) {
+    let (hs, secs, _) = quinn_client_run_stats(lab, cert, big);
+    (hs, secs)
+}
+
+/// [`quinn_client_run`], also returning the packets the client's connection counted as lost.
+fn quinn_client_run_stats(
+    lab: &Lab,
+    cert: CertificateDer<'static>,
+    big: usize,
+) -> (Duration, f64, u64) {
     in_kernel(lab, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -236,9 +246,10 @@ fn quinn_client_run(lab: &Lab, cert: CertificateDer<'static>, big: usize) -> (Du
                 for t in tasks {
                     t.await.expect("stream task");
                 }
+                let lost = conn.stats().path.lost_packets;
                 conn.close(0u32.into(), b"done");
                 ep.wait_idle().await;
-                (hs, secs)
+                (hs, secs, lost)
             };
             tokio::time::timeout(Duration::from_secs(90), work)
                 .await
@@ -688,12 +699,16 @@ fn quinn_client_to_cnet_quic_echo_with_loss_and_corruption_around_cnet() {
             rx: imp,
         }),
     );
-    let (hs, secs) = quinn_client_run(&lab, cert, 2_000_000);
+    let (hs, secs, lost) = quinn_client_run_stats(&lab, cert, 2_000_000);
     let sum = echo.stop();
     eprintln!(
-        "quinn -> cnet quic-echo, 3% loss + 1% corruption each way around cnet: handshake {hs:?}, 2 MB echoed in {secs:.3} s; {sum:?}"
+        "quinn -> cnet quic-echo, 3% loss + 1% corruption each way around cnet: handshake {hs:?}, 2 MB echoed in {secs:.3} s, client lost {lost} packets; {sum:?}"
     );
     assert_eq!(sum.connections, 1);
+    assert!(
+        lost > 0,
+        "the impairments were applied (the client saw losses)"
+    );
 }
 
 fn has_aioquic() -> bool {
@@ -1048,4 +1063,63 @@ fn quic_bench_cnet_against_kernel_quinn() {
         c_hps / k_hps
     );
     assert!(c_mbps > 0.0 && k_mbps > 0.0 && c_hps > 0.0 && k_hps > 0.0);
+}
+
+/// The interop runner's "handshakeloss": 15% of the frames dropped each way around cnet's port;
+/// 10 sequential connections each complete their handshake and echo 1 KB.
+#[test]
+fn handshakes_with_heavy_loss_around_cnet() {
+    require_lab!();
+    let lab = Lab::new("cxq", 1).unwrap();
+    let (cert, key) = quic::self_signed().unwrap();
+    let imp = Impairments {
+        loss: 0.15,
+        ..Default::default()
+    };
+    let echo = CnetEcho::start_impaired(
+        &lab,
+        false,
+        cert.clone(),
+        key,
+        Some(ImpairConfig {
+            seed: 16,
+            tx: imp.clone(),
+            rx: imp,
+        }),
+    );
+    let lost = in_kernel(&lab, move || {
+        tokio_rt().block_on(async move {
+            let work = async {
+                let mut ep = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
+                ep.set_default_client_config(quinn_client_config_with(
+                    cert,
+                    b"echo",
+                    Duration::from_secs(20),
+                ));
+                let mut lost = 0;
+                for i in 0..10 {
+                    let conn = ep
+                        .connect(cnet_addr(), "localhost")
+                        .unwrap()
+                        .await
+                        .unwrap_or_else(|e| panic!("handshake {i} under loss: {e}"));
+                    let msg = pattern(1000);
+                    assert_eq!(quinn_echo_stream(&conn, &msg).await, msg, "connection {i}");
+                    lost += conn.stats().path.lost_packets;
+                    conn.close(0u32.into(), b"done");
+                }
+                ep.wait_idle().await;
+                lost
+            };
+            tokio::time::timeout(Duration::from_secs(90), work)
+                .await
+                .expect("done within 90 s")
+        })
+    });
+    let sum = echo.stop();
+    eprintln!(
+        "10 handshakes with 15% loss each way around cnet: client lost {lost} packets; {sum:?}"
+    );
+    assert_eq!(sum.connections, 10);
+    assert!(lost > 0, "the impairments were applied");
 }
