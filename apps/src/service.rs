@@ -668,6 +668,26 @@ pub fn start_runtime_with(
     Ok(Runtime::start(setups, limits)?)
 }
 
+/// [`start_runtime`] with no in-loop app, each queue's port passed through seeded impairments
+/// when `impair` is given ([`Service::impair`]): loss and corruption around cnet's port over a
+/// real device, for the QUIC apps' tests (issue #15).
+pub fn start_runtime_impaired(
+    cfg: ServiceConfig,
+    impair: Option<ImpairConfig>,
+    limits: cnet_socket::Limits,
+) -> Result<Runtime> {
+    let Some(imp) = impair else {
+        return start_runtime(cfg, limits, |_| Ok(Vec::new()));
+    };
+    // Before any device is opened: bad knobs are an error, not a half-started service.
+    imp.validate().context("impairments")?;
+    let mut setups = Vec::new();
+    for svc in Service::open_all_with(cfg, &|_| {})? {
+        setups.push(svc.impair(imp.clone())?.into_setup(Vec::new()));
+    }
+    Ok(Runtime::start(setups, limits)?)
+}
+
 /// A stop flag set by SIGINT or SIGTERM.
 pub fn stop_on_signals() -> Result<std::sync::Arc<AtomicBool>> {
     let stop = std::sync::Arc::new(AtomicBool::new(false));

@@ -217,6 +217,8 @@ pub struct Datagram {
     pub src: SocketAddrV4,
     /// Address it was sent to (ours, or a broadcast address).
     pub dst: SocketAddrV4,
+    /// The IPv4 TOS byte it came with (DSCP and ECN; [`Datagram::ecn`]).
+    pub tos: u8,
     parts: SmallVec<[RecvBuf; 1]>,
 }
 
@@ -228,12 +230,19 @@ impl Datagram {
         frame: Frame,
         src: SocketAddrV4,
         dst: SocketAddrV4,
+        tos: u8,
     ) -> Datagram {
         Datagram {
             src,
             dst,
+            tos,
             parts: split_chain(q, pool, frame).collect(),
         }
+    }
+
+    /// The ECN field of its IPv4 header (RFC 3168): 0 Not-ECT, 1 ECT(1), 2 ECT(0), 3 CE.
+    pub fn ecn(&self) -> u8 {
+        self.tos & 3
     }
 
     /// Payload length.

@@ -55,6 +55,7 @@ pub mod tokio;
 mod udp;
 
 pub use buf::{Datagram, RecvBuf, SendBuf};
+pub use cnet_stack::UdpOptions;
 pub use error::{Error, Result};
 pub use owner::Owner;
 pub use queue::RuntimeCounters;

@@ -16,11 +16,16 @@
 //!   (quinn calls it before every `try_send`: an always-ready poller would spin).
 //! - `poll_recv` copies datagrams into quinn's buffers (quinn owns them); `may_fragment` is false:
 //!   quinn-proto never builds a datagram above the socket's largest unfragmented payload.
-//! - Not carried: ECN (cnet's UDP API has no TOS yet) and the destination address of a datagram
-//!   on multi-address hosts (reported as `dst_ip`, but `src_ip` of a transmit is ignored).
+//! - DF is set on every datagram ([`crate::UdpSocket::set_options`]), so quinn's path MTU
+//!   discovery probes are never fragmented.
+//! - ECN both ways: a transmit's `ecn` becomes the ECN field of the IPv4 TOS (the socket's
+//!   options change, in order with the sends, only when the codepoint does), and a datagram's
+//!   received ECN field is reported in `RecvMeta::ecn`.
+//! - Not carried: the source address of a transmit on multi-address hosts (`src_ip` is ignored;
+//!   a datagram's destination is reported as `dst_ip`).
 
-use crate::{Error, UdpSocket};
-use quinn::udp::{RecvMeta, Transmit};
+use crate::{Error, UdpOptions, UdpSocket};
+use quinn::udp::{EcnCodepoint, RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -38,8 +43,13 @@ impl QuinnSocket {
     /// Most datagrams of one transmit (quinn's GSO batches).
     pub const MAX_SEGMENTS: usize = 10;
 
-    /// Wraps a bound cnet UDP socket for `quinn::Endpoint::new_with_abstract_socket`.
+    /// Wraps a bound cnet UDP socket for `quinn::Endpoint::new_with_abstract_socket`, and sets
+    /// DF on what it sends.
     pub fn new(sock: UdpSocket) -> Arc<QuinnSocket> {
+        let mut o = sock.options();
+        o.dont_frag = true;
+        // Fails only with the runtime down, which the first send reports.
+        let _ = sock.set_options(o);
         Arc::new(QuinnSocket {
             sock: Arc::new(sock),
         })
@@ -94,6 +104,16 @@ impl AsyncUdpSocket for QuinnSocket {
     fn try_send(&self, t: &Transmit<'_>) -> io::Result<()> {
         let dst = v4(t.destination)?;
         let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
+        let ecn = t.ecn.map_or(0, |e| e as u8);
+        let o = self.sock.options();
+        if o.tos & 3 != ecn {
+            self.sock
+                .set_options(UdpOptions {
+                    tos: (o.tos & !3) | ecn,
+                    ..o
+                })
+                .map_err(io::Error::from)?;
+        }
         match self.sock.try_send_many(t.contents, seg, dst) {
             Ok(_) => Ok(()),
             Err(Error::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
@@ -130,7 +150,7 @@ impl AsyncUdpSocket for QuinnSocket {
                 addr: SocketAddr::V4(d.src),
                 len,
                 stride: len,
-                ecn: None,
+                ecn: EcnCodepoint::from_bits(d.ecn()),
                 dst_ip: Some((*d.dst.ip()).into()),
             };
             n += 1;

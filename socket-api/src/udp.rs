@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::queue::{call_blocking, Cmd, QueueShared, SockId};
 use crate::ready::{Readiness, SockCore, Source};
 use crate::runtime::Runtime;
-use cnet_stack::{Frame, IcmpError, Instant, Stack, UdpHandle};
+use cnet_stack::{Frame, IcmpError, Instant, Stack, UdpHandle, UdpOptions};
 use crossbeam_queue::SegQueue;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -31,6 +31,8 @@ pub(crate) struct UdpShared {
     tx_want: AtomicIsize,
     /// Connected peer: `ip << 16 | port`, 0 when none.
     peer: AtomicU64,
+    /// The options last set ([`UdpSocket::set_options`]): `dont_frag << 8 | tos`.
+    opts: std::sync::atomic::AtomicU16,
 }
 
 /// A UDP socket on one queue's owner thread.
@@ -46,7 +48,7 @@ pub(crate) fn serve(q: &Arc<QueueShared>, e: &UdpEntry, stack: &mut Stack) {
     while s.rx_len.load(SeqCst) < s.rx_cap {
         let Some(d) = stack.udp_recv(e.h) else { break };
         q.counters.rx_bytes.fetch_add(d.len as u64, SeqCst);
-        let dg = Datagram::lend(q, stack.pool_mut(), d.frame, d.src, d.dst);
+        let dg = Datagram::lend(q, stack.pool_mut(), d.frame, d.src, d.dst, d.tos);
         s.rx.push(dg);
         s.rx_len.fetch_add(1, SeqCst);
         got = true;
@@ -126,6 +128,7 @@ impl UdpSocket {
             tx_credit: AtomicIsize::new(l.udp_tx_datagrams.max(1) as isize),
             tx_want: AtomicIsize::new(0),
             peer: AtomicU64::new(0),
+            opts: std::sync::atomic::AtomicU16::new(0),
         });
         shared.core.set(Readiness::WRITABLE);
         // The port is picked on queue 0 when it is 0, then bound on the others.
@@ -186,6 +189,33 @@ impl UdpSocket {
     /// The connected peer.
     pub fn peer_addr(&self) -> Result<SocketAddrV4> {
         decode(self.shared.peer.load(SeqCst)).ok_or(Error::NotConnected)
+    }
+
+    /// Sets the IP options of the datagrams sent from now on: Don't Fragment (a datagram above
+    /// the MTU then fails instead of being fragmented) and the TOS byte (DSCP and ECN, RFC 3168).
+    /// Does not wait: the change is queued ahead of later sends, so it applies to them in order.
+    pub fn set_options(&self, opts: UdpOptions) -> Result<()> {
+        for (q, id) in &self.binds {
+            let id = *id;
+            q.submit(Cmd::Call(Box::new(move |stack, owner, _now| {
+                if let Some(crate::owner::Entry::Udp(e)) = owner.socks.get(&id) {
+                    stack.udp_set_options(e.h, opts);
+                }
+            })))?;
+        }
+        self.shared
+            .opts
+            .store(u16::from(opts.dont_frag) << 8 | u16::from(opts.tos), SeqCst);
+        Ok(())
+    }
+
+    /// The options last set with [`UdpSocket::set_options`] (default: no DF, TOS 0).
+    pub fn options(&self) -> UdpOptions {
+        let v = self.shared.opts.load(SeqCst);
+        UdpOptions {
+            dont_frag: v >> 8 != 0,
+            tos: v as u8,
+        }
     }
 
     /// Timeout of the blocking receive calls (`None`: wait for ever).

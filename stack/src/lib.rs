@@ -54,4 +54,4 @@ pub use tcp::{
     TcpState,
 };
 pub use time::{Duration, Instant};
-pub use udp::{UdpDatagram, UdpHandle};
+pub use udp::{UdpDatagram, UdpHandle, UdpOptions};

@@ -38,6 +38,26 @@ pub struct UdpDatagram {
     pub dst: SocketAddrV4,
     /// Payload length (over the whole chain).
     pub len: usize,
+    /// The IPv4 TOS byte it came with; [`UdpDatagram::ecn`] is its ECN field.
+    pub tos: u8,
+}
+
+impl UdpDatagram {
+    /// The ECN field (RFC 3168): 0 Not-ECT, 1 ECT(1), 2 ECT(0), 3 CE.
+    pub fn ecn(&self) -> u8 {
+        self.tos & 3
+    }
+}
+
+/// A UDP socket's IP options for what it sends ([`Stack::udp_set_options`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpOptions {
+    /// Set Don't Fragment (RFC 791) on its datagrams: one larger than the MTU is refused
+    /// instead of being
+    /// fragmented ([`SendError::TooLarge`]); path MTU discovery (QUIC, RFC 9000 14.2) needs it.
+    pub dont_frag: bool,
+    /// The TOS byte written in its IPv4 headers: DSCP and the ECN field (RFC 3168).
+    pub tos: u8,
 }
 
 #[derive(Debug)]
@@ -48,6 +68,7 @@ struct UdpSocket {
     errors: VecDeque<IcmpError>,
     /// Queued in `UdpTable::ready`.
     notified: bool,
+    opts: UdpOptions,
 }
 
 /// The socket table.
@@ -149,6 +170,7 @@ impl Stack {
             rx: VecDeque::with_capacity(cap),
             errors: VecDeque::new(),
             notified: false,
+            opts: UdpOptions::default(),
         });
         self.udp.by_addr.insert(local, idx);
         Ok(UdpHandle {
@@ -173,6 +195,23 @@ impl Stack {
     /// (a listing like `ss -u`).
     pub fn udp_sockets(&self) -> impl Iterator<Item = (SocketAddrV4, usize)> + '_ {
         self.udp.sockets.iter().map(|(_, s)| (s.local, s.rx.len()))
+    }
+
+    /// Sets the socket's IP options for what it sends from now on (DF, TOS/ECN). False for a
+    /// closed socket.
+    pub fn udp_set_options(&mut self, h: UdpHandle, opts: UdpOptions) -> bool {
+        match self.udp.get_mut(h) {
+            Some(s) => {
+                s.opts = opts;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The socket's IP options ([`Stack::udp_set_options`]).
+    pub fn udp_options(&self, h: UdpHandle) -> Option<UdpOptions> {
+        self.udp.get(h).map(|s| s.opts)
     }
 
     /// The socket's local address.
@@ -242,7 +281,7 @@ impl Stack {
         dst: SocketAddrV4,
         now: Instant,
     ) -> Result<(), SendError> {
-        let Some(local) = self.udp.get(h).map(|s| s.local) else {
+        let Some((local, opts)) = self.udp.get(h).map(|s| (s.local, s.opts)) else {
             self.pool.free(payload);
             return Err(SendError::InvalidHandle);
         };
@@ -267,7 +306,7 @@ impl Stack {
                     } else {
                         *local.ip()
                     };
-                    self.udp_emit(payload, len, local.port(), src_ip, dst, &eth);
+                    self.udp_emit(payload, len, local.port(), src_ip, dst, &eth, opts);
                     return Ok(());
                 }
             }
@@ -324,6 +363,8 @@ impl Stack {
                 PROTO_UDP,
                 next_hop,
                 broadcast,
+                opts.dont_frag,
+                opts.tos,
                 now,
             )
             .map_err(SendError::from);
@@ -337,6 +378,7 @@ impl Stack {
     /// front of a single-frame payload of `len` bytes, then queued. The caller checked the
     /// headroom, the MTU and the link.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn udp_emit(
         &mut self,
         payload: Frame,
@@ -345,6 +387,7 @@ impl Stack {
         src: Ipv4Addr,
         dst: SocketAddrV4,
         eth: &[u8; ETH_HLEN],
+        opts: UdpOptions,
     ) {
         const HDRS: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN;
         let ident = self.next_ident();
@@ -353,10 +396,13 @@ impl Stack {
         let dport = dst.port();
         let (s, d) = (u32::from(src), u32::from(*dst.ip()));
         let addrs = (s >> 16) as u64 + (s & 0xffff) as u64 + (d >> 16) as u64 + (d & 0xffff) as u64;
-        // IPv4 header words: 0x4500, total, ident, flags/fragment 0, TTL/protocol, addresses.
-        let ip_sum = 0x4500
+        // IPv4 header words: 0x45 and TOS, total, ident, flags (DF or none)/fragment 0,
+        // TTL/protocol, addresses.
+        let flags: u16 = if opts.dont_frag { 0x4000 } else { 0 };
+        let ip_sum = (0x4500 | opts.tos as u64)
             + total as u64
             + ident as u64
+            + flags as u64
             + ((crate::ipv4::DEFAULT_TTL as u64) << 8 | PROTO_UDP as u64)
             + addrs;
         let ip_c = !checksum::fold(ip_sum);
@@ -381,10 +427,10 @@ impl Stack {
         h[..ETH_HLEN].copy_from_slice(eth);
         let ip = ETH_HLEN;
         h[ip] = 0x45;
-        h[ip + 1] = 0;
+        h[ip + 1] = opts.tos;
         h[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
         h[ip + 4..ip + 6].copy_from_slice(&ident.to_be_bytes());
-        h[ip + 6..ip + 8].copy_from_slice(&[0, 0]);
+        h[ip + 6..ip + 8].copy_from_slice(&flags.to_be_bytes());
         h[ip + 8] = crate::ipv4::DEFAULT_TTL;
         h[ip + 9] = PROTO_UDP;
         h[ip + 10..ip + 12].copy_from_slice(&ip_c.to_be_bytes());
@@ -519,6 +565,7 @@ impl Stack {
                 src: SocketAddrV4::new(p.src, sport),
                 dst,
                 len: p.len - UDP_HLEN,
+                tos: p.tos,
             });
             if !s.notified {
                 s.notified = true;
@@ -562,6 +609,82 @@ mod flow_tests {
             }
             assert_eq!(frames[0], frames[1], "{bound}");
             assert_eq!(s.counters().get(Event::UdpSent), 2);
+        }
+    }
+
+    /// DF and the TOS byte of a socket's options are written by both send paths, with a valid
+    /// header checksum, and the receiver reports the TOS (ECN) it came with.
+    #[test]
+    fn options_set_df_and_tos_on_both_paths_and_tos_is_received() {
+        use crate::tests::{feed, stack, MAC_B};
+        use crate::udp::UdpOptions;
+        use crate::wire::{parse_ipv4, ETH_HLEN};
+        let mut s = stack_knowing_b(64);
+        let h = s.udp_bind("0.0.0.0:5000".parse().unwrap()).unwrap();
+        let opts = UdpOptions {
+            dont_frag: true,
+            tos: 0x2e << 2 | 2, // DSCP EF, ECT(0)
+        };
+        assert!(s.udp_set_options(h, opts));
+        assert_eq!(s.udp_options(h), Some(opts));
+        let dst = SocketAddrV4::new(IP_B, 7);
+        let mut frames = Vec::new();
+        for _ in 0..2 {
+            let ident = s.ip_ident;
+            s.udp_send_slice(h, b"ecn", dst, Instant::ZERO).unwrap();
+            s.ip_ident = ident;
+            let mut out = Batch::new();
+            assert_eq!(s.poll_tx(&mut out, Instant::ZERO), 1);
+            for f in out.drain() {
+                frames.push(s.pool().data(&f).to_vec());
+                s.pool_mut().free(f);
+            }
+        }
+        assert_eq!(
+            frames[0], frames[1],
+            "slow path (first) and fast path agree"
+        );
+        let info = parse_ipv4(&frames[1][ETH_HLEN..], true).expect("valid checksum");
+        assert!(info.dont_frag);
+        assert_eq!(info.tos, opts.tos);
+        // The receiver sees the TOS and its ECN field.
+        let mut b = stack(MAC_B, IP_B, 64);
+        let hb = b.udp_bind(dst).unwrap();
+        feed(&mut b, &frames[1..], Instant::ZERO);
+        let d = b.udp_recv(hb).expect("delivered");
+        assert_eq!((d.tos, d.ecn()), (opts.tos, 2));
+        b.pool_mut().free(d.frame);
+        // Options of a closed socket are refused.
+        s.udp_close(h);
+        assert!(!s.udp_set_options(h, opts));
+    }
+
+    /// With DF a datagram above the MTU is refused, not fragmented; without, it is fragmented.
+    #[test]
+    fn df_refuses_a_datagram_above_the_mtu() {
+        use crate::stack::SendError;
+        let mut s = stack_knowing_b(64);
+        let h = s.udp_bind("0.0.0.0:5000".parse().unwrap()).unwrap();
+        let dst = SocketAddrV4::new(IP_B, 7);
+        let big = vec![7u8; 3000];
+        let mut out = Batch::new();
+        s.udp_set_options(
+            h,
+            crate::udp::UdpOptions {
+                dont_frag: true,
+                tos: 0,
+            },
+        );
+        assert_eq!(
+            s.udp_send_slice(h, &big, dst, Instant::ZERO),
+            Err(SendError::TooLarge)
+        );
+        assert_eq!(s.poll_tx(&mut out, Instant::ZERO), 0, "nothing sent");
+        s.udp_set_options(h, crate::udp::UdpOptions::default());
+        s.udp_send_slice(h, &big, dst, Instant::ZERO).unwrap();
+        assert!(s.poll_tx(&mut out, Instant::ZERO) >= 3, "fragmented");
+        for f in out.drain() {
+            s.pool_mut().free(f);
         }
     }
 }

@@ -8,7 +8,8 @@
 //!   generator against an echo server (see `cnet_apps::txgen`);
 //! - `cnet run --config FILE`, `cnet check-config FILE`, `cnet stats [--json]`, `cnet ss`,
 //!   `cnet doctor --iface IF`: the service from a JSONC configuration (docs/SERVICE.md);
-//! - `cnet quic-echo --iface IF [--port 4433] [--cert C --key K] [--retry]`: QUIC echo server
+//! - `cnet quic-echo --iface IF [--port 4433] [--cert C --key K] [--retry] [--impair-loss P
+//!   --impair-corrupt P]`: QUIC echo server
 //!   (quinn-proto) on cnet's UDP over AF_XDP (see `cnet_apps::quic`);
 //! - `cnet quic-client --server IP:PORT [--streams N --bytes M] [--iface IF]`: QUIC echo client
 //!   checking every stream by hash; on AF_XDP with `--iface`, else on a kernel UDP socket.
@@ -112,6 +113,15 @@ struct QuicEchoArgs {
     /// Send Retry to validate client addresses first.
     #[arg(long)]
     retry: bool,
+    /// Drop this fraction (0..1) of the frames in each direction around cnet's port (testing).
+    #[arg(long, default_value_t = 0.0)]
+    impair_loss: f64,
+    /// Corrupt this fraction (0..1) of the frames in each direction (testing).
+    #[arg(long, default_value_t = 0.0)]
+    impair_corrupt: f64,
+    /// Seed of the impairments.
+    #[arg(long, default_value_t = 1)]
+    impair_seed: u64,
     #[command(flatten)]
     xdp: XdpArgs,
 }
@@ -144,8 +154,13 @@ struct QuicClientArgs {
     xdp: XdpArgs,
 }
 
-/// Starts a runtime on AF_XDP queue 0 of `iface` with no in-loop app, synced with netlink.
-fn quic_runtime(iface: &str, x: &XdpArgs) -> Result<cnet_socket::Runtime> {
+/// Starts a runtime on AF_XDP queue 0 of `iface` with no in-loop app, synced with netlink, its
+/// port passed through `impair` when given.
+fn quic_runtime(
+    iface: &str,
+    x: &XdpArgs,
+    impair: Option<cnet_drivers::impair::ImpairConfig>,
+) -> Result<cnet_socket::Runtime> {
     let mut xdp = XdpConfig::new(iface);
     xdp.attach_mode = match x.attach.as_str() {
         "auto" => AttachMode::Auto,
@@ -160,7 +175,7 @@ fn quic_runtime(iface: &str, x: &XdpArgs) -> Result<cnet_socket::Runtime> {
         .transpose()?
         .into_iter()
         .collect();
-    let rt = service::start_runtime(
+    let rt = service::start_runtime_impaired(
         ServiceConfig {
             xdp,
             queue: 0,
@@ -168,8 +183,8 @@ fn quic_runtime(iface: &str, x: &XdpArgs) -> Result<cnet_socket::Runtime> {
             netlink: !x.no_netlink,
             seed: seed_from_os(),
         },
+        impair,
         cnet_socket::Limits::default(),
-        |_| Ok(Vec::new()),
     )?;
     rt.wait_ready(std::time::Duration::from_secs(10))
         .context("runtime not ready")?;
@@ -186,7 +201,19 @@ fn quic_echo(o: QuicEchoArgs) -> Result<()> {
         }
     };
     let stop = service::stop_on_signals()?;
-    let rt = quic_runtime(&o.iface, &o.xdp)?;
+    let impair = (o.impair_loss > 0.0 || o.impair_corrupt > 0.0).then(|| {
+        let imp = cnet_drivers::mem::Impairments {
+            loss: o.impair_loss,
+            corrupt: o.impair_corrupt,
+            ..Default::default()
+        };
+        cnet_drivers::impair::ImpairConfig {
+            seed: o.impair_seed,
+            tx: imp.clone(),
+            rx: imp,
+        }
+    });
+    let rt = quic_runtime(&o.iface, &o.xdp, impair)?;
     let io = quic::cnet_io(
         &rt,
         std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, o.port),
@@ -231,7 +258,7 @@ fn quic_client(o: QuicClientArgs) -> Result<()> {
     };
     let (r, rt) = match &o.iface {
         Some(iface) => {
-            let rt = quic_runtime(iface, &o.xdp)?;
+            let rt = quic_runtime(iface, &o.xdp, None)?;
             let io = quic::cnet_io(
                 &rt,
                 std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),

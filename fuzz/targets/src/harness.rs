@@ -160,6 +160,7 @@ pub fn ipv4_packet(
         ttl: 64,
         ident,
         dont_frag: false,
+        tos: 0,
         more_frags,
         frag_offset,
         payload_len: 0,

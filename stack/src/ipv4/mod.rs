@@ -35,6 +35,8 @@ pub(crate) struct L4Packet {
     pub broadcast: bool,
     /// A frame chain (reassembled), not a single frame.
     pub chained: bool,
+    /// The IPv4 TOS byte (of the last fragment when reassembled); its 2 low bits are ECN.
+    pub tos: u8,
 }
 
 pub(crate) type L4Batch = ArrayVec<L4Packet, BURST>;
@@ -136,6 +138,7 @@ impl Stack {
                 len,
                 broadcast,
                 chained,
+                tos: info.tos,
             };
             let sub = match info.proto {
                 PROTO_UDP => &mut udp,
@@ -187,7 +190,7 @@ impl Stack {
     ) -> Result<(), DropReason> {
         match self.route_to(dst) {
             Ok((next_hop, broadcast)) => {
-                self.ip_output_hop(f, src, dst, proto, next_hop, broadcast, dont_frag, now)
+                self.ip_output_hop(f, src, dst, proto, next_hop, broadcast, dont_frag, 0, now)
             }
             Err(r) => {
                 self.drop_frame(f, r);
@@ -223,7 +226,8 @@ impl Stack {
     }
 
     /// [`Stack::ip_output`] once the route is known (callers that looked it up to pick a source
-    /// address do not look it up twice).
+    /// address do not look it up twice), with a choice of the Don't Fragment bit and the TOS
+    /// byte (UDP sockets' options).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn ip_output_via(
         &mut self,
@@ -233,12 +237,14 @@ impl Stack {
         proto: u8,
         next_hop: Ipv4Addr,
         broadcast: bool,
+        dont_frag: bool,
+        tos: u8,
         now: Instant,
     ) -> Result<(), DropReason> {
-        self.ip_output_hop(f, src, dst, proto, next_hop, broadcast, false, now)
+        self.ip_output_hop(f, src, dst, proto, next_hop, broadcast, dont_frag, tos, now)
     }
 
-    /// [`Stack::ip_output_via`] with a choice of the Don't Fragment bit.
+    /// [`Stack::ip_output_via`] with a choice of the Don't Fragment bit and the TOS byte.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn ip_output_hop(
         &mut self,
@@ -249,6 +255,7 @@ impl Stack {
         next_hop: Ipv4Addr,
         broadcast: bool,
         dont_frag: bool,
+        tos: u8,
         now: Instant,
     ) -> Result<(), DropReason> {
         if !self.iface.up {
@@ -265,6 +272,7 @@ impl Stack {
             ttl: DEFAULT_TTL,
             ident: self.next_ident(),
             dont_frag,
+            tos,
             more_frags: false,
             frag_offset: 0,
             payload_len: len as u16,

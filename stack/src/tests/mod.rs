@@ -167,6 +167,7 @@ pub fn ipv4_frame(proto: u8, l4: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8>
         ttl: 64,
         ident: 1,
         dont_frag: false,
+        tos: 0,
         more_frags: false,
         frag_offset: 0,
         payload_len: l4.len() as u16,

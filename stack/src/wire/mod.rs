@@ -55,6 +55,8 @@ pub struct Ipv4Header {
     pub ident: u16,
     /// Don't-fragment flag.
     pub dont_frag: bool,
+    /// Type of service byte: DSCP (6 bits) and the ECN field (2 low bits, RFC 3168).
+    pub tos: u8,
     /// More-fragments flag.
     pub more_frags: bool,
     /// Fragment offset in bytes (a multiple of 8).
@@ -72,7 +74,7 @@ impl Ipv4Header {
             | ((self.more_frags as u16) << 13)
             | ((self.frag_offset / 8) & 0x1fff);
         buf[0] = 0x45;
-        buf[1] = 0;
+        buf[1] = self.tos;
         buf[2..4].copy_from_slice(&total.to_be_bytes());
         buf[4..6].copy_from_slice(&self.ident.to_be_bytes());
         buf[6..8].copy_from_slice(&flags_frag.to_be_bytes());
@@ -118,6 +120,8 @@ pub struct Ipv4Info {
     pub frag_offset: usize,
     /// TTL.
     pub ttl: u8,
+    /// Type of service byte: DSCP and the ECN field (2 low bits, RFC 3168).
+    pub tos: u8,
     /// Protocol.
     pub proto: u8,
     /// Source.
@@ -165,6 +169,7 @@ pub fn parse_ipv4(buf: &[u8], verify_checksum: bool) -> Result<Ipv4Info, Ipv4Err
         more_frags: ff & 0x2000 != 0,
         frag_offset: ((ff & 0x1fff) as usize) * 8,
         ttl: buf[8],
+        tos: buf[1],
         proto: buf[9],
         src: Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]),
         dst: Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19]),
@@ -184,6 +189,7 @@ mod tests {
             ttl: 64,
             ident: 7,
             dont_frag: false,
+            tos: 0,
             more_frags: true,
             frag_offset: 1480,
             payload_len: 0,
