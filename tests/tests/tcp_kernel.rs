@@ -572,10 +572,15 @@ fn syn_flood(dst_mac: [u8; 6], count: usize, seed: u64) -> usize {
         pseudo += 6 + 24;
         let c = csum(tcp, pseudo);
         tcp[16..18].copy_from_slice(&c.to_be_bytes());
-        // SAFETY: `frame` is a valid buffer of its length; `fd` is bound.
-        let n = unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), 0) };
-        if n == frame.len() as isize {
-            sent += 1;
+        // A loaded machine may refuse a send for a moment (ENOBUFS): retry, bounded.
+        for _ in 0..1000 {
+            // SAFETY: `frame` is a valid buffer of its length; `fd` is bound.
+            let n = unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), 0) };
+            if n == frame.len() as isize {
+                sent += 1;
+                break;
+            }
+            std::thread::yield_now();
         }
     }
     // SAFETY: `fd` is ours.
