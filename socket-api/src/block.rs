@@ -6,29 +6,29 @@ use crate::error::{Error, Result};
 use crate::ready::ThreadWaker;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A waker that unparks the current thread.
 pub(crate) fn park_waker() -> Waker {
     Waker::from(Arc::new(ThreadWaker(std::thread::current())))
 }
 
-/// Parks until unparked or `deadline`; false once the deadline has passed.
+/// The longest a blocked call sleeps before it looks at its socket again, woken or not. Wakers
+/// are the fast path; this bound makes progress certain even if a wake-up were lost (a blocked
+/// sender whose credit came back, a frame that was refilled): the cost of a lost wake-up is then
+/// at most this much latency, never a hang.
+const RECHECK: Duration = Duration::from_millis(10);
+
+/// Parks until unparked, `deadline`, or [`RECHECK`]; false once the deadline has passed.
 pub(crate) fn park_until(deadline: Option<Instant>) -> bool {
-    match deadline {
-        None => {
-            std::thread::park();
-            true
-        }
-        Some(d) => {
-            let now = Instant::now();
-            if now >= d {
-                return false;
-            }
-            std::thread::park_timeout(d - now);
-            true
-        }
-    }
+    let now = Instant::now();
+    let wait = match deadline {
+        None => RECHECK,
+        Some(d) if now >= d => return false,
+        Some(d) => (d - now).min(RECHECK),
+    };
+    std::thread::park_timeout(wait);
+    true
 }
 
 /// Polls `op` with a thread-unparking waker until it is ready; `Error::TimedOut` at `deadline`.
