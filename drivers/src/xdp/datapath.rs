@@ -135,6 +135,12 @@ impl Datapath {
         (index < self.frames).then_some((index as u32, (addr % self.frame_size) as usize))
     }
 
+    /// True while the kernel has not taken every descriptor from the TX ring (a runner should
+    /// come back at once rather than sleep: the next receive step kicks the ring again).
+    pub(crate) fn tx_backlog(&self) -> bool {
+        self.rings.tx.occupied() > 0
+    }
+
     /// Gives every completed TX frame back to the pool.
     pub(crate) fn drain_completions(&mut self, pool: &mut Pool) {
         loop {
@@ -192,6 +198,19 @@ impl Datapath {
         kernel: &mut impl Kernel,
     ) -> Result<usize, PortError> {
         self.drain_completions(pool);
+        // Descriptors the kernel has not taken from the TX ring yet: in copy mode one kick sends
+        // a bounded batch (32 on Linux), so frames written by an earlier burst can wait for a
+        // kick that no later transmit brings (nothing more to send). Kick again here, or those
+        // frames stay out of the pool for good: a sender waiting for frames would wait for ever.
+        if self.rings.tx.occupied() > 0 && (!self.need_wakeup || self.rings.tx.needs_wakeup()) {
+            self.counters.tx_kicks += 1;
+            if let Err(e) = kernel.kick_tx() {
+                if !transient(&e) {
+                    return Err(port_error(e));
+                }
+            }
+            self.drain_completions(pool);
+        }
         let n = self.rings.rx.peek(batch.remaining() as u32);
         let mut got = 0;
         for k in 0..n {

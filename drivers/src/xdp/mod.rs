@@ -736,6 +736,12 @@ impl Port for XdpPort {
     fn frames_held(&self) -> usize {
         self.dp.frames_held()
     }
+
+    /// "Now" while the TX ring holds descriptors the kernel has not taken (a copy-mode kick sends
+    /// a bounded batch): the runner polls again instead of sleeping, and its receive step kicks.
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.dp.tx_backlog().then_some(Instant::ZERO)
+    }
 }
 
 /// libxdp's default XSK redirect program and its XSKMAP, loaded by a privileged party (root) for a
