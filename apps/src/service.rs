@@ -658,10 +658,28 @@ pub fn start_runtime_with(
     cfg: ServiceConfig,
     tune: &dyn Fn(&mut StackConfig),
     limits: cnet_socket::Limits,
+    apps: impl FnMut(&mut Stack) -> Result<Vec<Box<dyn LoopApp>>>,
+) -> Result<Runtime> {
+    start_runtime_on_open(cfg, tune, limits, apps, &mut |_| Ok(()))
+}
+
+/// [`start_runtime_with`], calling `on_open(xsk)` with each queue's AF_XDP socket, in queue
+/// order, after the queue is open and before any queue thread starts (busy polling configured
+/// through the AF_XDP device plugin, see [`crate::run::start_ports`]). An error stops the start.
+pub fn start_runtime_on_open(
+    cfg: ServiceConfig,
+    tune: &dyn Fn(&mut StackConfig),
+    limits: cnet_socket::Limits,
     mut apps: impl FnMut(&mut Stack) -> Result<Vec<Box<dyn LoopApp>>>,
+    on_open: &mut dyn FnMut(std::os::fd::BorrowedFd<'_>) -> Result<()>,
 ) -> Result<Runtime> {
     let mut setups = Vec::new();
     for mut svc in Service::open_all_with(cfg, tune)? {
+        if let Some(fd) = svc.host.port.wait_fd() {
+            // SAFETY: the port owns `fd` and outlives this borrow (`svc` is alive until the end
+            // of the iteration; `on_open` does not keep it).
+            on_open(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
+        }
         let a = apps(&mut svc.host.stack)?;
         setups.push(svc.into_setup(a));
     }

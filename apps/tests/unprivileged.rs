@@ -9,7 +9,9 @@
 //!   pinning pool or bpfman's CSI driver do), and cnet opens it with `xskmap: {"pinned": ...}`;
 //! - `uds`: serves the device plugin's handshake (shared/afxdp-dp-protocol.md) on a UNIX socket,
 //!   handing the map fd over with SCM_RIGHTS; cnet runs with `AFXDP_DEVICES_CNETTEST=cnet0` and
-//!   `xskmap: {"uds": ...}`, and the test checks the exact requests it got.
+//!   `xskmap: {"uds": ...}` and `busy_poll`, which goes through the plugin: `/config_busy_poll`
+//!   with the queue's socket, on which the test (as root, like the plugin) sets the options and
+//!   reads them back; the test checks the exact requests it got.
 //!
 //! In both, the kernel namespace pings the stack, runs a UDP echo and a TCP echo, and the test
 //! checks that the service process really ran as uid 65534 with exactly those two capabilities.
@@ -206,6 +208,33 @@ fn serve(conn: &OwnedFd, map: std::os::fd::BorrowedFd<'_>, log: &mut Vec<String>
             let _ = wire::send(conn.as_fd(), b"/fd_ack", Some(map));
         } else if req.starts_with("/xsk_map_fd") {
             reply("/fd_nak");
+        } else if let Some(args) = req.strip_prefix("/config_busy_poll,") {
+            // As the plugin: the options on the received socket, as root; then read back.
+            match (m.fds.first(), args.split_once(',')) {
+                (Some(xsk), Some((t, b))) => {
+                    let (t, b) = (t.parse().unwrap_or(-1), b.parse().unwrap_or(-1));
+                    let set = [
+                        (SO_PREFER_BUSY_POLL, 1),
+                        (SO_BUSY_POLL, t),
+                        (SO_BUSY_POLL_BUDGET, b),
+                    ];
+                    let ok = set.iter().all(|(o, v)| setsockopt(xsk.as_fd(), *o, *v));
+                    // (SO_BUSY_POLL_BUDGET cannot be read back with getsockopt.)
+                    let got: Vec<String> = set[..2]
+                        .iter()
+                        .map(|(o, _)| {
+                            getsockopt(xsk.as_fd(), *o).map_or("?".into(), |v| v.to_string())
+                        })
+                        .collect();
+                    log.push(format!("set {ok}, read back {}", got.join(" ")));
+                    reply(if ok {
+                        "/config_busy_poll_ack"
+                    } else {
+                        "/config_busy_poll_nak"
+                    });
+                }
+                _ => reply("/config_busy_poll_nak"),
+            }
         } else if req == "/version" {
             reply("0.1");
         } else if req == "/fin" {
@@ -215,6 +244,39 @@ fn serve(conn: &OwnedFd, map: std::os::fd::BorrowedFd<'_>, log: &mut Vec<String>
             reply("/nak");
         }
     }
+}
+
+const SO_BUSY_POLL: libc::c_int = 46;
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+
+fn setsockopt(fd: std::os::fd::BorrowedFd<'_>, opt: libc::c_int, v: libc::c_int) -> bool {
+    // SAFETY: an int option of an open socket.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+fn getsockopt(fd: std::os::fd::BorrowedFd<'_>, opt: libc::c_int) -> Option<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: an int option of an open socket, into a local of the right size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(v)
 }
 
 /// The service, killed on drop.
@@ -328,7 +390,11 @@ fn run_unprivileged(how: Handover) {
         }
         Handover::Uds => {
             let sock = dir.0.join("afxdp.sock");
-            let x = format!(r#"{{ "uds": "{}" }}"#, sock.display());
+            // Busy polling goes through the plugin (the service may not set it).
+            let x = format!(
+                r#"{{ "uds": "{}" }}, "busy_poll": {{ "timeout_us": 20, "budget": 16 }}"#,
+                sock.display()
+            );
             (sock, x, vec![("AFXDP_DEVICES_CNETTEST", lab::STACK_DEV)])
         }
     };
@@ -396,6 +462,8 @@ fn run_unprivileged(how: Handover) {
                 format!("/connect,{host}"),
                 "/version".into(),
                 format!("/xsk_map_fd,{}", lab::STACK_DEV),
+                "/config_busy_poll,20,16 +fd".into(),
+                "set true, read back 1 20".into(),
                 "/fin".into(),
             ]
         );
