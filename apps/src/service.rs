@@ -523,6 +523,15 @@ impl Service<XdpPort> {
         sc.seed = seed;
         // The fill ring keeps this many frames of the pool lent to the kernel.
         sc.pool_driver_frames = cfg.xdp.rings.fill as usize;
+        if cfg.xdp.frames as usize <= sc.pool_driver_frames {
+            // TCP's memory shares come from the frames not lent to the fill ring: none here.
+            tracing::warn!(
+                frames = cfg.xdp.frames,
+                fill_ring = cfg.xdp.rings.fill,
+                "the fill ring can hold every frame of the pool: TCP gets no memory and accepts \
+                 no connection; raise the pool's frames above the fill ring size"
+            );
+        }
         if let Some(mtu) = snapshot.as_ref().and_then(|s| s.mtu) {
             sc.mtu = mtu;
         }

@@ -225,6 +225,23 @@ fn load_jsonc(text: &str, tag: &str) -> Config {
     c
 }
 
+/// With TCP apps, every port's pool has frames beyond what the fill ring can hold (TCP's
+/// memory comes from those; with none it accepts no connection).
+fn tcp_has_frames(c: &Config) {
+    if c.apps.tcp_echo.is_none() && c.apps.http.is_none() {
+        return;
+    }
+    for name in c.ports.keys() {
+        let x = c.xdp_config(name).unwrap();
+        assert!(
+            x.frames > x.rings.fill,
+            "port {name}: {} frames, fill ring {}: TCP would get no memory",
+            x.frames,
+            x.rings.fill
+        );
+    }
+}
+
 fn check_dp_config(v: &Value) -> Vec<String> {
     let mut names = Vec::new();
     for p in v["pools"].as_array().expect("pools") {
@@ -257,6 +274,7 @@ fn pod_config_uses_the_device_plugin_and_is_valid() {
     let text = std::fs::read_to_string(deploy().join("k8s/cnet-pod.jsonc")).unwrap();
     let c = load_jsonc(&text, "pod");
     assert_eq!(c.ports["p0"].xskmap, XskMap::Uds(None));
+    tcp_has_frames(&c);
 }
 
 #[test]
@@ -278,7 +296,7 @@ fn manifests_parse_and_embed_valid_configs() {
         .expect("cnet-config ConfigMap");
     let embedded = cm["data"]["cnet.jsonc"].as_str().unwrap();
     assert_eq!(embedded, pod_jsonc);
-    load_jsonc(embedded, "configmap");
+    tcp_has_frames(&load_jsonc(embedded, "configmap"));
     let dp = kind("ConfigMap")
         .find(|d| d["metadata"]["name"] == "afxdp-dp-config")
         .expect("device plugin ConfigMap");
