@@ -12,23 +12,36 @@
 # - benchmarks: valgrind (instruction counts, benches/callgrind*.sh)
 # - QUIC interop (issue #15): aioquic from PyPI (pip), a QUIC peer no one here wrote; skipped with
 #   a message when pip or PyPI is not there (the interop test then skips the aioquic case).
+# - deploy manifests (issue #16): kubernetes-validate (PyPI, pinned: it bundles the Kubernetes
+#   schemas apps/tests/deploy.rs validates against; jsonschema comes with it); skipped likewise.
 set -eu
 
-install_aioquic() {
-    if python3 -c "import aioquic" 2>/dev/null; then
+KUBERNETES_VALIDATE_VERSION=1.37.0
+
+# pip_install MODULE SPEC WHAT: installs SPEC with pip unless `import MODULE` works (and, for a
+# pinned SPEC, reports the installed version); never fails the script.
+pip_install() {
+    module=$1 spec=$2 what=$3
+    if python3 -c "import $module" 2>/dev/null; then
         return 0
     fi
     if ! python3 -m pip --version >/dev/null 2>&1; then
-        echo "install-deps.sh: no pip for python3: aioquic not installed (its interop test skips)" >&2
+        echo "install-deps.sh: no pip for python3: $spec not installed ($what skips)" >&2
         return 0
     fi
-    echo "install-deps.sh: installing aioquic (pip)"
+    echo "install-deps.sh: installing $spec (pip)"
     # Debian's python3 refuses system-wide pip installs without this flag; other pythons ignore it.
-    if ! python3 -m pip install -q aioquic 2>/dev/null &&
-        ! python3 -m pip install -q --break-system-packages aioquic; then
-        echo "install-deps.sh: aioquic could not be installed (its interop test skips)" >&2
+    if ! python3 -m pip install -q "$spec" 2>/dev/null &&
+        ! python3 -m pip install -q --break-system-packages "$spec"; then
+        echo "install-deps.sh: $spec could not be installed ($what skips)" >&2
     fi
     return 0
+}
+
+install_pip_packages() {
+    pip_install aioquic aioquic "its interop test"
+    pip_install kubernetes_validate "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+        "manifest validation in apps/tests/deploy.rs"
 }
 
 PACKAGES="bison flex libelf-dev clang m4 libpcap-dev zlib1g-dev pkg-config llvm make iproute2 ethtool tcpdump tshark socat iperf3 python3 iputils-ping curl valgrind"
@@ -46,7 +59,7 @@ for p in $PACKAGES; do
 done
 
 if [ -z "$missing" ]; then
-    install_aioquic
+    install_pip_packages
     exit 0
 fi
 
@@ -58,4 +71,4 @@ apt-get update -qq
 # shellcheck disable=SC2086  # word splitting of the package list is intended
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
 echo "install-deps.sh: done"
-install_aioquic
+install_pip_packages

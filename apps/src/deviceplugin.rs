@@ -12,7 +12,7 @@
 //! - [`resolve_maps`]: per port, the config's source turned into an XSKMAP fd; a mounted
 //!   `xsks_map` wins over the socket when both exist (the UDS map is stale then).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -550,7 +550,32 @@ pub fn resolve_maps(
     hostname: &str,
     timeout: Duration,
 ) -> Result<BTreeMap<String, OwnedFd>, DpError> {
+    let (maps, open) = resolve_maps_open(ports, env, hostname, timeout, &BTreeSet::new())?;
+    debug_assert!(open.is_empty());
+    Ok(maps)
+}
+
+/// A device-plugin session kept open after the map fds were received, for `/config_busy_poll`
+/// once the ports exist; end it with [`DpSession::fin`].
+#[derive(Debug)]
+pub struct OpenSession {
+    /// The devices of the session's pool.
+    pub devices: Vec<String>,
+    /// The session, map fds received.
+    pub session: DpSession,
+}
+
+/// [`resolve_maps`], but the sessions serving a device in `keep_open` are returned open (not
+/// `/fin`ished), so that the caller can configure busy polling on its sockets through them.
+pub fn resolve_maps_open(
+    ports: &BTreeMap<String, MapRequest>,
+    env: impl IntoIterator<Item = (String, String)>,
+    hostname: &str,
+    timeout: Duration,
+    keep_open: &BTreeSet<String>,
+) -> Result<(BTreeMap<String, OwnedFd>, Vec<OpenSession>), DpError> {
     let mut out = BTreeMap::new();
+    let mut open = Vec::new();
     let mut uds: BTreeMap<String, Option<PathBuf>> = BTreeMap::new();
     for (dev, req) in ports {
         match req {
@@ -570,7 +595,7 @@ pub fn resolve_maps(
         }
     }
     if uds.is_empty() {
-        return Ok(out);
+        return Ok((out, open));
     }
     let allocs = allocations_from_env(env)?;
     // Group the wanted devices by pool: one session per pool asks for all its devices.
@@ -618,9 +643,16 @@ pub fn resolve_maps(
                 out.insert(d.clone(), fd);
             }
         }
-        s.fin()?;
+        if devs.iter().any(|d| keep_open.contains(d)) {
+            open.push(OpenSession {
+                devices: devs,
+                session: s,
+            });
+        } else {
+            s.fin()?;
+        }
     }
-    Ok(out)
+    Ok((out, open))
 }
 
 /// SOCK_SEQPACKET messages with at most one `SCM_RIGHTS` descriptor, as the plugin speaks them.

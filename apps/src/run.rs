@@ -94,10 +94,15 @@ pub fn init_logging(cfg: &Config) {
 }
 
 /// The XSKMAP of every port whose `xskmap` is `uds` or `pinned`, by interface: pins opened, and
-/// one device-plugin session per pool (see [`crate::deviceplugin::resolve_maps`]).
+/// one device-plugin session per pool (see [`crate::deviceplugin::resolve_maps_open`]). The
+/// sessions of pools with a `uds` port that wants busy polling are returned open, for
+/// `/config_busy_poll` once the ports exist; the others are finished.
 pub fn device_plugin_maps(
     cfg: &Config,
-) -> Result<std::collections::BTreeMap<String, std::os::fd::OwnedFd>> {
+) -> Result<(
+    std::collections::BTreeMap<String, std::os::fd::OwnedFd>,
+    Vec<crate::deviceplugin::OpenSession>,
+)> {
     use crate::deviceplugin;
     let requests: std::collections::BTreeMap<_, _> = cfg
         .ports
@@ -107,20 +112,33 @@ pub fn device_plugin_maps(
     if requests.is_empty() {
         return Ok(Default::default());
     }
+    let keep_open = cfg
+        .ports
+        .values()
+        .filter(|p| {
+            matches!(p.xskmap, crate::config::XskMap::Uds(_))
+                && p.busy_poll.or(cfg.defaults.busy_poll).is_some()
+        })
+        .map(|p| p.interface.clone())
+        .collect();
     let host = deviceplugin::hostname()?;
-    deviceplugin::resolve_maps(
+    deviceplugin::resolve_maps_open(
         &requests,
         std::env::vars(),
         &host,
         deviceplugin::DEFAULT_TIMEOUT,
+        &keep_open,
     )
     .context("getting the XSKMAP (AF_XDP device plugin or pinned map)")
 }
 
-/// Opens every port of `cfg` and starts its runtime.
+/// Opens every port of `cfg` and starts its runtime. Busy polling of a port whose map came from
+/// the device plugin's socket is configured through the plugin (`/config_busy_poll` with each
+/// queue's socket, the pod lacking CAP_NET_ADMIN); the sessions end (`/fin`) once every port is
+/// open.
 pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
     let mut ports = Vec::new();
-    let mut maps = device_plugin_maps(cfg)?;
+    let (mut maps, mut sessions) = device_plugin_maps(cfg)?;
     for (name, p) in &cfg.ports {
         let mut xdp = cfg
             .xdp_config(name)
@@ -128,6 +146,27 @@ pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
         if let Some(fd) = maps.remove(&p.interface) {
             xdp.map_source = cnet_drivers::xdp::XskMapSource::Fd(fd);
         }
+        // The session that gave this port its map, if kept open for busy polling (a mounted pin
+        // that won over the socket has none: the port then sets the options itself).
+        let session = sessions
+            .iter()
+            .position(|s| s.devices.contains(&p.interface))
+            .filter(|_| matches!(p.xskmap, crate::config::XskMap::Uds(_)));
+        let via_plugin = xdp.busy_poll.zip(session);
+        xdp.busy_poll_by_caller = via_plugin.is_some();
+        let mut on_open = |xsk: std::os::fd::BorrowedFd<'_>| -> Result<()> {
+            if let Some((b, i)) = via_plugin {
+                sessions[i]
+                    .session
+                    .config_busy_poll(xsk, b.timeout_us, b.budget)
+                    .with_context(|| {
+                        format!("busy polling on {} through the device plugin", p.interface)
+                    })?;
+                tracing::info!(iface = %p.interface, timeout_us = b.timeout_us, budget = b.budget,
+                    "busy polling configured by the device plugin");
+            }
+            Ok(())
+        };
         let queues = xdp.queues.clone();
         let limits = cfg.runtime.limits();
         let routes = p.stack_routes();
@@ -136,7 +175,7 @@ pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
         let mut qi = 0usize;
         let ticks = Ticks::new(queues.len());
         let runs = |on: &Option<Vec<String>>| on.as_ref().is_none_or(|v| v.contains(name));
-        let rt = service::start_runtime_with(
+        let rt = service::start_runtime_on_open(
             ServiceConfig {
                 xdp,
                 queue: 0,
@@ -173,6 +212,7 @@ pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
                 );
                 Ok(apps)
             },
+            &mut on_open,
         )
         .with_context(|| format!("port {name} ({})", p.interface))?;
         ports.push(PortHandle {
@@ -184,6 +224,11 @@ pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
             synced_at_open: true,
             ticks,
         });
+    }
+    for s in sessions {
+        s.session
+            .fin()
+            .with_context(|| format!("ending the device plugin session of {:?}", s.devices))?;
     }
     Ok(ports)
 }

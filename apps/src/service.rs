@@ -523,6 +523,15 @@ impl Service<XdpPort> {
         sc.seed = seed;
         // The fill ring keeps this many frames of the pool lent to the kernel.
         sc.pool_driver_frames = cfg.xdp.rings.fill as usize;
+        if cfg.xdp.frames as usize <= sc.pool_driver_frames {
+            // TCP's memory shares come from the frames not lent to the fill ring: none here.
+            tracing::warn!(
+                frames = cfg.xdp.frames,
+                fill_ring = cfg.xdp.rings.fill,
+                "the fill ring can hold every frame of the pool: TCP gets no memory and accepts \
+                 no connection; raise the pool's frames above the fill ring size"
+            );
+        }
         if let Some(mtu) = snapshot.as_ref().and_then(|s| s.mtu) {
             sc.mtu = mtu;
         }
@@ -658,10 +667,28 @@ pub fn start_runtime_with(
     cfg: ServiceConfig,
     tune: &dyn Fn(&mut StackConfig),
     limits: cnet_socket::Limits,
+    apps: impl FnMut(&mut Stack) -> Result<Vec<Box<dyn LoopApp>>>,
+) -> Result<Runtime> {
+    start_runtime_on_open(cfg, tune, limits, apps, &mut |_| Ok(()))
+}
+
+/// [`start_runtime_with`], calling `on_open(xsk)` with each queue's AF_XDP socket, in queue
+/// order, after the queue is open and before any queue thread starts (busy polling configured
+/// through the AF_XDP device plugin, see [`crate::run::start_ports`]). An error stops the start.
+pub fn start_runtime_on_open(
+    cfg: ServiceConfig,
+    tune: &dyn Fn(&mut StackConfig),
+    limits: cnet_socket::Limits,
     mut apps: impl FnMut(&mut Stack) -> Result<Vec<Box<dyn LoopApp>>>,
+    on_open: &mut dyn FnMut(std::os::fd::BorrowedFd<'_>) -> Result<()>,
 ) -> Result<Runtime> {
     let mut setups = Vec::new();
     for mut svc in Service::open_all_with(cfg, tune)? {
+        if let Some(fd) = svc.host.port.wait_fd() {
+            // SAFETY: the port owns `fd` and outlives this borrow (`svc` is alive until the end
+            // of the iteration; `on_open` does not keep it).
+            on_open(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
+        }
         let a = apps(&mut svc.host.stack)?;
         setups.push(svc.into_setup(a));
     }

@@ -80,9 +80,9 @@ fn bad_cases() -> Vec<(String, &'static str, Vec<&'static str>)> {
             vec!["ports.p.xskmap", "expected \"self\", \"uds\", \"pinned\""],
         ),
         (
-            format!("{{\n  \"ports\": {{ \"p\": {{ \"interface\": \"vb\", \"xskmap\": \"uds\",\n    \"busy_poll\": {{ \"timeout_us\": 20, \"budget\": 64, \"prefer\": true }} }} }},\n  {BASE_APPS}\n}}\n"),
+            format!("{{\n  \"ports\": {{ \"p\": {{ \"interface\": \"vb\", \"xskmap\": \"uds\",\n    \"busy_poll\": {{ \"timeout_us\": 20, \"budget\": 64, \"prefer\": false }} }} }},\n  {BASE_APPS}\n}}\n"),
             ":3:",
-            vec!["ports.p.busy_poll", "/config_busy_poll"],
+            vec!["ports.p.busy_poll.prefer", "/config_busy_poll", "prefer must be true"],
         ),
         (
             "{\n  \"ports\": { \"p\": { \"interface\": \"vb\" } },\n  \"apps\": {\n    \"http\": { \"port\": 80, \"thread\": 2 },\n  },\n}\n".into(),

@@ -1,11 +1,195 @@
 //! deploy/: the Kubernetes manifests parse (PyYAML, skipped with a message when absent), every
 //! embedded cnet.jsonc passes `cnet check-config`'s logic (`Config::load`), the embedded copies
 //! match the files they come from, and the device plugin's pool config obeys its rules.
+//! The core resources validate with `kubernetes-validate --strict` against Kubernetes
+//! [`K8S_VERSION`]; the custom resources (NetworkAttachmentDefinition, ClusterBpfApplication)
+//! against our own minimal JSON schemas in `deploy/k8s/schemas/` (python `jsonschema`, which
+//! kubernetes-validate installs). Both are skipped with a message when not installed
+//! (`scripts/install-deps.sh` installs them), and both are shown to reject a broken manifest.
 
 use cnet_apps::config::{Config, XskMap};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+
+/// The Kubernetes version the core manifests are validated against (its schemas are bundled in
+/// the pinned kubernetes-validate, see `scripts/install-deps.sh`).
+const K8S_VERSION: &str = "1.33.0";
+
+/// The manifests in `deploy/k8s/`.
+const MANIFESTS: [&str; 2] = ["k8s/cnet.yaml", "k8s/bpfman.yaml"];
+
+/// Custom resource kinds and the schema each is checked against.
+const CR_SCHEMAS: [(&str, &str); 2] = [
+    (
+        "NetworkAttachmentDefinition",
+        "k8s/schemas/networkattachmentdefinition.json",
+    ),
+    (
+        "ClusterBpfApplication",
+        "k8s/schemas/clusterbpfapplication.json",
+    ),
+];
+
+/// `kubernetes-validate -k K8S_VERSION --strict FILES`; `None` if it is not installed.
+fn kubernetes_validate(files: &[PathBuf]) -> Option<Output> {
+    let r = Command::new("kubernetes-validate")
+        .args(["-k", K8S_VERSION, "--strict"])
+        .args(files)
+        .output();
+    match r {
+        Ok(o) => Some(o),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("cannot run kubernetes-validate: {e}"),
+    }
+}
+
+#[test]
+fn core_manifests_validate_strict_against_pinned_kubernetes() {
+    let files: Vec<PathBuf> = MANIFESTS.iter().map(|f| deploy().join(f)).collect();
+    let Some(out) = kubernetes_validate(&files) else {
+        eprintln!(
+            "SKIP core_manifests_validate_strict: kubernetes-validate not installed \
+             (pip install kubernetes-validate, or run scripts/install-deps.sh as root)"
+        );
+        return;
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubernetes-validate failed:\n{text}");
+    let version = K8S_VERSION.rsplit_once('.').map_or(K8S_VERSION, |v| v.0);
+    for res in [
+        "configmap/afxdp-dp-config",
+        "configmap/cnet-config",
+        "deployment/cnet",
+        "configmap/cnet-config-bpfman",
+        "pod/cnet-bpfman",
+    ] {
+        let want = format!("passed for resource {res} against version {version}");
+        assert!(text.contains(&want), "{want:?} missing:\n{text}");
+    }
+    // The only resources without a Kubernetes schema are the custom ones (checked below).
+    for line in text.lines().filter(|l| !l.starts_with("INFO ")) {
+        assert!(
+            CR_SCHEMAS
+                .iter()
+                .any(|(k, _)| line.contains(&format!("Couldn't find schema for kind {k} "))),
+            "unexpected kubernetes-validate output: {line}"
+        );
+    }
+}
+
+#[test]
+fn strict_validation_rejects_an_unknown_field() {
+    let bad = std::env::temp_dir().join(format!("cnet-deploy-{}-bad.yaml", std::process::id()));
+    let text = std::fs::read_to_string(deploy().join("k8s/cnet.yaml")).unwrap();
+    let broken = text.replacen(
+        "runAsNonRoot: true",
+        "runAsNonRoot: true\n        runAsRoot: false",
+        1,
+    );
+    assert_ne!(broken, text, "the Deployment sets runAsNonRoot");
+    std::fs::write(&bad, broken).unwrap();
+    let out = kubernetes_validate(std::slice::from_ref(&bad));
+    let _ = std::fs::remove_file(&bad);
+    let Some(out) = out else {
+        eprintln!(
+            "SKIP strict_validation_rejects_an_unknown_field: kubernetes-validate not installed"
+        );
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("runAsRoot"), "{text}");
+}
+
+/// Validates each `(schema, document)` pair with python `jsonschema` (Draft 7): the error
+/// messages per pair, or `None` if python3 or jsonschema is missing.
+fn json_schema_errors(pairs: &[(Value, Value)]) -> Option<Vec<Vec<String>>> {
+    let script = "import sys, json\n\
+        try:\n    import jsonschema\nexcept ImportError:\n    sys.exit(3)\n\
+        out = []\n\
+        for schema, doc in json.load(sys.stdin):\n\
+        \x20   v = jsonschema.Draft7Validator(schema)\n\
+        \x20   out.append(['%s: %s' % ('/'.join(map(str, e.absolute_path)), e.message) for e in v.iter_errors(doc)])\n\
+        print(json.dumps(out))\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let input = serde_json::to_vec(pairs).unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&input).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    if out.status.code() == Some(3) {
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "jsonschema: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("python printed JSON"))
+}
+
+/// Every custom resource of the manifests with its schema.
+fn custom_resources() -> Option<Vec<(Value, Value)>> {
+    let mut pairs = Vec::new();
+    for f in MANIFESTS {
+        for d in yaml_docs(&deploy().join(f))? {
+            let kind = d["kind"].as_str().unwrap_or_default();
+            if let Some((_, schema)) = CR_SCHEMAS.iter().find(|(k, _)| *k == kind) {
+                let text = std::fs::read_to_string(deploy().join(schema)).unwrap();
+                pairs.push((serde_json::from_str(&text).unwrap(), d));
+            }
+        }
+    }
+    Some(pairs)
+}
+
+#[test]
+fn custom_resources_match_our_schemas_and_broken_ones_do_not() {
+    let Some(pairs) = custom_resources() else {
+        eprintln!("SKIP custom_resources: python3 with PyYAML not available");
+        return;
+    };
+    // Two NADs and one ClusterBpfApplication.
+    assert_eq!(pairs.len(), 3);
+    let Some(errors) = json_schema_errors(&pairs) else {
+        eprintln!(
+            "SKIP custom_resources: python jsonschema not installed (scripts/install-deps.sh)"
+        );
+        return;
+    };
+    for ((_, doc), errs) in pairs.iter().zip(&errors) {
+        assert!(errs.is_empty(), "{}: {errs:?}", doc["metadata"]["name"]);
+    }
+    // Broken copies: each must be rejected.
+    let mut broken = Vec::new();
+    for (schema, doc) in &pairs {
+        let mut d = doc.clone();
+        if doc["kind"] == "NetworkAttachmentDefinition" {
+            d["spec"].as_object_mut().unwrap().remove("config");
+        } else {
+            d["spec"]["programs"][0]["xdp"]["links"][0]["priority"] = 1001.into();
+            d["spec"]["unknown"] = true.into();
+        }
+        broken.push((schema.clone(), d));
+    }
+    let errors = json_schema_errors(&broken).unwrap();
+    for ((_, doc), errs) in broken.iter().zip(&errors) {
+        assert!(!errs.is_empty(), "{} not rejected", doc["metadata"]["name"]);
+    }
+}
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -41,6 +225,23 @@ fn load_jsonc(text: &str, tag: &str) -> Config {
     c
 }
 
+/// With TCP apps, every port's pool has frames beyond what the fill ring can hold (TCP's
+/// memory comes from those; with none it accepts no connection).
+fn tcp_has_frames(c: &Config) {
+    if c.apps.tcp_echo.is_none() && c.apps.http.is_none() {
+        return;
+    }
+    for name in c.ports.keys() {
+        let x = c.xdp_config(name).unwrap();
+        assert!(
+            x.frames > x.rings.fill,
+            "port {name}: {} frames, fill ring {}: TCP would get no memory",
+            x.frames,
+            x.rings.fill
+        );
+    }
+}
+
 fn check_dp_config(v: &Value) -> Vec<String> {
     let mut names = Vec::new();
     for p in v["pools"].as_array().expect("pools") {
@@ -73,6 +274,7 @@ fn pod_config_uses_the_device_plugin_and_is_valid() {
     let text = std::fs::read_to_string(deploy().join("k8s/cnet-pod.jsonc")).unwrap();
     let c = load_jsonc(&text, "pod");
     assert_eq!(c.ports["p0"].xskmap, XskMap::Uds(None));
+    tcp_has_frames(&c);
 }
 
 #[test]
@@ -94,7 +296,7 @@ fn manifests_parse_and_embed_valid_configs() {
         .expect("cnet-config ConfigMap");
     let embedded = cm["data"]["cnet.jsonc"].as_str().unwrap();
     assert_eq!(embedded, pod_jsonc);
-    load_jsonc(embedded, "configmap");
+    tcp_has_frames(&load_jsonc(embedded, "configmap"));
     let dp = kind("ConfigMap")
         .find(|d| d["metadata"]["name"] == "afxdp-dp-config")
         .expect("device plugin ConfigMap");

@@ -732,12 +732,12 @@ impl Config {
                 }
             }
             if let Some(bp) = p.busy_poll.or(self.defaults.busy_poll) {
-                if matches!(p.xskmap, XskMap::Uds(_)) {
+                if matches!(p.xskmap, XskMap::Uds(_)) && !bp.prefer {
                     return Err(PathError::new(
-                        format!("{at}.busy_poll"),
-                        "busy polling with xskmap \"uds\" must go through the device plugin's \
-                         /config_busy_poll, which `cnet run` does not wire in yet (issue #16); \
-                         remove busy_poll",
+                        format!("{at}.busy_poll.prefer"),
+                        "with xskmap \"uds\" the device plugin sets busy polling \
+                         (/config_busy_poll) and always sets SO_PREFER_BUSY_POLL: \
+                         prefer must be true",
                     ));
                 }
                 if bp.budget == 0 || bp.budget > 65535 {

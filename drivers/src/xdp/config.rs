@@ -128,6 +128,10 @@ pub struct XdpConfig {
     pub need_wakeup: bool,
     /// Busy polling, if wanted.
     pub busy_poll: Option<BusyPoll>,
+    /// `busy_poll`'s socket options are set by a privileged party on the port's socket (the AF_XDP
+    /// device plugin's `/config_busy_poll`, since raising them needs CAP_NET_ADMIN): the port
+    /// polls as busy polling wants but does not call `setsockopt` itself.
+    pub busy_poll_by_caller: bool,
     /// Huge pages for the UMEM.
     pub huge_pages: HugePages,
     /// Where the XSKMAP comes from.
@@ -153,6 +157,7 @@ impl XdpConfig {
             bind_mode: BindMode::Auto,
             need_wakeup: true,
             busy_poll: None,
+            busy_poll_by_caller: false,
             huge_pages: HugePages::IfAvailable,
             map_source: XskMapSource::SelfLoad,
             rings: RingSizes::default(),

@@ -560,7 +560,7 @@ impl XdpPort {
             xsk.insert_into_map(map, queue)
                 .map_err(|source| XdpError::MapUpdate { queue, source })?;
         }
-        if let Some(b) = cfg.busy_poll {
+        if let Some(b) = cfg.busy_poll.filter(|_| !cfg.busy_poll_by_caller) {
             const SO_BUSY_POLL: libc::c_int = 46;
             const SO_PREFER_BUSY_POLL: libc::c_int = 69;
             const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
