@@ -191,7 +191,9 @@ pub(crate) fn serve_stream(
 /// State shared by a listener's handles and the owner threads.
 pub(crate) struct ListenShared {
     pub core: SockCore,
-    accepted: SegQueue<(Arc<StreamShared>, Arc<QueueShared>, SockId)>,
+    /// Streams established and not yet taken by `accept`. Held as streams, so that those never
+    /// taken (the listener closed first) close their connection when dropped.
+    accepted: SegQueue<TcpStream>,
     count: AtomicUsize,
     backlog: usize,
 }
@@ -216,7 +218,8 @@ pub(crate) fn serve_listener(owner: &mut Owner, stack: &mut Stack, id: SockId, n
         let mut entry = StreamEntry::new(h, shared.clone());
         serve_stream(&owner.q, &mut entry, stack, now);
         owner.insert(sid, Entry::Stream(entry));
-        ls.accepted.push((shared, owner.q.clone(), sid));
+        ls.accepted
+            .push(TcpStream::from_accepted(shared, owner.q.clone(), sid));
         ls.count.fetch_add(1, SeqCst);
         got = true;
     }
@@ -959,14 +962,14 @@ impl TcpListener {
     pub fn try_accept(&self) -> Result<TcpStream> {
         let s = &self.shared;
         loop {
-            if let Some((shared, q, id)) = s.accepted.pop() {
+            if let Some(stream) = s.accepted.pop() {
                 let before = s.count.fetch_sub(1, SeqCst);
                 if before >= s.backlog {
                     for (q, id) in &self.binds {
                         let _ = q.submit(Cmd::Kick { id: *id });
                     }
                 }
-                return Ok(TcpStream::from_accepted(shared, q, id));
+                return Ok(stream);
             }
             s.core.clear(Readiness::READABLE);
             if !s.accepted.is_empty() {

@@ -450,3 +450,22 @@ fn a_listener_accepts_from_every_queue_and_udp_receives_on_all() {
         }
     }
 }
+
+#[test]
+fn connections_never_accepted_are_closed_with_their_listener() {
+    let p = Pair::new(512);
+    let l = TcpListener::bind(&p.b, addr(IP_B, 81)).unwrap();
+    let mut c = TcpStream::connect(&p.a, addr(IP_B, 81)).unwrap();
+    // Established, queued in the listener, never accepted: closing the listener closes it.
+    std::thread::sleep(Duration::from_millis(50));
+    drop(l);
+    c.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = [0u8; 8];
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the end of the stream or a reset, got {other:?}"),
+    }
+    drop(c);
+    p.finish();
+}
