@@ -223,10 +223,7 @@ pub fn run(out: &mut impl Write, seed: u64) -> Result<()> {
                     .join(", "),
                 served.requests.load(Ordering::Relaxed)
             ));
-            for (k, v) in r.counters.nonzero() {
-                text.push_str(&format!("  {k:<30} {v}\n"));
-            }
-            text.push_str(&r.port);
+            text.push_str(&r.counter_lines());
             if r.frames_lost != 0 {
                 bail!("{} frames of the UMEM unaccounted for", r.frames_lost);
             }

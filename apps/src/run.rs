@@ -329,10 +329,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<()> {
         for r in p.rt.join() {
             let q = p.queues.get(r.index).copied().unwrap_or(0);
             eprintln!("{} ({}) queue {q}: {}", p.name, p.iface, r.apps.join(", "));
-            for (k, v) in r.counters.nonzero() {
-                eprintln!("  {k:<30} {v}");
-            }
-            eprint!("{}", r.port);
+            eprint!("{}", r.counter_lines());
             if let Some(f) = r.failure {
                 failure.get_or_insert(f);
             }

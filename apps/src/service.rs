@@ -726,15 +726,7 @@ pub fn stop_on_signals() -> Result<std::sync::Arc<AtomicBool>> {
 
 /// The stack's counters and the port's, one per line.
 pub fn report<P: ServicePort>(host: &Host<P>) -> String {
-    let mut s = String::new();
-    for (k, v) in host.stack.counters().nonzero() {
-        s.push_str(&format!("  {k:<30} {v}\n"));
-    }
-    s.push_str(&format!("  xdp: {:?}\n", host.port.xdp().counters()));
-    if let Ok(k) = host.port.xdp().kernel_stats() {
-        s.push_str(&format!("  kernel: {k:?}\n"));
-    }
-    s
+    cnet_socket::counter_lines(host.stack.counters()) + &describe_port(&host.port)
 }
 
 #[cfg(test)]

@@ -61,8 +61,8 @@ pub use owner::Owner;
 pub use queue::RuntimeCounters;
 pub use ready::{Event, Interest, Poller, Readiness, Source, Token};
 pub use runtime::{
-    apply_config, run_inline, Clock, ConfigSource, Idle, Limits, LoopApp, NetlinkSource,
-    QueueReport, QueueSetup, QueueStatus, Runtime,
+    apply_config, counter_lines, run_inline, Clock, ConfigSource, Idle, Limits, LoopApp,
+    NetlinkSource, QueueReport, QueueSetup, QueueStatus, Runtime,
 };
 pub use tcp::{ConnectOptions, ReadHalf, Shutdown, TcpListener, TcpStream, WriteHalf};
 pub use udp::UdpSocket;

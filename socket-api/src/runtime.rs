@@ -180,7 +180,19 @@ pub struct QueueReport {
     pub failure: Option<String>,
 }
 
+/// A stack's non-zero counters, one `  name value` line each.
+pub fn counter_lines(c: &Counters) -> String {
+    c.nonzero()
+        .map(|(k, v)| format!("  {k:<30} {v}\n"))
+        .collect()
+}
+
 impl QueueReport {
+    /// The stack's non-zero counters, one per line, then the port's own counters.
+    pub fn counter_lines(&self) -> String {
+        counter_lines(&self.counters) + &self.port
+    }
+
     /// A report with nothing counted yet.
     fn empty(index: usize, failure: Option<String>) -> QueueReport {
         QueueReport {

@@ -225,9 +225,7 @@ fn quic_echo(o: QuicEchoArgs) -> Result<()> {
     );
     let r = quic::serve_echo(io, cfg, o.retry, &stop);
     for q in rt.join() {
-        for (k, v) in q.counters.nonzero() {
-            eprintln!("  {k:<30} {v}");
-        }
+        eprint!("{}", cnet_socket::counter_lines(&q.counters));
         if let Some(f) = q.failure {
             anyhow::bail!("queue {}: {f}", q.index);
         }
@@ -596,10 +594,7 @@ fn echo(o: EchoArgs) -> Result<()> {
     let mut failed = None;
     for r in rt.join() {
         eprintln!("queue {}: {}", r.index, r.apps.join(", "));
-        for (k, v) in r.counters.nonzero() {
-            eprintln!("  {k:<30} {v}");
-        }
-        eprint!("{}", r.port);
+        eprint!("{}", r.counter_lines());
         if let Some(f) = r.failure {
             failed = Some(anyhow::anyhow!(f));
         }
@@ -683,10 +678,7 @@ fn http(o: HttpArgs) -> Result<()> {
             "queue {}: frames lent {}, lost {}",
             r.index, r.frames_lent, r.frames_lost
         );
-        for (k, v) in r.counters.nonzero() {
-            eprintln!("  {k:<30} {v}");
-        }
-        eprint!("{}", r.port);
+        eprint!("{}", r.counter_lines());
         if let Some(f) = r.failure {
             failed = Some(anyhow::anyhow!(f));
         }
