@@ -753,6 +753,19 @@ impl Stack {
                 c.probes = 0;
             }
         }
+        // Header prediction for the receiver of a one-way transfer: nothing outstanding, the
+        // segment repeats SND.UNA and carries no SACK blocks, no recovery, loss probe or RACK
+        // timer pending. Everything below would find nothing to do (no duplicate ACK without
+        // flight, no blocks, RACK and recovery return at once with SND.UNA = SND.MAX).
+        if seg.ack == c.snd_una
+            && c.snd_una == c.snd_max
+            && seg.opts.sack.is_empty()
+            && c.flags & (F_RECOVERY | F_TLP) == 0
+            && c.t_rack == Instant::MAX
+            && c.rack.tlp_end_seq.is_none()
+        {
+            return;
+        }
         // RFC 2883 4: the first block is a D-SACK when it lies below the cumulative ACK or
         // inside the second block.
         let mut blocks = &seg.opts.sack[..];
@@ -1152,31 +1165,29 @@ impl Stack {
     /// Delayed ACK (RFC 9293 3.8.6.3, RFC 5681 4.2): at least every second full-sized segment,
     /// at most `tcp_delack_ms` later; quick-ack mode acknowledges the first segments at once.
     fn tcp_schedule_ack(&mut self, idx: u32, now: Instant) {
-        let delack = Duration::from_millis(self.cfg.tcp_delack_ms);
+        let delack_ms = self.cfg.tcp_delack_ms;
         let c = &mut self.tcp.conns[idx as usize];
         if c.quickack > 0 {
             c.quickack -= 1;
             c.flags |= F_ACK_NOW;
-        } else if c.rcv_nxt.wrapping_sub(c.last_ack_sent) >= 2 * u32::from(c.rcv_mss) {
-            if self.tcp.rx_full
-                && !c.has(F_ACK_NOW)
-                && c.rcv_nxt.wrapping_sub(c.last_ack_sent)
-                    < (c.rcv_buf / 4).max(4 * u32::from(c.rcv_mss))
-            {
-                // More of this burst's stream is waiting in the driver: one ACK at the end of
-                // the receive pass covers it (bounded by the delayed-ACK timer).
-                if !c.has(F_ACK_DEFER) {
-                    c.flags |= F_ACK_DEFER;
-                    self.tcp.ack_deferred.push(idx);
-                }
-                if c.t_delack == Instant::MAX {
-                    c.t_delack = now + delack;
-                }
-            } else {
+            return;
+        }
+        let unacked = c.rcv_nxt.wrapping_sub(c.last_ack_sent);
+        let mss = u32::from(c.rcv_mss);
+        if unacked >= 2 * mss {
+            if c.has(F_ACK_NOW) || !self.tcp.rx_full || unacked >= (c.rcv_buf / 4).max(4 * mss) {
                 c.flags |= F_ACK_NOW;
+                return;
             }
-        } else if c.t_delack == Instant::MAX {
-            c.t_delack = now + delack;
+            // More of this burst's stream is waiting in the driver: one ACK at the end of the
+            // receive pass covers it (bounded by the delayed-ACK timer).
+            if !c.has(F_ACK_DEFER) {
+                c.flags |= F_ACK_DEFER;
+                self.tcp.ack_deferred.push(idx);
+            }
+        }
+        if c.t_delack == Instant::MAX {
+            c.t_delack = now + Duration::from_millis(delack_ms);
         }
     }
 
