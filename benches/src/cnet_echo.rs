@@ -47,6 +47,11 @@ pub struct CopyPort {
 }
 
 impl CopyPort {
+    /// The wire this end is on (its counters).
+    pub fn wire(&self) -> std::cell::Ref<'_, Wire> {
+        self.wire.borrow()
+    }
+
     /// A connected pair, `a` (client side) first.
     pub fn pair(mac_a: MacAddr, mac_b: MacAddr) -> (CopyPort, CopyPort) {
         let wire = Wire::shared();

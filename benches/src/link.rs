@@ -42,7 +42,16 @@ pub struct Wire {
     rings: [Ring; 2],
     /// Frames dropped because a ring was full, or longer than a slot.
     pub dropped: u64,
+    /// Frames pushed by each side, and of those the ones of at most [`SMALL_FRAME`] bytes (on
+    /// bulk TCP the receiver's pure ACKs: no payload, headers and options only).
+    pub pushed: [u64; 2],
+    /// See `pushed`.
+    pub small: [u64; 2],
 }
+
+/// Largest frame counted as small in [`Wire::small`]: Ethernet, IPv4 and a TCP header with 40
+/// bytes of options is 94 bytes; the smallest data segment here is far larger.
+pub const SMALL_FRAME: usize = 128;
 
 impl core::fmt::Debug for Wire {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -59,6 +68,8 @@ impl Wire {
         Rc::new(RefCell::new(Wire {
             rings: [Ring::new(), Ring::new()],
             dropped: 0,
+            pushed: [0; 2],
+            small: [0; 2],
         }))
     }
 
@@ -81,6 +92,8 @@ impl Wire {
         r.data[slot * SLOT_BYTES..slot * SLOT_BYTES + frame.len()].copy_from_slice(frame);
         r.lens[slot] = frame.len() as u16;
         r.tail += 1;
+        self.pushed[side & 1] += 1;
+        self.small[side & 1] += u64::from(frame.len() <= SMALL_FRAME);
         true
     }
 

@@ -41,6 +41,11 @@ pub struct CopyDevice {
 }
 
 impl CopyDevice {
+    /// The wire this end is on (its counters).
+    pub fn wire(&self) -> std::cell::Ref<'_, Wire> {
+        self.wire.borrow()
+    }
+
     /// A connected pair of devices.
     pub fn pair() -> (CopyDevice, CopyDevice) {
         let wire = Wire::shared();

@@ -73,12 +73,21 @@ pub struct BulkResult {
     pub secs: f64,
     /// Loop steps of the timed part.
     pub steps: u64,
+    /// Frames the receiver sent in the timed part.
+    pub server_frames: u64,
+    /// Of those, pure ACKs (no payload).
+    pub acks: u64,
 }
 
 impl BulkResult {
     /// Goodput in Gbit/s on one core (both stacks and the link share it).
     pub fn gbps(&self) -> f64 {
         self.bytes as f64 * 8.0 / self.secs / 1e9
+    }
+
+    /// Pure ACKs the receiver sent per GiB received.
+    pub fn acks_per_gib(&self) -> f64 {
+        self.acks as f64 * (1u64 << 30) as f64 / self.bytes as f64
     }
 }
 
@@ -322,6 +331,12 @@ impl CnetBulk {
         Ok(steps)
     }
 
+    /// Frames the server (receiver) has sent so far, and of those the small ones (pure ACKs).
+    pub fn server_frames(&self) -> (u64, u64) {
+        let w = self.pair.server.port.wire();
+        (w.pushed[1], w.small[1])
+    }
+
     /// The connection's state on both ends, for the report.
     pub fn info(&self) -> String {
         let c = self.pair.client.stack.tcp_info(self.client);
@@ -487,6 +502,12 @@ impl SmoltcpBulk {
         )
     }
 
+    /// Frames the server (receiver) has sent so far, and of those the small ones (pure ACKs).
+    pub fn server_frames(&self) -> (u64, u64) {
+        let w = self.server.dev.wire();
+        (w.pushed[1], w.small[1])
+    }
+
     /// Transfers `n` more bytes; returns loop steps.
     pub fn transfer(&mut self, n: u64) -> anyhow::Result<u64> {
         let target = self.received + n;
@@ -568,18 +589,30 @@ impl Bulk {
         }
     }
 
+    /// Frames the server (receiver) has sent so far, and of those the small ones (pure ACKs).
+    pub fn server_frames(&self) -> (u64, u64) {
+        match self {
+            Bulk::Cnet(b) => b.server_frames(),
+            Bulk::Smoltcp(b) => b.server_frames(),
+        }
+    }
+
     /// Warm-up, then the timed transfer.
     pub fn run(&mut self, cfg: &BulkConfig) -> anyhow::Result<BulkResult> {
         if cfg.warmup > 0 {
             self.transfer(cfg.warmup)?;
         }
+        let (f0, a0) = self.server_frames();
         let t = std::time::Instant::now();
         let steps = self.transfer(cfg.bytes)?;
         let secs = t.elapsed().as_secs_f64();
+        let (f1, a1) = self.server_frames();
         Ok(BulkResult {
             bytes: cfg.bytes,
             secs,
             steps,
+            server_frames: f1 - f0,
+            acks: a1 - a0,
         })
     }
 }

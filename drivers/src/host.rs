@@ -63,6 +63,8 @@ impl<P: Port> Host<P> {
             self.stack.process_rx(&mut self.rx, now);
             stats.tx += self.flush(now)?;
         }
+        // End of the receive pass: ACKs the stack held back for full bursts go out now.
+        self.stack.tcp_rx_done();
         // After a burst the stack was flushed at this `now` already: again only if work is left
         // (or frames wait in the host's batch).
         if stats.rx == 0 || !self.tx.is_empty() || self.stack.tx_work_pending() {

@@ -10,7 +10,7 @@
 //! connect, `--warmup` bytes untimed, then `--bytes` timed. Output, one record per line:
 //!
 //! ```text
-//! run variant=cnet run=1 bytes=.. secs=.. gbps=.. steps=..
+//! run variant=cnet run=1 bytes=.. secs=.. gbps=.. steps=.. acks_per_gib=.. (receiver's pure ACKs)
 //! result variant=cnet runs=3 median_gbps=..
 //! ratio cnet_over_smoltcp=.. cnet_ts_over_smoltcp=.. goal=3 goal_met=yes|no
 //! ```
@@ -90,11 +90,12 @@ fn main() -> Result<()> {
             let mut b = Bulk::new(v, &cfg)?;
             let r = b.run(&cfg).with_context(|| format!("{v} run {run}"))?;
             println!(
-                "run variant={v} run={run} bytes={} secs={:.4} gbps={:.3} steps={} info={}",
+                "run variant={v} run={run} bytes={} secs={:.4} gbps={:.3} steps={} acks_per_gib={:.0} info={}",
                 r.bytes,
                 r.secs,
                 r.gbps(),
                 r.steps,
+                r.acks_per_gib(),
                 match &b {
                     Bulk::Cnet(c) => c.info().replace(' ', ","),
                     Bulk::Smoltcp(_) => "-".into(),

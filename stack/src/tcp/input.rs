@@ -4,6 +4,13 @@
 //! then, for a connection, the steps of 3.10.7.4: sequence number check (with PAWS, RFC 7323
 //! 5.3), RST (RFC 5961 3), SYN (RFC 5961 4), ACK (RFC 5961 5), text, FIN. Output is not sent
 //! here: touched connections are flushed once at the end of the burst.
+//!
+//! ACK policy (RFC 9293 3.8.6.3, RFC 1122 4.2.3.2, RFC 5681 4.2): out-of-order, gap-filling,
+//! duplicate and out-of-window segments are acknowledged at once (at the end of their burst);
+//! in-order data at least every second full-sized segment, i.e. once per burst that carries two
+//! or more (one ACK covers the burst's segments), except that a full burst (the driver has more)
+//! leaves that ACK to the end of the receive pass ([`Stack::tcp_rx_done`], called by the host
+//! after its last burst), bounded by a quarter of the receive buffer and the delayed-ACK timer.
 
 use super::reassembly::Insert;
 use super::wire::{self, flags, SegmentOptions, TcpParseError};
@@ -45,10 +52,45 @@ pub(crate) const DUPTHRESH: u32 = 3;
 impl Stack {
     /// TCP input for a sub-burst; touched connections emit their output at the end.
     pub(crate) fn tcp_input(&mut self, batch: &mut L4Batch, now: Instant) {
+        self.tcp.rx_full = batch.is_full();
         for p in batch.drain(..) {
             self.tcp_segment(p, now);
         }
+        if !self.tcp.rx_full {
+            self.tcp_release_acks();
+        }
+        self.tcp.rx_full = false;
         self.tcp_flush(now);
+    }
+
+    /// End of a receive pass (the driver has no more frames for now, or its budget is spent):
+    /// ACKs held back by full bursts are sent with the next flush. Call after the last
+    /// [`Stack::process_rx`] of a poll; a caller that never does still gets them at the next
+    /// burst that is not full, or at the delayed-ACK timer.
+    pub fn tcp_rx_done(&mut self) {
+        if !self.tcp.ack_deferred.is_empty() {
+            self.tcp_release_acks();
+        }
+    }
+
+    /// Turns held ACKs into owed ones (`F_ACK_NOW`) unless something else acknowledged the data
+    /// meanwhile.
+    fn tcp_release_acks(&mut self) {
+        let mut list = core::mem::take(&mut self.tcp.ack_deferred);
+        for idx in list.drain(..) {
+            let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
+                continue;
+            };
+            if !c.has(F_ACK_DEFER) {
+                continue;
+            }
+            c.flags &= !F_ACK_DEFER;
+            if c.last_ack_sent != c.rcv_nxt {
+                c.flags |= F_ACK_NOW;
+                self.tcp.touch(idx);
+            }
+        }
+        self.tcp.ack_deferred = list;
     }
 
     fn tcp_checksum_ok(&self, p: &L4Packet) -> bool {
@@ -711,6 +753,19 @@ impl Stack {
                 c.probes = 0;
             }
         }
+        // Header prediction for the receiver of a one-way transfer: nothing outstanding, the
+        // segment repeats SND.UNA and carries no SACK blocks, no recovery, loss probe or RACK
+        // timer pending. Everything below would find nothing to do (no duplicate ACK without
+        // flight, no blocks, RACK and recovery return at once with SND.UNA = SND.MAX).
+        if seg.ack == c.snd_una
+            && c.snd_una == c.snd_max
+            && seg.opts.sack.is_empty()
+            && c.flags & (F_RECOVERY | F_TLP) == 0
+            && c.t_rack == Instant::MAX
+            && c.rack.tlp_end_seq.is_none()
+        {
+            return;
+        }
         // RFC 2883 4: the first block is a D-SACK when it lies below the cumulative ACK or
         // inside the second block.
         let mut blocks = &seg.opts.sack[..];
@@ -1110,15 +1165,29 @@ impl Stack {
     /// Delayed ACK (RFC 9293 3.8.6.3, RFC 5681 4.2): at least every second full-sized segment,
     /// at most `tcp_delack_ms` later; quick-ack mode acknowledges the first segments at once.
     fn tcp_schedule_ack(&mut self, idx: u32, now: Instant) {
-        let delack = Duration::from_millis(self.cfg.tcp_delack_ms);
+        let delack_ms = self.cfg.tcp_delack_ms;
         let c = &mut self.tcp.conns[idx as usize];
         if c.quickack > 0 {
             c.quickack -= 1;
             c.flags |= F_ACK_NOW;
-        } else if c.rcv_nxt.wrapping_sub(c.last_ack_sent) >= 2 * u32::from(c.rcv_mss) {
-            c.flags |= F_ACK_NOW;
-        } else if c.t_delack == Instant::MAX {
-            c.t_delack = now + delack;
+            return;
+        }
+        let unacked = c.rcv_nxt.wrapping_sub(c.last_ack_sent);
+        let mss = u32::from(c.rcv_mss);
+        if unacked >= 2 * mss {
+            if c.has(F_ACK_NOW) || !self.tcp.rx_full || unacked >= (c.rcv_buf / 4).max(4 * mss) {
+                c.flags |= F_ACK_NOW;
+                return;
+            }
+            // More of this burst's stream is waiting in the driver: one ACK at the end of the
+            // receive pass covers it (bounded by the delayed-ACK timer).
+            if !c.has(F_ACK_DEFER) {
+                c.flags |= F_ACK_DEFER;
+                self.tcp.ack_deferred.push(idx);
+            }
+        }
+        if c.t_delack == Instant::MAX {
+            c.t_delack = now + Duration::from_millis(delack_ms);
         }
     }
 

@@ -377,6 +377,9 @@ pub(crate) const F_APP_EV: u32 = 1 << 30;
 pub(crate) const F_MEM_CLAMP: u32 = 1 << 17;
 /// Closed by the application while the connection still had work (counted in `orphans`).
 pub(crate) const F_ORPHAN: u32 = 1 << 18;
+/// An ACK is owed for in-order data of a full receive burst and held in `TcpTable::ack_deferred`
+/// until the receive pass ends (see `Stack::tcp_schedule_ack`).
+pub(crate) const F_ACK_DEFER: u32 = 1 << 19;
 
 const NONE: u32 = u32::MAX;
 
@@ -536,6 +539,12 @@ pub(crate) struct TcpTable {
     pub mem: memory::TcpMem,
     /// Connections closed by the application with work left (Linux orphans).
     pub orphans: usize,
+    /// The TCP sub-burst being processed is full ([`crate::BURST`] segments): the driver likely
+    /// has more, so ACKs owed only by the every-second-segment rule wait for the end of the
+    /// receive pass.
+    pub rx_full: bool,
+    /// Connections with `F_ACK_DEFER`, each at most once per pass (see `rx_full`).
+    pub ack_deferred: Vec<u32>,
 }
 
 impl TcpTable {
@@ -558,6 +567,8 @@ impl TcpTable {
             app_listeners: Vec::new(),
             mem: memory::TcpMem::default(),
             orphans: 0,
+            rx_full: false,
+            ack_deferred: Vec::new(),
         }
     }
 
@@ -621,6 +632,8 @@ impl TcpTable {
         self.mem.holders = 0;
         self.mem.pressure = false;
         self.orphans = 0;
+        self.rx_full = false;
+        self.ack_deferred.clear();
         self.by_tuple.clear();
         self.listeners.clear();
         self.by_local.clear();

@@ -169,3 +169,85 @@ fn small_writes_coalesce_into_one_segment() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].data, b"bcbcbcbcbcbcbcbcbcbc");
 }
+
+/// Sends `n` in-order segments of `len` bytes from B in one burst; returns A's answer.
+fn burst(p: &mut Peer, n: usize, len: usize) -> Vec<S> {
+    let mut segs = Vec::new();
+    for _ in 0..n {
+        let s = p.seg(ACK, &vec![3; len]);
+        p.seq = p.seq.wrapping_add(len as u32);
+        segs.push(s);
+    }
+    p.send(&segs)
+}
+
+#[test]
+fn one_ack_per_burst_and_full_bursts_wait_for_the_end_of_the_receive_pass() {
+    let mut p = Peer::new();
+    let h = p.accept();
+    for _ in 0..16 {
+        assert_eq!(p.push(p.seg(ACK, &[1; 100])).len(), 1, "quick-ack");
+    }
+    // A burst that is not full: its in-order segments get one ACK covering all of them.
+    let out = burst(&mut p, 10, 1460);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].ack, p.seq);
+    p.recv_all(h);
+    p.poll(); // the window update, if the read opened the window enough
+              // A full burst (the driver may have more): the ACK waits for the end of the pass...
+    let out = burst(&mut p, crate::BURST, 200);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(p.poll().is_empty());
+    // ... which the host signals after its last burst.
+    p.s.tcp_rx_done();
+    let out = p.poll();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].ack, p.seq);
+    p.recv_all(h);
+    p.poll(); // the window update, if the read opened the window enough
+              // Without that signal: the next burst that is not full, here a single segment.
+    assert!(burst(&mut p, crate::BURST, 200).is_empty());
+    let out = burst(&mut p, 1, 100);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].ack, p.seq);
+    p.recv_all(h);
+    p.poll(); // the window update, if the read opened the window enough
+              // Or, with nothing more arriving, the delayed-ACK timer.
+    assert!(burst(&mut p, crate::BURST, 200).is_empty());
+    let out = p.advance(40);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].ack, p.seq);
+    p.recv_all(h);
+    p.poll(); // the window update, if the read opened the window enough
+              // Held data is bounded: past a quarter of the receive buffer (here the 64 KiB window
+              // without scaling) the burst's ACK goes at once, at its end.
+    let out = burst(&mut p, crate::BURST, 500);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].ack, p.seq);
+    p.s.tcp_rx_done();
+    assert!(p.poll().is_empty(), "nothing left to acknowledge");
+    assert_eq!(p.recv_all(h).len(), 64 * 500);
+}
+
+#[test]
+fn a_full_burst_with_a_gap_is_acknowledged_at_once() {
+    let mut p = Peer::new();
+    let _h = p.accept();
+    for _ in 0..16 {
+        assert_eq!(p.push(p.seg(ACK, &[1; 100])).len(), 1, "quick-ack");
+    }
+    let acked = p.seq;
+    let mut segs = Vec::new();
+    for i in 0..crate::BURST {
+        let s = p.seg(ACK, &[4; 500]);
+        p.seq = p.seq.wrapping_add(500);
+        if i != 1 {
+            segs.push(s);
+        }
+    }
+    let out = p.send(&segs[..crate::BURST - 1]);
+    // RFC 5681 4.2: out-of-order data is acknowledged without delay (one duplicate ACK for
+    // the burst, at its end).
+    assert!(!out.is_empty(), "{out:?}");
+    assert!(out.iter().all(|s| s.ack == acked + 500), "{out:?}");
+}
