@@ -1080,9 +1080,18 @@ impl Stack {
             return Err((TcpSendError::PoolEmpty, frame));
         }
         self.tcp_queue_frame(idx, frame);
+        self.tcp_mark_push(idx);
         self.tcp_output(idx, now);
         self.tcp_mem_sync(idx);
         Ok(())
+    }
+
+    /// Marks the end of an application write: the segment holding its last byte carries PSH
+    /// (RFC 9293 3.9.1; Linux `tcp_push` marks the tail skb of each `sendmsg`).
+    fn tcp_mark_push(&mut self, idx: u32) {
+        if let Some(t) = self.tcp.conns[idx as usize].sndq.segs.back_mut() {
+            t.flags |= sack::PUSH;
+        }
     }
 
     /// Appends a frame to the send queue: merges small frames into an unsent tail, splits frames
@@ -1095,7 +1104,7 @@ impl Stack {
         if let Some(t) = c.sndq.segs.back_mut() {
             let t_end = t.off as usize + t.len as usize;
             if seq_ge(t.seq, c.snd_max)
-                && t.flags == 0
+                && t.flags & !sack::PUSH == 0
                 && self.pool.refs(&t.frame) == 1
                 && t.len as usize + len <= mss
                 && t_end + len <= self.pool.frame_size()
@@ -1108,6 +1117,7 @@ impl Stack {
                         .copy_between(&frame, 0, &t.frame, t.len as usize, len);
                     debug_assert!(ok, "both ranges are inside their windows");
                     t.len += len as u16;
+                    t.flags &= !sack::PUSH;
                     c.snd_end = c.snd_end.wrapping_add(len as u32);
                     self.pool.free(frame);
                     return;
@@ -1211,6 +1221,9 @@ impl Stack {
         }
         if taken == 0 && want > 0 {
             return Err(TcpSendError::PoolEmpty);
+        }
+        if taken > 0 {
+            self.tcp_mark_push(idx);
         }
         self.tcp_output(idx, now);
         self.tcp_mem_sync(idx);
