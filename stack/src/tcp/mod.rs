@@ -216,6 +216,9 @@ pub struct TcpOpts {
     pub snd_buf: u32,
     /// Receive buffer in bytes; `0` takes the stack default.
     pub rcv_buf: u32,
+    /// Largest segment to send and to announce in the SYN (Linux `TCP_MAXSEG`, clamped to
+    /// 88..); `0`: from the interface MTU.
+    pub mss: u16,
 }
 
 impl Default for TcpOpts {
@@ -226,6 +229,7 @@ impl Default for TcpOpts {
             keepalive: None,
             snd_buf: 0,
             rcv_buf: 0,
+            mss: 0,
         }
     }
 }
@@ -878,6 +882,11 @@ impl Stack {
         let ts_offset = isn::ts_offset(&self.tcp.key, local, remote);
         let mss =
             (self.iface.mtu.saturating_sub(IPV4_HLEN + wire::TCP_HLEN)).clamp(88, 65495) as u16;
+        let mss = if opts.mss != 0 {
+            mss.min(opts.mss.max(88))
+        } else {
+            mss
+        };
         let rcv_buf = opts.rcv_buf.max(4 * u32::from(mss));
         let mut flags = F_IN_MAP;
         if opts.nodelay {
