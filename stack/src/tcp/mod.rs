@@ -784,6 +784,16 @@ impl Stack {
         }
     }
 
+    /// Replaces the options the listener gives the connections it accepts from now on (a
+    /// socket option set on a listening socket, as Linux's children inherit them).
+    pub fn tcp_listener_set_opts(&mut self, l: TcpListener, opts: TcpOpts) -> bool {
+        if self.listener(l).is_none() {
+            return false;
+        }
+        self.tcp.listeners[l.idx as usize].opts = opts;
+        true
+    }
+
     /// The listener's local address.
     pub fn tcp_listener_addr(&self, l: TcpListener) -> Option<SocketAddrV4> {
         self.listener(l).map(|x| x.local)

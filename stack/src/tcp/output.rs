@@ -530,6 +530,7 @@ impl Stack {
             }
         }
         // 2. New data (and, after an RTO, everything from SND.UNA again).
+        let push_cwnd = self.cfg.tcp_push_cwnd_limited;
         let mut budget = 4096usize;
         loop {
             budget -= 1;
@@ -613,7 +614,13 @@ impl Stack {
             // PSH (RFC 9293 3.9.1): on the segment that ends a write, and on one that empties
             // the send buffer.
             let ends_write = seg_push && seq.wrapping_add(n) == seg_end;
-            let fl = if ends_write || (last && seq.wrapping_add(n) == c.snd_end) {
+            let end = seq.wrapping_add(n);
+            let cwnd_ends = push_cwnd
+                && !probe
+                && !seq_lt(seq, c.snd_max)
+                && end != c.snd_end
+                && flight + n + c.snd_end.wrapping_sub(end).min(u32::from(mss)) > c.cc.cwnd;
+            let fl = if ends_write || cwnd_ends || (last && seq.wrapping_add(n) == c.snd_end) {
                 flags::ACK | flags::PSH
             } else {
                 flags::ACK

@@ -1313,6 +1313,9 @@ unsafe extern "C" fn pd_setsockopt(
                 return err(libc::EINVAL);
             }
             so.opts.mss = ival as u16;
+            if let Kind::Listener(l) = so.kind {
+                w.stack.tcp_listener_set_opts(l, so.opts);
+            }
             0
         }
         (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => {
