@@ -455,6 +455,8 @@ pub(crate) struct Conn {
     /// When the oldest unacknowledged data went out with no ACK of new data since (RFC 5482
     /// user timeout), or `Instant::MAX` when nothing is outstanding.
     pub stalled_since: Instant,
+    /// This connection's user timeout in ms (Linux `TCP_USER_TIMEOUT`); 0: the stack's.
+    pub user_timeout_ms: u32,
     pub ooo: Box<OooQueue>,
     pub stats: Box<Stats>,
     pub rack: Box<rack::Rack>,
@@ -784,13 +786,13 @@ impl Stack {
         }
     }
 
-    /// Replaces the options the listener gives the connections it accepts from now on (a
-    /// socket option set on a listening socket, as Linux's children inherit them).
-    pub fn tcp_listener_set_opts(&mut self, l: TcpListener, opts: TcpOpts) -> bool {
+    /// Sets the MSS clamp (`TcpOpts::mss`) the listener gives the connections it accepts from
+    /// now on (Linux `TCP_MAXSEG` on a listening socket: its children inherit it).
+    pub fn tcp_listener_set_mss(&mut self, l: TcpListener, mss: u16) -> bool {
         if self.listener(l).is_none() {
             return false;
         }
-        self.tcp.listeners[l.idx as usize].opts = opts;
+        self.tcp.listeners[l.idx as usize].opts.mss = mss;
         true
     }
 
@@ -958,6 +960,7 @@ impl Stack {
             mem: 0,
             t_ooo: Instant::MAX,
             stalled_since: Instant::MAX,
+            user_timeout_ms: 0,
             ooo: Box::default(),
             stats: Box::default(),
             rack: Box::default(),
@@ -1454,6 +1457,14 @@ impl Stack {
     pub fn tcp_set_congestion(&mut self, h: TcpHandle, cc: Congestion) {
         if let Some(c) = self.tcp.get_mut(h) {
             c.cc.set_kind(cc);
+        }
+    }
+
+    /// Sets the connection's user timeout (RFC 5482; Linux `TCP_USER_TIMEOUT`): sent data
+    /// unacknowledged this long drops the connection. 0: the stack's `tcp_user_timeout_ms`.
+    pub fn tcp_set_user_timeout(&mut self, h: TcpHandle, ms: u32) {
+        if let Some(c) = self.tcp.get_mut(h) {
+            c.user_timeout_ms = ms;
         }
     }
 

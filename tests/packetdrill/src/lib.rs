@@ -534,15 +534,19 @@ unsafe extern "C" fn pd_accept(
             return err(libc::EINVAL);
         };
         let nonblock = so.nonblock;
-        let opts = so.opts;
+        let (opts, lowat, user_timeout) = (so.opts, so.notsent_lowat, so.user_timeout);
         if let Some(h) = w.stack.tcp_accept(l) {
             let nfd = new_fd();
             if nfd < 0 {
                 return -1;
             }
+            // Linux's children inherit the listener's options.
             let mut ns = Sock::new(false);
             ns.kind = Kind::Conn(h);
             ns.opts = opts;
+            ns.notsent_lowat = lowat;
+            ns.user_timeout = user_timeout;
+            w.stack.tcp_set_user_timeout(h, user_timeout);
             w.socks.insert(nfd, ns);
             if let Some((_, remote)) = w.stack.tcp_addrs(h) {
                 put_sockaddr(remote, addr, len);
@@ -600,6 +604,8 @@ unsafe extern "C" fn pd_connect(
                 Ok(h) => {
                     let so = w.socks.get_mut(&fd).unwrap();
                     so.kind = Kind::Conn(h);
+                    let ut = so.user_timeout;
+                    w.stack.tcp_set_user_timeout(h, ut);
                     w.flush();
                     if nonblock {
                         w.socks.get_mut(&fd).unwrap().connect_pending = true;
@@ -1314,7 +1320,7 @@ unsafe extern "C" fn pd_setsockopt(
             }
             so.opts.mss = ival as u16;
             if let Kind::Listener(l) = so.kind {
-                w.stack.tcp_listener_set_opts(l, so.opts);
+                w.stack.tcp_listener_set_mss(l, so.opts.mss);
             }
             0
         }
@@ -1330,6 +1336,16 @@ unsafe extern "C" fn pd_setsockopt(
         }
         (libc::IPPROTO_TCP, TCP_INQ) => {
             so.inq = ival != 0;
+            0
+        }
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => {
+            if ival < 0 {
+                return err(libc::EINVAL);
+            }
+            so.user_timeout = ival as u32;
+            if let Kind::Conn(h) = so.kind {
+                w.stack.tcp_set_user_timeout(h, ival as u32);
+            }
             0
         }
         (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
