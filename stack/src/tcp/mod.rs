@@ -1460,6 +1460,14 @@ impl Stack {
         }
     }
 
+    /// Sets the connection's send buffer (Linux `SO_SNDBUF` on a connected socket; at least
+    /// two segments). Data already queued beyond it stays; writes wait until it drains.
+    pub fn tcp_set_snd_buf(&mut self, h: TcpHandle, bytes: u32) {
+        if let Some(c) = self.tcp.get_mut(h) {
+            c.snd_buf = bytes.max(2 * u32::from(c.mss));
+        }
+    }
+
     /// Sets the connection's user timeout (RFC 5482; Linux `TCP_USER_TIMEOUT`): sent data
     /// unacknowledged this long drops the connection. 0: the stack's `tcp_user_timeout_ms`.
     pub fn tcp_set_user_timeout(&mut self, h: TcpHandle, ms: u32) {

@@ -874,7 +874,7 @@ unsafe extern "C" fn pd_recvmsg(
         };
         let space = libc::CMSG_SPACE(4) as usize;
         match inq {
-            Some(v) if !m.msg_control.is_null() && m.msg_controllen as usize >= space => {
+            Some(v) if !m.msg_control.is_null() && m.msg_controllen >= space => {
                 std::ptr::write_bytes(m.msg_control as *mut u8, 0, space);
                 let c = libc::CMSG_FIRSTHDR(m);
                 (*c).cmsg_len = libc::CMSG_LEN(4) as _;
@@ -1351,6 +1351,9 @@ unsafe extern "C" fn pd_setsockopt(
         (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
             // Linux doubles the value for its bookkeeping and takes at least 4608.
             so.opts.snd_buf = (ival.max(0) as u32).saturating_mul(2).max(4608);
+            if let Kind::Conn(h) = so.kind {
+                w.stack.tcp_set_snd_buf(h, so.opts.snd_buf);
+            }
             0
         }
         (libc::SOL_SOCKET, libc::SO_RCVBUF) => {
