@@ -118,6 +118,10 @@ pub struct StackConfig {
     /// stays unacknowledged (retransmitted, or probing a zero window) this long is dropped. 0
     /// (Linux's default) leaves it to `tcp_retries2`.
     pub tcp_user_timeout_ms: u64,
+    /// PSH also on the last segment of a burst that the congestion window ends (the rest of
+    /// the write waits for ACKs), as Linux's TSO packets carry it; off: PSH only where a write
+    /// ends or the send buffer empties (RFC 9293 3.9.1).
+    pub tcp_push_cwnd_limited: bool,
     /// Most orphans: connections closed by the application still sending or closing (Linux
     /// `tcp_max_orphans`); beyond it a closing connection is reset.
     pub tcp_max_orphans: usize,
@@ -178,6 +182,7 @@ impl StackConfig {
             pool_driver_frames: 0,
             tcp_ooo_timeout_ms: 30_000,
             tcp_user_timeout_ms: 0,
+            tcp_push_cwnd_limited: false,
             tcp_max_orphans: 4096,
             tcp_orphan_retries: 8,
             tcp_persist_timeout_ms: 0,

@@ -84,6 +84,7 @@ fn opts(inp: &mut Input<'_>) -> TcpOpts {
         }),
         snd_buf: [0, 1000, 4096, 65536][usize::from((b >> 3) & 3)],
         rcv_buf: [0, 1000, 4096, 65536][usize::from((b >> 5) & 3)],
+        mss: 0,
     }
 }
 

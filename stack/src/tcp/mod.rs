@@ -216,6 +216,9 @@ pub struct TcpOpts {
     pub snd_buf: u32,
     /// Receive buffer in bytes; `0` takes the stack default.
     pub rcv_buf: u32,
+    /// Largest segment to send and to announce in the SYN (Linux `TCP_MAXSEG`, clamped to
+    /// 88..); `0`: from the interface MTU.
+    pub mss: u16,
 }
 
 impl Default for TcpOpts {
@@ -226,6 +229,7 @@ impl Default for TcpOpts {
             keepalive: None,
             snd_buf: 0,
             rcv_buf: 0,
+            mss: 0,
         }
     }
 }
@@ -454,6 +458,8 @@ pub(crate) struct Conn {
     /// When the oldest unacknowledged data went out with no ACK of new data since (RFC 5482
     /// user timeout), or `Instant::MAX` when nothing is outstanding.
     pub stalled_since: Instant,
+    /// This connection's user timeout in ms (Linux `TCP_USER_TIMEOUT`); 0: the stack's.
+    pub user_timeout_ms: u32,
     pub ooo: Box<OooQueue>,
     pub stats: Box<Stats>,
     pub rack: Box<rack::Rack>,
@@ -793,6 +799,16 @@ impl Stack {
         }
     }
 
+    /// Sets the MSS clamp (`TcpOpts::mss`) the listener gives the connections it accepts from
+    /// now on (Linux `TCP_MAXSEG` on a listening socket: its children inherit it).
+    pub fn tcp_listener_set_mss(&mut self, l: TcpListener, mss: u16) -> bool {
+        if self.listener(l).is_none() {
+            return false;
+        }
+        self.tcp.listeners[l.idx as usize].opts.mss = mss;
+        true
+    }
+
     /// The listener's local address.
     pub fn tcp_listener_addr(&self, l: TcpListener) -> Option<SocketAddrV4> {
         self.listener(l).map(|x| x.local)
@@ -891,6 +907,11 @@ impl Stack {
         let ts_offset = isn::ts_offset(&self.tcp.key, local, remote);
         let mss =
             (self.iface.mtu.saturating_sub(IPV4_HLEN + wire::TCP_HLEN)).clamp(88, 65495) as u16;
+        let mss = if opts.mss != 0 {
+            mss.min(opts.mss.max(88))
+        } else {
+            mss
+        };
         let rcv_buf = opts.rcv_buf.max(4 * u32::from(mss));
         let mut flags = F_IN_MAP;
         if opts.nodelay {
@@ -952,6 +973,7 @@ impl Stack {
             mem: 0,
             t_ooo: Instant::MAX,
             stalled_since: Instant::MAX,
+            user_timeout_ms: 0,
             ooo: Box::default(),
             stats: Box::default(),
             rack: Box::default(),
@@ -1093,9 +1115,18 @@ impl Stack {
             return Err((TcpSendError::PoolEmpty, frame));
         }
         self.tcp_queue_frame(idx, frame);
+        self.tcp_mark_push(idx);
         self.tcp_output(idx, now);
         self.tcp_mem_sync(idx);
         Ok(())
+    }
+
+    /// Marks the end of an application write: the segment holding its last byte carries PSH
+    /// (RFC 9293 3.9.1; Linux `tcp_push` marks the tail skb of each `sendmsg`).
+    fn tcp_mark_push(&mut self, idx: u32) {
+        if let Some(t) = self.tcp.conns[idx as usize].sndq.segs.back_mut() {
+            t.flags |= sack::PUSH;
+        }
     }
 
     /// Appends a frame to the send queue: merges small frames into an unsent tail, splits frames
@@ -1108,7 +1139,7 @@ impl Stack {
         if let Some(t) = c.sndq.segs.back_mut() {
             let t_end = t.off as usize + t.len as usize;
             if seq_ge(t.seq, c.snd_max)
-                && t.flags == 0
+                && t.flags & !sack::PUSH == 0
                 && self.pool.refs(&t.frame) == 1
                 && t.len as usize + len <= mss
                 && t_end + len <= self.pool.frame_size()
@@ -1121,6 +1152,7 @@ impl Stack {
                         .copy_between(&frame, 0, &t.frame, t.len as usize, len);
                     debug_assert!(ok, "both ranges are inside their windows");
                     t.len += len as u16;
+                    t.flags &= !sack::PUSH;
                     c.snd_end = c.snd_end.wrapping_add(len as u32);
                     self.pool.free(frame);
                     return;
@@ -1224,6 +1256,9 @@ impl Stack {
         }
         if taken == 0 && want > 0 {
             return Err(TcpSendError::PoolEmpty);
+        }
+        if taken > 0 {
+            self.tcp_mark_push(idx);
         }
         self.tcp_output(idx, now);
         self.tcp_mem_sync(idx);
@@ -1435,6 +1470,22 @@ impl Stack {
     pub fn tcp_set_congestion(&mut self, h: TcpHandle, cc: Congestion) {
         if let Some(c) = self.tcp.get_mut(h) {
             c.cc.set_kind(cc);
+        }
+    }
+
+    /// Sets the connection's send buffer (Linux `SO_SNDBUF` on a connected socket; at least
+    /// two segments). Data already queued beyond it stays; writes wait until it drains.
+    pub fn tcp_set_snd_buf(&mut self, h: TcpHandle, bytes: u32) {
+        if let Some(c) = self.tcp.get_mut(h) {
+            c.snd_buf = bytes.max(2 * u32::from(c.mss));
+        }
+    }
+
+    /// Sets the connection's user timeout (RFC 5482; Linux `TCP_USER_TIMEOUT`): sent data
+    /// unacknowledged this long drops the connection. 0: the stack's `tcp_user_timeout_ms`.
+    pub fn tcp_set_user_timeout(&mut self, h: TcpHandle, ms: u32) {
+        if let Some(c) = self.tcp.get_mut(h) {
+            c.user_timeout_ms = ms;
         }
     }
 

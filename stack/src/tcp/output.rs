@@ -416,12 +416,17 @@ impl Stack {
         now: Instant,
         recovery: bool,
     ) -> bool {
-        let (seq, len) = {
+        let (seq, len, fl) = {
             let s = &self.tcp.conns[idx as usize].sndq.segs[i];
-            (s.seq, u32::from(s.len))
+            let fl = if s.flags & sack::PUSH != 0 {
+                flags::ACK | flags::PSH
+            } else {
+                flags::ACK
+            };
+            (s.seq, u32::from(s.len), fl)
         };
         let p = self.tcp_payload(idx, i, seq, len);
-        if !self.tcp_emit(idx, seq, flags::ACK, Some(p), now) {
+        if !self.tcp_emit(idx, seq, fl, Some(p), now) {
             return false;
         }
         let c = &mut self.tcp.conns[idx as usize];
@@ -467,6 +472,7 @@ impl Stack {
             flags: s.flags & !sack::COALESCED,
         };
         s.len = at;
+        s.flags &= !sack::PUSH;
         if s.flags & sack::SACKED != 0 {
             // Both halves stay SACKed: the byte count is unchanged.
         }
@@ -524,6 +530,7 @@ impl Stack {
             }
         }
         // 2. New data (and, after an RTO, everything from SND.UNA again).
+        let push_cwnd = self.cfg.tcp_push_cwnd_limited;
         let mut budget = 4096usize;
         loop {
             budget -= 1;
@@ -559,6 +566,7 @@ impl Stack {
             let s = &c.sndq.segs[i];
             let mut n = s.end().wrapping_sub(c.snd_nxt).min(u32::from(mss));
             let last = i + 1 == c.sndq.segs.len();
+            let (seg_end, seg_push) = (s.end(), s.flags & sack::PUSH != 0);
             let flight = if recovery && sack_on {
                 pipe
             } else {
@@ -603,7 +611,16 @@ impl Stack {
             }
             let seq = c.snd_nxt;
             let retrans = seq_lt(seq, c.snd_max);
-            let fl = if last && seq.wrapping_add(n) == c.snd_end {
+            // PSH (RFC 9293 3.9.1): on the segment that ends a write, and on one that empties
+            // the send buffer.
+            let ends_write = seg_push && seq.wrapping_add(n) == seg_end;
+            let end = seq.wrapping_add(n);
+            let cwnd_ends = push_cwnd
+                && !probe
+                && !seq_lt(seq, c.snd_max)
+                && end != c.snd_end
+                && flight + n + c.snd_end.wrapping_sub(end).min(u32::from(mss)) > c.cc.cwnd;
+            let fl = if ends_write || cwnd_ends || (last && seq.wrapping_add(n) == c.snd_end) {
                 flags::ACK | flags::PSH
             } else {
                 flags::ACK

@@ -25,6 +25,10 @@ pub(crate) const LOST: u8 = 4;
 pub(crate) const SENT: u8 = 8;
 /// The payload lives in a frame shared with other entries (`memory::tcp_coalesce_copy`).
 pub(crate) const COALESCED: u8 = 16;
+/// The last byte of an application write (RFC 9293 3.9.1 PUSH): the segment ending here carries
+/// PSH, first transmission or retransmission, as Linux's per-skb PSH. A split keeps it on the
+/// tail; data appended by a later write takes it away (the new write's end is marked instead).
+pub(crate) const PUSH: u8 = 32;
 
 /// A SACK block the sender may act on: non-empty, starting strictly above the cumulative ACK
 /// (a block at or below it is a D-SACK, RFC 2883, or a receiver that reneged or lies: data

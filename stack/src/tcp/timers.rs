@@ -267,7 +267,10 @@ impl Stack {
         } else {
             now.saturating_duration_since(c.stalled_since)
         };
-        let user = self.cfg.tcp_user_timeout_ms;
+        let user = match c.user_timeout_ms {
+            0 => self.cfg.tcp_user_timeout_ms,
+            ms => u64::from(ms),
+        };
         let persist = self.cfg.tcp_persist_timeout_ms;
         let reason = if user > 0 && stalled >= Duration::from_millis(user) {
             Some(Event::TcpUserTimeouts)

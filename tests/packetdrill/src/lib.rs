@@ -39,6 +39,16 @@ const OUR_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
 const PEER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
 /// Linux's `TCP_CC_INFO` option number.
 const TCP_CC_INFO: c_int = 26;
+/// Linux's `TCP_INQ` option number.
+const TCP_INQ: c_int = 36;
+/// Linux's `TCP_CM_INQ` control message type (= `TCP_INQ`).
+const TCP_CM_INQ: c_int = TCP_INQ;
+/// Linux's `SO_MEMINFO` option number and its array length.
+const SO_MEMINFO: c_int = 55;
+const SK_MEMINFO_VARS: usize = 9;
+/// `struct tcp_info` as far as packetdrill's copy of it goes (Linux 6.x, with the accurate-ECN
+/// counters); cnet fills the first 248 bytes, the rest reads 0.
+const TCP_INFO_LEN: usize = 320;
 /// Virtual clock origin (microseconds): any fixed value; this one reads as a plausible date.
 const T0: u64 = 1_700_000_000_000_000;
 
@@ -65,6 +75,15 @@ struct Sock {
     dead: i32,
     shut_rd: bool,
     shut_wr: bool,
+    /// `TCP_NOTSENT_LOWAT` (0: unset, Linux's sysctl default of "no limit" applies).
+    notsent_lowat: u32,
+    /// `TCP_CORK`, `TCP_INQ`, `TCP_USER_TIMEOUT` (ms): remembered and reported back.
+    cork: bool,
+    inq: bool,
+    user_timeout: u32,
+    /// Bytes the application has read: with what is pending, the bytes ever received (edge-
+    /// triggered epoll reports new data by it).
+    read_total: u64,
 }
 
 impl Sock {
@@ -79,6 +98,11 @@ impl Sock {
             dead: 0,
             shut_rd: false,
             shut_wr: false,
+            notsent_lowat: 0,
+            cork: false,
+            inq: false,
+            user_timeout: 0,
+            read_total: 0,
         }
     }
 }
@@ -92,6 +116,18 @@ struct World {
     next_port: u16,
     /// Consecutive `netdev_receive` calls that found nothing to return.
     idle_receives: u32,
+    /// Epoll instances (an eventfd each, like the sockets) and their interest lists.
+    epolls: HashMap<c_int, Vec<EpEntry>>,
+}
+
+/// One file in an epoll interest list.
+struct EpEntry {
+    fd: c_int,
+    events: u32,
+    data: u64,
+    /// Edge-triggered bookkeeping: the events reported last, and the bytes ever received then.
+    reported: u32,
+    rx_seen: u64,
 }
 
 /// The library's state, behind packetdrill's `userdata`.
@@ -249,7 +285,12 @@ impl World {
                 if s.dead != 0 || st == TcpState::Closed || (fin && s.shut_wr) {
                     ev |= libc::POLLHUP | libc::POLLIN | libc::POLLRDNORM | libc::POLLRDHUP;
                 }
-                let writable = connected && self.stack.tcp_can_send(h) > 0;
+                let lowat_ok = s.notsent_lowat == 0
+                    || self
+                        .stack
+                        .tcp_info(h)
+                        .is_none_or(|i| i.send_queued.saturating_sub(i.unacked) < s.notsent_lowat);
+                let writable = connected && self.stack.tcp_can_send(h) > 0 && lowat_ok;
                 // A shut-down or dead socket is "writable": the write fails at once.
                 if writable || s.shut_wr || s.dead != 0 {
                     ev |= libc::POLLOUT | libc::POLLWRNORM;
@@ -285,8 +326,9 @@ impl Shared {
     /// A stack at `local` with `remote` as a permanent neighbour, under Linux's defaults.
     pub fn new(local: Ipv4Addr, remote: Ipv4Addr) -> Shared {
         let cfg = linux_profile(StackConfig::new(OUR_MAC));
-        let pool =
-            Pool::new(16384, Pool::DEFAULT_FRAME_SIZE, Pool::DEFAULT_HEADROOM).expect("frame pool");
+        // 16 KiB frames: packetdrill injects GRO-sized segments (several MSS in one packet).
+        // The memory is zero-allocated, so only frames in use cost pages.
+        let pool = Pool::new(16384, 16384, Pool::DEFAULT_HEADROOM).expect("frame pool");
         let mut stack = Stack::new(cfg, pool);
         let t = Instant::from_micros(T0);
         stack.apply_config(
@@ -331,6 +373,7 @@ impl Shared {
                 local,
                 next_port: 40000,
                 idle_receives: 0,
+                epolls: HashMap::new(),
             }),
             cv: Condvar::new(),
         }
@@ -394,7 +437,7 @@ unsafe extern "C" fn pd_free(ud: *mut c_void) {
     if !ud.is_null() {
         let s = Box::from_raw(ud as *mut Shared);
         let w = s.lock();
-        for fd in w.socks.keys() {
+        for fd in w.socks.keys().chain(w.epolls.keys()) {
             libc::close(*fd);
         }
     }
@@ -491,15 +534,19 @@ unsafe extern "C" fn pd_accept(
             return err(libc::EINVAL);
         };
         let nonblock = so.nonblock;
-        let opts = so.opts;
+        let (opts, lowat, user_timeout) = (so.opts, so.notsent_lowat, so.user_timeout);
         if let Some(h) = w.stack.tcp_accept(l) {
             let nfd = new_fd();
             if nfd < 0 {
                 return -1;
             }
+            // Linux's children inherit the listener's options.
             let mut ns = Sock::new(false);
             ns.kind = Kind::Conn(h);
             ns.opts = opts;
+            ns.notsent_lowat = lowat;
+            ns.user_timeout = user_timeout;
+            w.stack.tcp_set_user_timeout(h, user_timeout);
             w.socks.insert(nfd, ns);
             if let Some((_, remote)) = w.stack.tcp_addrs(h) {
                 put_sockaddr(remote, addr, len);
@@ -557,6 +604,8 @@ unsafe extern "C" fn pd_connect(
                 Ok(h) => {
                     let so = w.socks.get_mut(&fd).unwrap();
                     so.kind = Kind::Conn(h);
+                    let ut = so.user_timeout;
+                    w.stack.tcp_set_user_timeout(h, ut);
                     w.flush();
                     if nonblock {
                         w.socks.get_mut(&fd).unwrap().connect_pending = true;
@@ -624,6 +673,9 @@ unsafe fn recv_iov(s: &Shared, fd: c_int, iov: &[libc::iovec], flags: c_int) -> 
                 };
                 let n = w.stack.tcp_recv_slice(h, buf);
                 total += n;
+                if let Some(so) = w.socks.get_mut(&fd) {
+                    so.read_total += n as u64;
+                }
                 if n < v.iov_len {
                     break;
                 }
@@ -796,11 +848,47 @@ unsafe extern "C" fn pd_recvmsg(
         return err(libc::EFAULT);
     }
     let m = &mut *msg;
-    let r = recv_iov(sh(ud), fd, iovs(m.msg_iov, m.msg_iovlen as c_int), flags);
+    let s = sh(ud);
+    let r = recv_iov(s, fd, iovs(m.msg_iov, m.msg_iovlen as c_int), flags);
     if r >= 0 {
         m.msg_namelen = 0;
-        m.msg_controllen = 0;
         m.msg_flags = 0;
+        // TCP_INQ: a TCP_CM_INQ message with the bytes left to read (Linux `tcp_inq`: 1 when
+        // none are left and the peer's FIN arrived).
+        let inq = {
+            let w = s.lock();
+            match w.socks.get(&fd) {
+                Some(so) if so.inq => match so.kind {
+                    Kind::Conn(h) => {
+                        let n = w.stack.tcp_recv_pending(h) as c_int;
+                        Some(if n == 0 && w.stack.tcp_recv_finished(h) {
+                            1
+                        } else {
+                            n
+                        })
+                    }
+                    _ => Some(0),
+                },
+                _ => None,
+            }
+        };
+        let space = libc::CMSG_SPACE(4) as usize;
+        match inq {
+            Some(v) if !m.msg_control.is_null() && m.msg_controllen >= space => {
+                std::ptr::write_bytes(m.msg_control as *mut u8, 0, space);
+                let c = libc::CMSG_FIRSTHDR(m);
+                (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+                (*c).cmsg_level = libc::SOL_TCP;
+                (*c).cmsg_type = TCP_CM_INQ;
+                (libc::CMSG_DATA(c) as *mut c_int).write_unaligned(v);
+                m.msg_controllen = space as _;
+            }
+            Some(_) if !m.msg_control.is_null() && m.msg_controllen > 0 => {
+                m.msg_flags |= libc::MSG_CTRUNC;
+                m.msg_controllen = 0;
+            }
+            _ => m.msg_controllen = 0,
+        }
     }
     r
 }
@@ -912,6 +1000,13 @@ unsafe extern "C" fn pd_ioctl(ud: *mut c_void, fd: c_int, req: c_ulong, arg: c_u
 unsafe extern "C" fn pd_close(ud: *mut c_void, fd: c_int) -> c_int {
     let s = sh(ud);
     let mut w = s.lock();
+    if w.epolls.remove(&fd).is_some() {
+        drop(w);
+        return libc::close(fd);
+    }
+    for list in w.epolls.values_mut() {
+        list.retain(|e| e.fd != fd);
+    }
     let Some(so) = w.socks.remove(&fd) else {
         // Not ours (a pipe, or an fd of packetdrill's): the kernel's.
         drop(w);
@@ -996,12 +1091,14 @@ fn linux_state(st: TcpState) -> u8 {
 }
 
 /// Linux's `struct tcp_info` (up to `tcpi_total_rto_time`, 248 bytes) from cnet's `TcpInfo`.
-fn tcp_info_bytes(w: &World, so: &Sock) -> [u8; 248] {
-    let mut b = [0u8; 248];
-    let put32 =
-        |b: &mut [u8; 248], off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-    let put64 =
-        |b: &mut [u8; 248], off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+fn tcp_info_bytes(w: &World, so: &Sock) -> [u8; TCP_INFO_LEN] {
+    let mut b = [0u8; TCP_INFO_LEN];
+    let put32 = |b: &mut [u8; TCP_INFO_LEN], off: usize, v: u32| {
+        b[off..off + 4].copy_from_slice(&v.to_ne_bytes())
+    };
+    let put64 = |b: &mut [u8; TCP_INFO_LEN], off: usize, v: u64| {
+        b[off..off + 8].copy_from_slice(&v.to_ne_bytes())
+    };
     match so.kind {
         Kind::Listener(_) => b[0] = 10,
         Kind::Fresh => b[0] = 7,
@@ -1095,11 +1192,54 @@ unsafe extern "C" fn pd_getsockopt(
             put_int(optval, optlen, c_int::from(so.opts.nodelay))
         }
         (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
+            // Linux: the current MSS once connected, else the user's value or 536.
+            let user = if so.opts.mss != 0 {
+                i32::from(so.opts.mss)
+            } else {
+                536
+            };
             let mss = match so.kind {
-                Kind::Conn(h) => w.stack.tcp_info(h).map_or(536, |i| i32::from(i.mss)),
-                _ => 536,
+                Kind::Conn(h) => w.stack.tcp_info(h).map_or(user, |i| i32::from(i.mss)),
+                _ => user,
             };
             put_int(optval, optlen, mss)
+        }
+        (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => {
+            put_int(optval, optlen, so.notsent_lowat as c_int)
+        }
+        (libc::IPPROTO_TCP, libc::TCP_CORK) => put_int(optval, optlen, c_int::from(so.cork)),
+        (libc::IPPROTO_TCP, TCP_INQ) => put_int(optval, optlen, c_int::from(so.inq)),
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => {
+            put_int(optval, optlen, so.user_timeout as c_int)
+        }
+        (libc::SOL_SOCKET, SO_MEMINFO) => {
+            // Linux's SK_MEMINFO_* array: receive and send queue bytes and buffer sizes; the
+            // accounting fields cnet has no equivalent of read 0.
+            if optval.is_null() || optlen.is_null() {
+                return err(libc::EFAULT);
+            }
+            let mut v = [0u32; SK_MEMINFO_VARS];
+            v[1] = if so.opts.rcv_buf != 0 {
+                so.opts.rcv_buf
+            } else {
+                540_000
+            };
+            v[3] = if so.opts.snd_buf != 0 {
+                so.opts.snd_buf
+            } else {
+                256 * 1024
+            };
+            if let Kind::Conn(h) = so.kind {
+                if let Some(i) = w.stack.tcp_info(h) {
+                    v[0] = i.recv_queued;
+                    v[2] = i.unacked;
+                    v[5] = i.send_queued;
+                }
+            }
+            let n = (*optlen as usize).min(std::mem::size_of_val(&v));
+            std::ptr::copy_nonoverlapping(v.as_ptr() as *const u8, optval as *mut u8, n);
+            *optlen = n as libc::socklen_t;
+            0
         }
         (libc::IPPROTO_TCP, libc::TCP_INFO) => {
             if optval.is_null() || optlen.is_null() {
@@ -1147,8 +1287,13 @@ unsafe extern "C" fn pd_setsockopt(
     let s = sh(ud);
     let mut w = s.lock();
     let now = w.instant();
-    let ival = if !optval.is_null() && optlen as usize >= 4 {
-        *(optval as *const c_int)
+    // Linux's IP options also take a one-byte value.
+    let ival = if optval.is_null() {
+        0
+    } else if optlen as usize >= 4 {
+        (optval as *const c_int).read_unaligned()
+    } else if optlen >= 1 && level == libc::IPPROTO_IP {
+        c_int::from(*(optval as *const u8))
     } else {
         0
     };
@@ -1158,9 +1303,57 @@ unsafe extern "C" fn pd_setsockopt(
     };
     match (level, name) {
         (libc::SOL_SOCKET, libc::SO_REUSEADDR | libc::SO_REUSEPORT) => 0,
+        // MSG_ZEROCOPY itself is skipped (skip.txt); enabling the option alone changes nothing.
+        (libc::SOL_SOCKET, libc::SO_ZEROCOPY) => 0,
+        // Path MTU discovery (cnet sends DF and never fragments TCP), non-local binds (cnet binds
+        // only its own addresses) and the TOS byte are accepted and have no effect.
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER | libc::IP_FREEBIND | libc::IP_TOS) => {
+            if optlen < 1 {
+                return err(libc::EINVAL);
+            }
+            0
+        }
+        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
+            // Linux: 0 or 88..=32767; before connect/listen it clamps the MSS of the connection.
+            if ival != 0 && !(88..=32767).contains(&ival) {
+                return err(libc::EINVAL);
+            }
+            so.opts.mss = ival as u16;
+            if let Kind::Listener(l) = so.kind {
+                w.stack.tcp_listener_set_mss(l, so.opts.mss);
+            }
+            0
+        }
+        (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT) => {
+            so.notsent_lowat = ival as u32;
+            s.changed();
+            0
+        }
+        (libc::IPPROTO_TCP, libc::TCP_CORK) => {
+            // Remembered only: cnet has no cork (the writes go out as Nagle allows).
+            so.cork = ival != 0;
+            0
+        }
+        (libc::IPPROTO_TCP, TCP_INQ) => {
+            so.inq = ival != 0;
+            0
+        }
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => {
+            if ival < 0 {
+                return err(libc::EINVAL);
+            }
+            so.user_timeout = ival as u32;
+            if let Kind::Conn(h) = so.kind {
+                w.stack.tcp_set_user_timeout(h, ival as u32);
+            }
+            0
+        }
         (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
             // Linux doubles the value for its bookkeeping and takes at least 4608.
             so.opts.snd_buf = (ival.max(0) as u32).saturating_mul(2).max(4608);
+            if let Kind::Conn(h) = so.kind {
+                w.stack.tcp_set_snd_buf(h, so.opts.snd_buf);
+            }
             0
         }
         (libc::SOL_SOCKET, libc::SO_RCVBUF) => {
@@ -1328,26 +1521,167 @@ unsafe extern "C" fn pd_gettimeofday(
     0
 }
 
-unsafe extern "C" fn pd_epoll_create(_ud: *mut c_void, _size: c_int) -> c_int {
-    err(libc::ENOSYS)
+unsafe extern "C" fn pd_epoll_create(ud: *mut c_void, size: c_int) -> c_int {
+    if size <= 0 {
+        return err(libc::EINVAL);
+    }
+    let fd = new_fd();
+    if fd < 0 {
+        return -1;
+    }
+    sh(ud).lock().epolls.insert(fd, Vec::new());
+    fd
 }
+
 unsafe extern "C" fn pd_epoll_ctl(
-    _ud: *mut c_void,
-    _epfd: c_int,
-    _op: c_int,
-    _fd: c_int,
-    _ev: *mut libc::epoll_event,
+    ud: *mut c_void,
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut libc::epoll_event,
 ) -> c_int {
-    err(libc::ENOSYS)
+    let mut w = sh(ud).lock();
+    if !w.epolls.contains_key(&epfd) {
+        return err(libc::EBADF);
+    }
+    if fd == epfd {
+        return err(libc::EINVAL);
+    }
+    if !w.socks.contains_key(&fd) {
+        // Only the library's sockets (and no nested epoll) can be watched here.
+        return err(if w.epolls.contains_key(&fd) {
+            libc::EINVAL
+        } else {
+            libc::EPERM
+        });
+    }
+    let (events, data) = if ev.is_null() {
+        if op != libc::EPOLL_CTL_DEL {
+            return err(libc::EFAULT);
+        }
+        (0, 0)
+    } else {
+        let e = ev.read_unaligned();
+        (e.events, e.u64)
+    };
+    let list = w.epolls.get_mut(&epfd).expect("checked");
+    let at = list.iter().position(|e| e.fd == fd);
+    match (op, at) {
+        (libc::EPOLL_CTL_ADD, Some(_)) => err(libc::EEXIST),
+        (libc::EPOLL_CTL_ADD, None) => {
+            list.push(EpEntry {
+                fd,
+                events,
+                data,
+                reported: 0,
+                rx_seen: u64::MAX,
+            });
+            0
+        }
+        (libc::EPOLL_CTL_MOD, Some(i)) => {
+            // Linux re-arms: the current state is reported again.
+            list[i] = EpEntry {
+                fd,
+                events,
+                data,
+                reported: 0,
+                rx_seen: u64::MAX,
+            };
+            0
+        }
+        (libc::EPOLL_CTL_DEL, Some(i)) => {
+            list.remove(i);
+            0
+        }
+        (libc::EPOLL_CTL_MOD | libc::EPOLL_CTL_DEL, None) => err(libc::ENOENT),
+        _ => err(libc::EINVAL),
+    }
 }
+
+/// Bytes a connection ever received (read plus pending): edge-triggered EPOLLIN fires when it
+/// grows, as Linux's data-ready callback does.
+fn rx_total(w: &World, fd: c_int) -> u64 {
+    match w.socks.get(&fd) {
+        Some(so) => {
+            let pending = match so.kind {
+                Kind::Conn(h) => w.stack.tcp_recv_pending(h) as u64,
+                Kind::Listener(l) => w.stack.tcp_accept_pending(l) as u64,
+                Kind::Fresh => 0,
+            };
+            so.read_total + pending
+        }
+        None => 0,
+    }
+}
+
 unsafe extern "C" fn pd_epoll_wait(
-    _ud: *mut c_void,
-    _epfd: c_int,
-    _ev: *mut libc::epoll_event,
-    _max: c_int,
-    _timeout: c_int,
+    ud: *mut c_void,
+    epfd: c_int,
+    out: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
 ) -> c_int {
-    err(libc::ENOSYS)
+    if max <= 0 {
+        return err(libc::EINVAL);
+    }
+    if out.is_null() {
+        return err(libc::EFAULT);
+    }
+    let s = sh(ud);
+    let mut w = s.lock();
+    if !w.epolls.contains_key(&epfd) {
+        return err(libc::EINVAL);
+    }
+    let deadline = (timeout >= 0).then(|| w.now + timeout as u64 * 1000);
+    loop {
+        let Some(mut list) = w.epolls.remove(&epfd) else {
+            return err(libc::EBADF);
+        };
+        let mut n = 0usize;
+        for e in list.iter_mut() {
+            if n == max as usize {
+                break;
+            }
+            if e.events & libc::EPOLLONESHOT as u32 != 0 && e.reported == u32::MAX {
+                continue;
+            }
+            let ev = w.poll_events(e.fd) as u16 as u32;
+            let always = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+            let ready = ev & (e.events | always);
+            if ready == 0 {
+                e.reported = 0;
+                continue;
+            }
+            let rx = rx_total(&w, e.fd);
+            if e.events & libc::EPOLLET as u32 != 0 {
+                // Edge-triggered: only an event that was not ready at the last report, or new
+                // data since then.
+                let new_bits = ready & !e.reported != 0;
+                let new_data = ready & libc::EPOLLIN as u32 != 0 && rx != e.rx_seen;
+                e.reported = ready;
+                e.rx_seen = rx;
+                if !new_bits && !new_data {
+                    continue;
+                }
+            }
+            out.add(n).write_unaligned(libc::epoll_event {
+                events: ready,
+                u64: e.data,
+            });
+            n += 1;
+            if e.events & libc::EPOLLONESHOT as u32 != 0 {
+                e.reported = u32::MAX;
+            }
+        }
+        w.epolls.insert(epfd, list);
+        if n > 0 {
+            return n as c_int;
+        }
+        if deadline.is_some_and(|d| w.now >= d) {
+            return 0;
+        }
+        w = s.wait(w);
+    }
 }
 unsafe extern "C" fn pd_pipe(_ud: *mut c_void, fds: *mut c_int) -> c_int {
     libc::pipe(fds)

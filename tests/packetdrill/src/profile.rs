@@ -23,6 +23,8 @@ pub fn linux_profile(mut cfg: StackConfig) -> StackConfig {
     cfg.tcp_time_wait_ms = 60_000;
     cfg.tcp_fin_timeout_ms = 60_000;
     cfg.tcp_tlp = true;
+    // Linux sends what the write queue holds as TSO packets that carry PSH.
+    cfg.tcp_push_cwnd_limited = true;
     // A fixed seed: the same ISNs and ports on every run.
     cfg.seed = 1;
     cfg

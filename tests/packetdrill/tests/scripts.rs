@@ -80,3 +80,52 @@ fn upstream_scripts_do_not_regress() {
     );
     assert!(passed.len() >= want.len());
 }
+
+/// cnet's own scripts (`tests/packetdrill/cnet/`: RFC 5961 challenge ACKs, zero-window probing,
+/// PAWS), for what upstream does not cover: every one must pass.
+#[test]
+fn cnet_scripts_pass() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP packetdrill: needs root for its network namespaces");
+        return;
+    }
+    let Some(lib) = library() else {
+        eprintln!("SKIP packetdrill: libcnet_packetdrill.so not found beside the test binary");
+        return;
+    };
+    let out = std::env::temp_dir().join(format!("cnet-packetdrill-own-{}", std::process::id()));
+    let dir = root().join("tests/packetdrill/cnet");
+    let run = Command::new("bash")
+        .arg(root().join("scripts/packetdrill.sh"))
+        .arg(&dir)
+        .env("PACKETDRILL_LIB", &lib)
+        .env("PACKETDRILL_OUT", &out)
+        .env("PACKETDRILL_SKIP", "none")
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    if run.status.code() == Some(2) {
+        eprintln!(
+            "SKIP packetdrill: cannot build or run packetdrill: {}",
+            stderr.trim()
+        );
+        let _ = std::fs::remove_dir_all(&out);
+        return;
+    }
+    let scripts = std::fs::read_dir(&dir)
+        .expect("tests/packetdrill/cnet")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "pkt"))
+        })
+        .count();
+    let passed = stdout.lines().filter(|l| l.starts_with("PASS ")).count();
+    assert!(
+        run.status.success() && passed == scripts && scripts > 0,
+        "cnet's packetdrill scripts: {passed} of {scripts} pass (logs in {}):\n{stdout}\n{stderr}",
+        out.join("logs").display()
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
