@@ -136,6 +136,35 @@ impl Drop for CnetEcho {
     }
 }
 
+/// Runs `cnet quic-client` (library form) on AF_XDP in the stack namespace against `o.server`,
+/// on a runtime of its own seeded with `seed`, and checks the runtime ended without failure.
+fn cnet_client_run(lab: &Lab, seed: u64, o: ClientOptions) -> anyhow::Result<quic::ClientReport> {
+    let sns = lab.stack_ns_path();
+    std::thread::spawn(move || -> anyhow::Result<quic::ClientReport> {
+        cnet_netlink::enter_netns(&sns)?;
+        let rt = service::start_runtime(
+            ServiceConfig {
+                xdp: XdpConfig::new(STACK_DEV),
+                queue: 0,
+                extra_addrs: Vec::new(),
+                netlink: true,
+                seed,
+            },
+            cnet_socket::Limits::default(),
+            |_| Ok(Vec::new()),
+        )?;
+        rt.wait_ready(Duration::from_secs(10))?;
+        let io = quic::cnet_io(&rt, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+        let r = quic::run_client(io, o);
+        for q in rt.join() {
+            anyhow::ensure!(q.failure.is_none(), "runtime failed: {:?}", q.failure);
+        }
+        Ok(r?)
+    })
+    .join()
+    .expect("client thread")
+}
+
 fn quinn_server_config(
     cert: CertificateDer<'static>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
@@ -395,41 +424,19 @@ fn cnet_quic_client_to_quinn_server() {
         .recv_timeout(Duration::from_secs(10))
         .expect("quinn server started");
     // The cnet client, on AF_XDP in the stack namespace.
-    let sns = lab.stack_ns_path();
-    let report = std::thread::spawn(move || -> anyhow::Result<quic::ClientReport> {
-        cnet_netlink::enter_netns(&sns)?;
-        let rt = service::start_runtime(
-            ServiceConfig {
-                xdp: XdpConfig::new(STACK_DEV),
-                queue: 0,
-                extra_addrs: Vec::new(),
-                netlink: true,
-                seed: 9,
-            },
-            cnet_socket::Limits::default(),
-            |_| Ok(Vec::new()),
-        )?;
-        rt.wait_ready(Duration::from_secs(10))?;
-        let io = quic::cnet_io(&rt, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
-        let r = quic::run_client(
-            io,
-            ClientOptions {
-                server: SocketAddr::V4(SocketAddrV4::new(KERNEL_IP, PORT)),
-                server_name: "localhost".into(),
-                alpn: b"echo".to_vec(),
-                streams: 8,
-                bytes: 10_000_000 / 8,
-                timeout: Duration::from_secs(60),
-                trust: Some(cert),
-            },
-        );
-        for q in rt.join() {
-            anyhow::ensure!(q.failure.is_none(), "runtime failed: {:?}", q.failure);
-        }
-        Ok(r?)
-    })
-    .join()
-    .expect("client thread")
+    let report = cnet_client_run(
+        &lab,
+        9,
+        ClientOptions {
+            server: SocketAddr::V4(SocketAddrV4::new(KERNEL_IP, PORT)),
+            server_name: "localhost".into(),
+            alpn: b"echo".to_vec(),
+            streams: 8,
+            bytes: 10_000_000 / 8,
+            timeout: Duration::from_secs(60),
+            trust: Some(cert),
+        },
+    )
     .expect("cnet quic client run");
     let streams = server.join().expect("quinn server thread");
     eprintln!(
@@ -881,41 +888,19 @@ fn cnet_quic_client_to_aioquic_server() {
         .expect("aioquic server output");
     let _ = std::fs::remove_file(&script);
     assert_eq!(line.trim(), "ready", "aioquic server started");
-    let sns = lab.stack_ns_path();
-    let report = std::thread::spawn(move || -> anyhow::Result<quic::ClientReport> {
-        cnet_netlink::enter_netns(&sns)?;
-        let rt = service::start_runtime(
-            ServiceConfig {
-                xdp: XdpConfig::new(STACK_DEV),
-                queue: 0,
-                extra_addrs: Vec::new(),
-                netlink: true,
-                seed: 11,
-            },
-            cnet_socket::Limits::default(),
-            |_| Ok(Vec::new()),
-        )?;
-        rt.wait_ready(Duration::from_secs(10))?;
-        let io = quic::cnet_io(&rt, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
-        let r = quic::run_client(
-            io,
-            ClientOptions {
-                server: SocketAddr::V4(SocketAddrV4::new(KERNEL_IP, PORT)),
-                server_name: "localhost".into(),
-                alpn: b"echo".to_vec(),
-                streams: 4,
-                bytes: 250_000,
-                timeout: Duration::from_secs(60),
-                trust: None,
-            },
-        );
-        for q in rt.join() {
-            anyhow::ensure!(q.failure.is_none(), "runtime failed: {:?}", q.failure);
-        }
-        Ok(r?)
-    })
-    .join()
-    .expect("client thread")
+    let report = cnet_client_run(
+        &lab,
+        11,
+        ClientOptions {
+            server: SocketAddr::V4(SocketAddrV4::new(KERNEL_IP, PORT)),
+            server_name: "localhost".into(),
+            alpn: b"echo".to_vec(),
+            streams: 4,
+            bytes: 250_000,
+            timeout: Duration::from_secs(60),
+            trust: None,
+        },
+    )
     .expect("cnet quic client run against aioquic");
     eprintln!(
         "cnet quic-client -> aioquic: handshake {:?}, {} B in {:?}: {:.1} Mbit/s",
