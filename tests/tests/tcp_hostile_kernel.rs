@@ -452,7 +452,7 @@ fn stalled(frames: u32) {
 /// round-robin; the holes are never filled and it never sends again. Prints
 /// `established <k> sent <m>`. Bounded: 20 s for the handshakes.
 const FLOODER: &str = r#"
-import random, socket, struct, sys, time
+import errno, random, socket, struct, sys, time
 n, per, base, seed = (int(a) for a in sys.argv[1:5])
 SRC, DST, DPORT = "198.18.0.1", "198.18.0.2", 7
 src_b, dst_b = socket.inet_aton(SRC), socket.inet_aton(DST)
@@ -472,6 +472,17 @@ rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
 rx.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)  # SO_RCVBUFFORCE
 rx.settimeout(0.05)
 tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+def send(pkt):
+    # The kernel refuses a raw send for a moment when its queue is full (ENOBUFS): retry, bounded.
+    for _ in range(1000):
+        try:
+            tx.sendto(pkt, (DST, 0))
+            return
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise
+            time.sleep(0.0005)
+    raise OSError(errno.ENOBUFS, "raw send refused 1000 times")
 rng = random.Random(seed)
 isn = [rng.getrandbits(32) for _ in range(n)]
 peer = {}
@@ -479,7 +490,7 @@ deadline = time.monotonic() + 20
 while len(peer) < n and time.monotonic() < deadline:
     pending = [i for i in range(n) if i not in peer]
     for i in pending[:128]:
-        tx.sendto(seg(base + i, isn[i], 0, 0x02), (DST, 0))
+        send(seg(base + i, isn[i], 0, 0x02))
     t = time.monotonic() + 0.5
     while time.monotonic() < t and len(peer) < n:
         try:
@@ -493,14 +504,14 @@ while len(peer) < n and time.monotonic() < deadline:
             continue
         if fl & 0x12 == 0x12 and ack == (isn[i] + 1) & 0xffffffff:
             peer[i] = (seq + 1) & 0xffffffff
-            tx.sendto(seg(base + i, ack, peer[i], 0x10), (DST, 0))
+            send(seg(base + i, ack, peer[i], 0x10))
 rx.close()
 data = bytes([0x5a]) * 100
 sent = 0
 for _ in range(per):
     for i in sorted(peer):
         off = 1 + rng.randrange(60000)
-        tx.sendto(seg(base + i, (isn[i] + 1 + off) & 0xffffffff, peer[i], 0x10, data), (DST, 0))
+        send(seg(base + i, (isn[i] + 1 + off) & 0xffffffff, peer[i], 0x10, data))
         sent += 1
 print("established", len(peer), "sent", sent, flush=True)
 "#;
