@@ -344,36 +344,14 @@ asyncio.run(asyncio.wait_for(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]
 #[test]
 fn aioquic_client_to_cnet_quic_echo() {
     require_lab!();
-    let has = std::process::Command::new("python3")
-        .args(["-c", "import aioquic"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !has {
+    if !has_aioquic() {
         eprintln!("SKIP aioquic_client_to_cnet_quic_echo: python3 aioquic not installed (scripts/install-deps.sh)");
         return;
     }
     let lab = Lab::new("cxq", 1).unwrap();
     let (cert, key) = quic::self_signed().unwrap();
     let echo = CnetEcho::start(&lab, false, cert, key);
-    let script = std::env::temp_dir().join(format!("cnet-aioquic-{}.py", std::process::id()));
-    std::fs::write(&script, AIOQUIC_CLIENT).unwrap();
-    let out = lab.exec(
-        &lab.kernel_ns,
-        &[
-            "timeout",
-            "90",
-            "python3",
-            script.to_str().unwrap(),
-            &STACK_IP.to_string(),
-            &PORT.to_string(),
-            "1000000",
-            "echo",
-        ],
-    );
-    let _ = std::fs::remove_file(&script);
-    let out = out.expect("aioquic client succeeded");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = aioquic_client(&lab, "echo", AIOQUIC_CLIENT, &["1000000", "echo"]);
     assert!(text.contains("ok 1000000"), "aioquic said: {text}");
     let sum = echo.stop();
     assert_eq!(sum.connections, 1);
@@ -718,6 +696,27 @@ fn quinn_client_to_cnet_quic_echo_with_loss_and_corruption_around_cnet() {
     );
 }
 
+/// Runs an aioquic client `script` in the kernel namespace against cnet's echo server (at most
+/// 90 s) with `args` after the server's address and port; its standard output.
+fn aioquic_client(lab: &Lab, name: &str, script: &str, args: &[&str]) -> String {
+    let path = std::env::temp_dir().join(format!("cnet-aioquic-{name}-{}.py", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    let (ip, port) = (STACK_IP.to_string(), PORT.to_string());
+    let mut argv = vec![
+        "timeout",
+        "90",
+        "python3",
+        path.to_str().unwrap(),
+        &ip,
+        &port,
+    ];
+    argv.extend_from_slice(args);
+    let out = lab.exec(&lab.kernel_ns, &argv);
+    let _ = std::fs::remove_file(&path);
+    let out = out.unwrap_or_else(|e| panic!("aioquic {name} client failed: {e:#}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn has_aioquic() -> bool {
     std::process::Command::new("python3")
         .args(["-c", "import aioquic"])
@@ -784,23 +783,7 @@ fn aioquic_hq_interop_client_to_cnet_quic_echo() {
     let lab = Lab::new("cxq", 1).unwrap();
     let (cert, key) = quic::self_signed().unwrap();
     let echo = CnetEcho::start(&lab, false, cert, key);
-    let script = std::env::temp_dir().join(format!("cnet-aioquic-hq-{}.py", std::process::id()));
-    std::fs::write(&script, AIOQUIC_HQ_CLIENT).unwrap();
-    let out = lab.exec(
-        &lab.kernel_ns,
-        &[
-            "timeout",
-            "90",
-            "python3",
-            script.to_str().unwrap(),
-            &STACK_IP.to_string(),
-            &PORT.to_string(),
-            "1000000",
-        ],
-    );
-    let _ = std::fs::remove_file(&script);
-    let out = out.expect("aioquic hq-interop client succeeded");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = aioquic_client(&lab, "hq", AIOQUIC_HQ_CLIENT, &["1000000"]);
     eprintln!("aioquic hq-interop: {text}");
     assert!(text.contains("ok 1000000 x2"), "aioquic said: {text}");
     let sum = echo.stop();
