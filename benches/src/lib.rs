@@ -27,6 +27,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod cnet_echo;
 pub mod link;
 pub mod smoltcp_echo;

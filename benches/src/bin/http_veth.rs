@@ -61,60 +61,45 @@ impl Variant {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Command-line options (`http_veth --help`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "http_veth",
+    about = "HTTP/1.1 over veth: `cnet http` against hyper on kernel sockets"
+)]
 struct Options {
+    /// Keep-alive client connections.
+    #[arg(long, default_value_t = 16, value_parser = cnet_benches::cli::count::<usize>)]
     conns: usize,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 5.0)]
     secs: f64,
+    /// Untimed seconds before each run.
+    #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Runs per variant (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = cnet_benches::cli::count::<usize>)]
     runs: usize,
+    /// Response body bytes.
+    #[arg(long, default_value_t = 64, value_parser = cnet_benches::cli::count::<u64>)]
     bytes: u64,
+    /// Server worker threads (tokio).
+    #[arg(long, default_value_t = 2, value_parser = cnet_benches::cli::count::<usize>)]
     server_threads: usize,
+    /// Client worker threads (tokio).
+    #[arg(long, default_value_t = 1, value_parser = cnet_benches::cli::count::<usize>)]
     client_threads: usize,
+    /// A short run: 1 s, 0.3 s warm-up, one run.
+    #[arg(long)]
+    quick: bool,
 }
 
-const USAGE: &str = "usage: http_veth [--conns 16] [--secs 5] [--warmup 1] [--runs 3] \
-[--bytes 64] [--server-threads 2] [--client-threads 1] [--quick]";
-
 fn parse() -> Result<Options> {
-    let mut o = Options {
-        conns: 16,
-        secs: 5.0,
-        warmup: 1.0,
-        runs: 3,
-        bytes: 64,
-        server_threads: 2,
-        client_threads: 1,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--quick" {
-            o.secs = 1.0;
-            o.warmup = 0.3;
-            o.runs = 1;
-            continue;
-        }
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let v = args
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let num = |v: &str| -> Result<f64> {
-            v.replace('_', "")
-                .parse()
-                .with_context(|| format!("{flag}: {v:?} is not a number"))
-        };
-        match flag.as_str() {
-            "--conns" => o.conns = num(&v)? as usize,
-            "--secs" => o.secs = num(&v)?,
-            "--warmup" => o.warmup = num(&v)?,
-            "--runs" => o.runs = num(&v)? as usize,
-            "--bytes" => o.bytes = num(&v)? as u64,
-            "--server-threads" => o.server_threads = num(&v)? as usize,
-            "--client-threads" => o.client_threads = num(&v)? as usize,
-            other => bail!("unknown flag {other:?}\n{USAGE}"),
-        }
+    let mut o = <Options as clap::Parser>::parse();
+    if o.quick {
+        o.secs = 1.0;
+        o.warmup = 0.3;
+        o.runs = 1;
     }
     anyhow::ensure!(o.secs > 0.0 && o.secs <= 60.0, "--secs in (0, 60]");
     anyhow::ensure!(o.warmup >= 0.0 && o.warmup <= 10.0, "--warmup in [0, 10]");

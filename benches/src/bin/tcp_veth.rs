@@ -70,66 +70,55 @@ impl Variant {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Options {
-    bytes: u64,
-    bulk_secs: f64,
-    cps_secs: f64,
-    cps_threads: usize,
-    runs: usize,
-    rcv_buf: u32,
-    bulk: bool,
-    cps: bool,
+/// A phase of the benchmark (`--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    /// Bulk transfer into a sink and through an echo.
+    Bulk,
+    /// Connections per second.
+    Cps,
 }
 
-const USAGE: &str = "usage: tcp_veth [--bytes 1073741824] [--bulk-secs 5] [--cps-secs 3] \
-[--cps-threads 2] [--runs 3] [--rcv-buf 1048576] [--only bulk,cps] [--quick]";
+/// Command-line options (`tcp_veth --help`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "tcp_veth",
+    about = "TCP over veth: cnet on AF_XDP against the kernel's stack"
+)]
+struct Options {
+    /// Bytes per bulk transfer.
+    #[arg(long, default_value_t = 1 << 30, value_parser = cnet_benches::cli::count::<u64>)]
+    bytes: u64,
+    /// Upper bound in seconds of one bulk transfer.
+    #[arg(long, default_value_t = 5.0)]
+    bulk_secs: f64,
+    /// Seconds of the connections-per-second phase.
+    #[arg(long, default_value_t = 3.0)]
+    cps_secs: f64,
+    /// Client threads in the connections-per-second phase.
+    #[arg(long, default_value_t = 2, value_parser = cnet_benches::cli::count::<usize>)]
+    cps_threads: usize,
+    /// Runs per variant (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = cnet_benches::cli::count::<usize>)]
+    runs: usize,
+    /// Receive buffer of the sinks, bytes.
+    #[arg(long, default_value_t = 1 << 20, value_parser = cnet_benches::cli::count::<u32>)]
+    rcv_buf: u32,
+    /// Phases to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Phase::Bulk, Phase::Cps])]
+    only: Vec<Phase>,
+    /// A short run: 256 MiB, 1 s phases, one run.
+    #[arg(long)]
+    quick: bool,
+}
 
 fn parse() -> Result<Options> {
-    let mut o = Options {
-        bytes: 1 << 30,
-        bulk_secs: 5.0,
-        cps_secs: 3.0,
-        cps_threads: 2,
-        runs: 3,
-        rcv_buf: 1 << 20,
-        bulk: true,
-        cps: true,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--quick" {
-            o.bytes = 256 << 20;
-            o.bulk_secs = 1.0;
-            o.cps_secs = 1.0;
-            o.runs = 1;
-            continue;
-        }
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let v = args
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let num = |v: &str| -> Result<f64> {
-            v.replace('_', "")
-                .parse()
-                .with_context(|| format!("{flag}: {v:?} is not a number"))
-        };
-        match flag.as_str() {
-            "--bytes" => o.bytes = num(&v)? as u64,
-            "--bulk-secs" => o.bulk_secs = num(&v)?,
-            "--cps-secs" => o.cps_secs = num(&v)?,
-            "--cps-threads" => o.cps_threads = num(&v)? as usize,
-            "--runs" => o.runs = num(&v)? as usize,
-            "--rcv-buf" => o.rcv_buf = num(&v)? as u32,
-            "--only" => {
-                o.bulk = v.split(',').any(|x| x == "bulk");
-                o.cps = v.split(',').any(|x| x == "cps");
-            }
-            other => bail!("unknown flag {other:?}\n{USAGE}"),
-        }
+    let mut o = <Options as clap::Parser>::parse();
+    if o.quick {
+        o.bytes = 256 << 20;
+        o.bulk_secs = 1.0;
+        o.cps_secs = 1.0;
+        o.runs = 1;
     }
     anyhow::ensure!(
         o.bulk_secs > 0.0 && o.bulk_secs <= 60.0 && o.cps_secs > 0.0 && o.cps_secs <= 60.0,
@@ -618,10 +607,10 @@ fn main() -> Result<()> {
     lab.kernel(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535"])?;
     lab.kernel(&["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])?;
     let mut variants = Vec::new();
-    if o.bulk {
+    if o.only.contains(&Phase::Bulk) {
         variants.extend([Variant::CnetSink, Variant::KernelSink]);
     }
-    if o.cps {
+    if o.only.contains(&Phase::Cps) {
         variants.extend([Variant::CnetEcho, Variant::KernelEcho]);
     }
     let mut results: Vec<(Variant, Vec<f64>)> = variants.iter().map(|&v| (v, vec![])).collect();

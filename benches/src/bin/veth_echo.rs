@@ -71,12 +71,22 @@ const WRITE_OFF: Duration = Duration::from_millis(20);
 const TPUT_WARMUP: Duration = Duration::from_millis(500);
 
 /// A server variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Variant {
+    /// cnet on AF_XDP, sleeping in poll when idle.
     CnetPoll,
+    /// cnet on AF_XDP, busy polling.
     CnetBusy,
+    /// The kernel's UDP socket, blocking.
     Kernel,
+    /// The kernel's UDP socket, spinning.
     KernelSpin,
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Variant {
@@ -101,104 +111,58 @@ impl Variant {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Command-line options (`veth_echo --help`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "veth_echo",
+    about = "UDP echo over veth: cnet on AF_XDP against the kernel's server"
+)]
 struct Options {
+    /// UDP payload bytes (8..=1472; a sequence number rides in the first 8).
+    #[arg(long, default_value_t = 64, value_parser = cnet_benches::cli::count::<usize>)]
     payload: usize,
+    /// Closed-loop round trips measured per variant.
+    #[arg(long, default_value_t = 20_000, value_parser = cnet_benches::cli::count::<usize>)]
     rtt_count: usize,
+    /// Untimed closed-loop round trips first.
+    #[arg(long, default_value_t = 2_000, value_parser = cnet_benches::cli::count::<usize>)]
     warmup: usize,
+    /// Seconds of the open-loop throughput phase.
+    #[arg(long, default_value_t = 3.0)]
     secs: f64,
+    /// Requests in flight in the throughput phase.
+    #[arg(long, default_value_t = 64, value_parser = cnet_benches::cli::count::<usize>)]
     window: usize,
+    /// Client flows (source ports) in the throughput phase.
+    #[arg(long, default_value_t = 8, value_parser = cnet_benches::cli::count::<usize>)]
     flows: usize,
+    /// Runs per variant (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = cnet_benches::cli::count::<usize>)]
     runs: usize,
+    /// Upper bound on throughput requests per run.
+    #[arg(long, default_value_t = 20_000_000, value_parser = cnet_benches::cli::count::<u64>)]
     max_requests: u64,
+    /// The closed-loop client spins instead of blocking.
+    #[arg(long)]
     rtt_spin: bool,
+    /// The throughput client spins instead of blocking.
+    #[arg(long)]
     tput_spin: bool,
+    /// Variants to run, comma-separated.
+    #[arg(long = "only", value_enum, value_delimiter = ',', default_values_t = Variant::ALL)]
     variants: Vec<Variant>,
+    /// A short run: 2000 round trips, 200 warm-up, 1 s, one run.
+    #[arg(long)]
+    quick: bool,
 }
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            payload: 64,
-            rtt_count: 20_000,
-            warmup: 2_000,
-            secs: 3.0,
-            window: 64,
-            flows: 8,
-            runs: 3,
-            max_requests: 20_000_000,
-            rtt_spin: false,
-            tput_spin: false,
-            variants: Variant::ALL.to_vec(),
-        }
-    }
-}
-
-const USAGE: &str =
-    "usage: veth_echo [--payload 64] [--rtt-count 20000] [--warmup 2000] [--secs 3] \
-[--window 64] [--flows 8] [--runs 3] [--max-requests 20000000] [--rtt-spin] [--tput-spin] \
-[--only cnet-poll,cnet-busy,kernel,kernel-spin] [--quick]";
 
 fn parse_args() -> Result<Options> {
-    let mut o = Options::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        match flag.as_str() {
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--quick" => {
-                o.rtt_count = 2_000;
-                o.warmup = 200;
-                o.secs = 1.0;
-                o.runs = 1;
-                continue;
-            }
-            "--rtt-spin" => {
-                o.rtt_spin = true;
-                continue;
-            }
-            "--tput-spin" => {
-                o.tput_spin = true;
-                continue;
-            }
-            _ => {}
-        }
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let num = |v: &str| -> Result<u64> {
-            v.replace('_', "")
-                .parse()
-                .with_context(|| format!("{flag}: {v:?} is not a number"))
-        };
-        match flag.as_str() {
-            "--payload" => o.payload = num(&value)? as usize,
-            "--rtt-count" => o.rtt_count = num(&value)? as usize,
-            "--warmup" => o.warmup = num(&value)? as usize,
-            "--secs" => {
-                o.secs = value
-                    .parse()
-                    .with_context(|| format!("--secs: {value:?} is not a number"))?
-            }
-            "--window" => o.window = num(&value)? as usize,
-            "--flows" => o.flows = num(&value)? as usize,
-            "--runs" => o.runs = num(&value)? as usize,
-            "--max-requests" => o.max_requests = num(&value)?,
-            "--only" => {
-                o.variants = value
-                    .split(',')
-                    .map(|v| {
-                        Variant::ALL
-                            .into_iter()
-                            .find(|x| x.name() == v)
-                            .with_context(|| format!("--only: unknown variant {v:?}"))
-                    })
-                    .collect::<Result<_>>()?;
-            }
-            other => bail!("unknown flag {other:?}\n{USAGE}"),
-        }
+    let mut o = <Options as clap::Parser>::parse();
+    if o.quick {
+        o.rtt_count = 2_000;
+        o.warmup = 200;
+        o.secs = 1.0;
+        o.runs = 1;
     }
     anyhow::ensure!(
         (8..=1472).contains(&o.payload),
