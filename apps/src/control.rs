@@ -82,6 +82,9 @@ pub fn stats_text(snaps: &[QueueSnapshot]) -> String {
                 out.push_str(&format!("  runtime_{k:<24} {v}\n"));
             }
         }
+        for p in s.port_stats.iter().filter(|p| p.value != 0) {
+            out.push_str(&format!("  port_{:<27} {}\n", p.name, p.value));
+        }
     }
     out
 }
@@ -99,6 +102,11 @@ pub fn stats_json(snaps: &[QueueSnapshot]) -> serde_json::Value {
                 .collect();
             let runtime: serde_json::Map<String, serde_json::Value> =
                 s.runtime.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+            let port: serde_json::Map<String, serde_json::Value> = s
+                .port_stats
+                .iter()
+                .map(|p| (p.name.to_string(), json!(p.value)))
+                .collect();
             json!({
                 "port": s.port,
                 "iface": s.iface,
@@ -111,6 +119,7 @@ pub fn stats_json(snaps: &[QueueSnapshot]) -> serde_json::Value {
                 "tcp_connections": s.tcp_connections,
                 "counters": counters,
                 "runtime": runtime,
+                "port": port,
             })
         })
         .collect();

@@ -125,6 +125,8 @@ pub struct QueueSnapshot {
     pub tcp_connections: usize,
     /// The runtime's counters: (name, value).
     pub runtime: Vec<(&'static str, u64)>,
+    /// The port's statistics (AF_XDP socket and kernel), as the owner thread last published them.
+    pub port_stats: Vec<cnet_socket::PortStat>,
 }
 
 /// Takes a snapshot of every queue of every port.
@@ -172,6 +174,7 @@ pub fn snapshot(ports: &[PortHandle]) -> Vec<QueueSnapshot> {
                 frames_held,
                 tcp_connections,
                 runtime,
+                port_stats: p.rt.port_stats(i),
             });
         }
     }
@@ -190,10 +193,28 @@ pub fn partial_checksum_drops(c: &Counters) -> u64 {
     c.drops(DropReason::UdpPartialChecksum) + c.drops(DropReason::TcpPartialChecksum)
 }
 
+/// Frames the kernel dropped at the AF_XDP socket before cnet saw them, split by cause:
+/// (RX ring full, fill ring empty, other), from the published port statistics.
+pub fn kernel_xdp_drops(s: &QueueSnapshot) -> (u64, u64, u64) {
+    let get = |n: &str| {
+        s.port_stats
+            .iter()
+            .find(|p| p.name == n)
+            .map_or(0, |p| p.value)
+    };
+    (
+        get("kernel_rx_ring_full"),
+        get("kernel_rx_fill_ring_empty_descs"),
+        get("kernel_rx_dropped"),
+    )
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct WatchState {
     rx: u64,
     bad: u64,
+    xdp_rx: u64,
+    kernel_drops: (u64, u64, u64),
     alarm: bool,
     ratio: f64,
     partial_told: bool,
@@ -257,6 +278,11 @@ impl Watchdog {
                     "accepting partial UDP/TCP checksums (rx_checksum: accept-partial): their payload is covered by no checksum"
                 );
             }
+            if let Some(w) = self.check_kernel_drops(s, st) {
+                tracing::warn!(port = %s.port, iface = %s.iface, queue = s.queue, "{w}");
+                self.warnings.fetch_add(1, Relaxed);
+                warnings.push(w);
+            }
             let (drx, dbad) = (rx.saturating_sub(st.rx), bad.saturating_sub(st.bad));
             st.rx = rx;
             st.bad = bad;
@@ -284,6 +310,52 @@ impl Watchdog {
             }
         }
         warnings
+    }
+
+    /// The kernel's AF_XDP drops of one interval: a warning with the cause and the fix when more
+    /// than the ratio of at least `min_frames` frames that reached the queue never got to cnet.
+    fn check_kernel_drops(&self, s: &QueueSnapshot, st: &mut WatchState) -> Option<String> {
+        let xdp_rx = s
+            .port_stats
+            .iter()
+            .find(|p| p.name == "xdp_rx_frames")?
+            .value;
+        let now = kernel_xdp_drops(s);
+        let before = std::mem::replace(&mut st.kernel_drops, now);
+        let d = (
+            now.0.saturating_sub(before.0),
+            now.1.saturating_sub(before.1),
+            now.2.saturating_sub(before.2),
+        );
+        let drx = xdp_rx.saturating_sub(std::mem::replace(&mut st.xdp_rx, xdp_rx));
+        let dropped = d.0 + d.1 + d.2;
+        let arrived = drx + dropped;
+        if arrived < self.min_frames || dropped as f64 <= self.ratio * arrived as f64 {
+            return None;
+        }
+        let cause = if d.1 >= d.0 && d.1 >= d.2 {
+            "the fill ring was empty (no free frame to receive into: the pool is short, or the \
+             application holds received buffers). Fix: raise the port's `frames`, return \
+             received buffers sooner"
+        } else if d.0 >= d.2 {
+            "the RX ring was full (the queue's thread does not keep up). Fix: give the queue its \
+             own core (`cpu` in the configuration), `idle: \"spin\"` or busy polling, or spread \
+             the load over more queues"
+        } else {
+            "the kernel refused them (frame larger than a UMEM frame, or invalid descriptors). \
+             Fix: check the MTU against the port's frame size"
+        };
+        Some(format!(
+            "{}/{} queue {}: the kernel dropped {dropped} of {arrived} frames at the AF_XDP socket \
+             before cnet saw them ({:.0}%; ring full {}, fill ring empty {}, other {}): {cause}",
+            s.port,
+            s.iface,
+            s.queue,
+            dropped as f64 * 100.0 / arrived as f64,
+            d.0,
+            d.1,
+            d.2
+        ))
     }
 
     /// Whether `port`'s queue `queue` is in alarm, and its last ratio.
@@ -350,6 +422,41 @@ pub fn encode(snaps: &[QueueSnapshot], watchdog: Option<&Watchdog>) -> String {
             format!("runtime counter {name}"),
             f,
         );
+    }
+    let mut port_names: Vec<cnet_socket::PortStat> = Vec::new();
+    for st in snaps.iter().flat_map(|s| &s.port_stats) {
+        if !port_names.iter().any(|n| n.name == st.name) {
+            port_names.push(*st);
+        }
+    }
+    for n in &port_names {
+        let value = |s: &QueueSnapshot| {
+            s.port_stats
+                .iter()
+                .find(|x| x.name == n.name)
+                .map(|x| x.value)
+        };
+        let (name, help) = (
+            format!("port_{}", n.name),
+            format!("port statistic {}", n.name),
+        );
+        if n.gauge {
+            let f = Family::<Labels, Gauge>::default();
+            for s in snaps {
+                if let Some(v) = value(s) {
+                    f.get_or_create(&labels(s)).set(v as i64);
+                }
+            }
+            reg.register(name, help, f);
+        } else {
+            let f = Family::<Labels, Counter>::default();
+            for s in snaps {
+                if let Some(v) = value(s) {
+                    f.get_or_create(&labels(s)).inc_by(v);
+                }
+            }
+            reg.register(name, help, f);
+        }
     }
     let gauge =
         |reg: &mut Registry, name: &str, help: &str, v: &dyn Fn(&QueueSnapshot) -> Option<i64>| {
@@ -692,6 +799,7 @@ mod tests {
             frames_held: 0,
             tcp_connections: 0,
             runtime: Vec::new(),
+            port_stats: Vec::new(),
         };
         let got = w.check(std::slice::from_ref(&snap));
         assert_eq!(got.len(), 1, "{got:?}");
@@ -700,5 +808,44 @@ mod tests {
         assert!(got[0].contains("accept-partial"));
         assert!(w.check(&[snap]).is_empty(), "once");
         assert_eq!(bad_checksum_drops(&c), 1);
+    }
+
+    #[test]
+    fn kernel_drops_at_the_socket_are_told_with_cause_and_fix() {
+        use cnet_socket::PortStat as S;
+        let w = Watchdog::new(0.5, 100);
+        let snap = |rx: u64, fill_empty: u64, ring_full: u64| QueueSnapshot {
+            port: "p0".into(),
+            iface: "vb".into(),
+            queue: 0,
+            running: true,
+            synced: true,
+            failure: None,
+            counters: Some(Counters::default()),
+            pool: None,
+            frames_held: 0,
+            tcp_connections: 0,
+            runtime: Vec::new(),
+            port_stats: vec![
+                S::count("xdp_rx_frames", rx),
+                S::count("kernel_rx_fill_ring_empty_descs", fill_empty),
+                S::count("kernel_rx_ring_full", ring_full),
+                S::count("kernel_rx_dropped", 0),
+            ],
+        };
+        assert!(w.check(&[snap(0, 0, 0)]).is_empty());
+        // A healthy interval: a few drops among many frames.
+        assert!(w.check(&[snap(10_000, 10, 0)]).is_empty());
+        // The fill ring ran dry: 9 000 of 10 000 dropped.
+        let got = w.check(&[snap(11_000, 9_010, 0)]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("dropped 9000 of 10000"), "{}", got[0]);
+        assert!(got[0].contains("fill ring was empty"), "{}", got[0]);
+        assert!(got[0].contains("raise the port's `frames`"), "{}", got[0]);
+        // Then the RX ring overflows.
+        let got = w.check(&[snap(11_500, 9_010, 2_000)]);
+        assert!(got[0].contains("RX ring was full"), "{got:?}");
+        // Too few frames to judge.
+        assert!(w.check(&[snap(11_510, 9_010, 2_050)]).is_empty());
     }
 }

@@ -637,9 +637,46 @@ impl<P: ServicePort + 'static> Service<P> {
             extra_addrs: self.extra_addrs,
             apps,
             describe_port: Some(describe_port::<P>),
+            port_stats: Some(port_stats::<P>),
             synced,
         }
     }
+}
+
+/// The AF_XDP socket's counters, the kernel's statistics of the socket (`XDP_STATISTICS`: what
+/// the kernel dropped before cnet saw it) and the frames the port holds, published by the queue's
+/// owner thread for `/metrics` and `cnet stats`.
+fn port_stats<P: ServicePort>(p: &P) -> Vec<cnet_socket::PortStat> {
+    use cnet_socket::PortStat as S;
+    let x = p.xdp();
+    let c = x.counters();
+    let mut v = vec![
+        S::count("xdp_rx_frames", c.rx_frames),
+        S::count("xdp_tx_frames", c.tx_frames),
+        S::count("xdp_tx_completed", c.tx_completed),
+        S::count("xdp_fill_ring_empty", c.fill_ring_empty),
+        S::count("xdp_fill_pool_empty", c.fill_pool_empty),
+        S::count("xdp_tx_ring_full", c.tx_ring_full),
+        S::count("xdp_rx_wakeups", c.rx_wakeups),
+        S::count("xdp_tx_kicks", c.tx_kicks),
+        S::count("xdp_tx_dropped", c.tx_dropped),
+        S::count("xdp_bad_descs", c.bad_descs),
+        S::level("xdp_frames_held", p.frames_held() as u64),
+    ];
+    if let Ok(k) = x.kernel_stats() {
+        v.extend([
+            S::count("kernel_rx_dropped", k.rx_dropped),
+            S::count("kernel_rx_invalid_descs", k.rx_invalid_descs),
+            S::count("kernel_tx_invalid_descs", k.tx_invalid_descs),
+            S::count("kernel_rx_ring_full", k.rx_ring_full),
+            S::count(
+                "kernel_rx_fill_ring_empty_descs",
+                k.rx_fill_ring_empty_descs,
+            ),
+            S::count("kernel_tx_ring_empty_descs", k.tx_ring_empty_descs),
+        ]);
+    }
+    v
 }
 
 /// The AF_XDP socket's and the kernel's counters, for a stop report.

@@ -266,6 +266,29 @@ fn run_serves_echo_metrics_control_and_diagnoses_partial_checksums() {
         .unwrap()
             > 0.0
     );
+    // The AF_XDP socket's and the kernel's statistics, published by the queue every 250 ms.
+    wait_for(
+        "port statistics in /metrics",
+        Duration::from_secs(5),
+        || {
+            let text = curl(&lab, "/metrics").1;
+            metric(
+                &text,
+                r#"cnet_port_xdp_rx_frames_total{port="p0",iface="cnet0",queue="0"}"#,
+            )
+            .is_some_and(|v| v >= 18.0)
+                && metric(
+                    &text,
+                    r#"cnet_port_kernel_rx_ring_full_total{port="p0",iface="cnet0",queue="0"}"#,
+                )
+                .is_some()
+                && metric(
+                    &text,
+                    r#"cnet_port_xdp_frames_held{port="p0",iface="cnet0",queue="0"}"#,
+                )
+                .is_some_and(|v| v > 0.0)
+        },
+    );
 
     // Control socket.
     let s = sock.to_str().unwrap();

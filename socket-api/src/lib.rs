@@ -62,7 +62,7 @@ pub use queue::RuntimeCounters;
 pub use ready::{Event, Interest, Poller, Readiness, Source, Token};
 pub use runtime::{
     apply_config, counter_lines, run_inline, Clock, ConfigSource, Idle, Limits, LoopApp,
-    NetlinkSource, QueueReport, QueueSetup, QueueStatus, Runtime,
+    NetlinkSource, PortStat, QueueReport, QueueSetup, QueueStatus, Runtime, PORT_STATS_EVERY,
 };
 pub use tcp::{ConnectOptions, ReadHalf, Shutdown, TcpListener, TcpStream, WriteHalf};
 pub use udp::UdpSocket;

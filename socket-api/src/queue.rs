@@ -107,6 +107,10 @@ pub(crate) struct QueueShared {
     pub graveyard: Mutex<Option<Box<dyn Send>>>,
     /// Woken when the runtime stops, for [`crate::Runtime::join`]'s waiters.
     pub stopped: AtomicWaker,
+    /// The port's own statistics (driver and kernel counters, ring levels) as the owner last
+    /// published them, every [`crate::runtime::PORT_STATS_EVERY`] (see
+    /// [`crate::QueueSetup::port_stats`]).
+    pub port_stats: Mutex<Vec<crate::runtime::PortStat>>,
 }
 
 // SAFETY: `base` is an address, only turned into pointers to frames that the thread holding them
@@ -147,6 +151,7 @@ impl QueueShared {
             counters: RuntimeCounters::default(),
             graveyard: Mutex::new(None),
             stopped: AtomicWaker::new(),
+            port_stats: Mutex::new(Vec::new()),
         })
     }
 

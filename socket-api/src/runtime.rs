@@ -105,6 +105,12 @@ pub struct QueueSetup<P> {
     pub apps: Vec<Box<dyn LoopApp>>,
     /// Describes the port's own counters for the stop report (e.g. AF_XDP ring statistics).
     pub describe_port: Option<fn(&P) -> String>,
+    /// The port's live statistics as named values (driver counters, the kernel's AF_XDP
+    /// statistics, ring levels): the owner thread calls it every [`PORT_STATS_EVERY`] and
+    /// publishes the result for [`Runtime::port_stats`] (metrics, `cnet stats`). A port's
+    /// statistics can only be read on the thread that owns it; publishing them on a timer keeps
+    /// metrics readers off the data path (one time comparison per loop iteration).
+    pub port_stats: Option<fn(&P) -> Vec<PortStat>>,
     /// The stack already holds its first configuration snapshot (applied before the start):
     /// the queue is synced from the start. Always true without a configuration source.
     pub synced: bool,
@@ -119,10 +125,45 @@ impl<P> QueueSetup<P> {
             extra_addrs: Vec::new(),
             apps: Vec::new(),
             describe_port: None,
+            port_stats: None,
             synced: false,
         }
     }
 }
+
+/// One statistic of a port ([`QueueSetup::port_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortStat {
+    /// Name, `snake_case` (exported as `cnet_port_<name>`).
+    pub name: &'static str,
+    /// Value.
+    pub value: u64,
+    /// A level (ring fill, frames held) rather than a monotonic count.
+    pub gauge: bool,
+}
+
+impl PortStat {
+    /// A monotonic count.
+    pub const fn count(name: &'static str, value: u64) -> PortStat {
+        PortStat {
+            name,
+            value,
+            gauge: false,
+        }
+    }
+
+    /// A level.
+    pub const fn level(name: &'static str, value: u64) -> PortStat {
+        PortStat {
+            name,
+            value,
+            gauge: true,
+        }
+    }
+}
+
+/// How often an owner thread publishes its port's statistics ([`QueueSetup::port_stats`]).
+pub const PORT_STATS_EVERY: core::time::Duration = core::time::Duration::from_millis(250);
 
 /// Runtime limits and behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -346,6 +387,17 @@ impl Runtime {
         &self.queue(i).counters
     }
 
+    /// Queue `i`'s port statistics as its owner thread last published them (at most
+    /// [`PORT_STATS_EVERY`] old while it runs; the last values once it stopped). Empty when the
+    /// queue has no [`QueueSetup::port_stats`].
+    pub fn port_stats(&self, i: usize) -> Vec<PortStat> {
+        self.queue(i)
+            .port_stats
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
     /// Waits until every queue runs and applied its first configuration snapshot, at most
     /// `timeout`.
     pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
@@ -423,6 +475,8 @@ struct Loop<'a, P> {
     siblings: Vec<Arc<QueueShared>>,
     events: Vec<ConfigEvent>,
     clock: Clock,
+    port_stats: Option<fn(&P) -> Vec<PortStat>>,
+    next_port_stats: Instant,
 }
 
 fn owner_thread<P: Port + Send + 'static>(
@@ -438,6 +492,7 @@ fn owner_thread<P: Port + Send + 'static>(
         extra_addrs,
         mut apps,
         describe_port,
+        port_stats,
         synced,
     } = setup;
     if config.is_none() || synced {
@@ -457,6 +512,8 @@ fn owner_thread<P: Port + Send + 'static>(
         siblings,
         events: Vec::new(),
         clock: Clock::start(),
+        port_stats,
+        next_port_stats: Instant::ZERO,
     };
     q.set_state(RUNNING, None);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run(&stop, &limits)));
@@ -476,6 +533,9 @@ fn owner_thread<P: Port + Send + 'static>(
         if failure.is_some() { FAILED } else { STOPPED },
         failure.clone(),
     );
+    // The port's last figures stay readable after the stop.
+    lp.next_port_stats = Instant::ZERO;
+    lp.publish_port_stats(&q, Instant::ZERO);
     // After the state change: commands that raced with it are dropped here, their replies
     // closed; every socket is told.
     let mut report = lp.finish(failure);
@@ -560,6 +620,8 @@ pub fn run_inline<'a, P: Port>(
         siblings: Vec::new(),
         events: Vec::new(),
         clock: Clock::start(),
+        port_stats: None,
+        next_port_stats: Instant::ZERO,
     };
     let r = lp.run(stop, &limits);
     // Nothing else can hold this queue's frames: take back the one spare lent.
@@ -582,6 +644,7 @@ impl<P: Port> Loop<'_, P> {
                 .owner
                 .handle_cmds(&mut self.host.stack, now, limits.cmds_per_iteration);
             let stats = self.host.poll(now)?;
+            self.publish_port_stats(&q, now);
             (self.app)(&mut self.host.stack, now);
             self.owner.serve_ready(&mut self.host.stack, now);
             self.owner.refill_spare(&mut self.host.stack);
@@ -598,6 +661,19 @@ impl<P: Port> Loop<'_, P> {
             self.sleep(&q);
         }
         Ok(())
+    }
+
+    /// Publishes the port's statistics when they are due ([`QueueSetup::port_stats`]).
+    fn publish_port_stats(&mut self, q: &QueueShared, now: Instant) {
+        let Some(f) = self.port_stats else { return };
+        if now < self.next_port_stats {
+            return;
+        }
+        self.next_port_stats = now + PORT_STATS_EVERY;
+        let v = f(&self.host.port);
+        if let Ok(mut slot) = q.port_stats.lock() {
+            *slot = v;
+        }
     }
 
     /// Sleeps until a frame, a command or the next deadline.
