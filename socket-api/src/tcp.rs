@@ -21,6 +21,7 @@ use cnet_stack::tcp::{TcpHandle, TcpListener as StackListener, TcpOpts, TcpSendE
 use cnet_stack::{Congestion, Frame, Instant, Stack, TcpInfo};
 use crossbeam_queue::SegQueue;
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
@@ -471,6 +472,17 @@ impl TcpStream {
         poll_write(&self.h, cx, data)
     }
 
+    /// Polls to write the slices in order (copied); returns the bytes taken. They are packed into
+    /// as few frames as fit: a header and a body written together leave in one segment where a
+    /// write each would send two.
+    pub fn poll_write_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<Result<usize>> {
+        poll_write_vectored(&self.h, cx, bufs)
+    }
+
     /// Shuts one or both directions: `Write` sends FIN after the queued data; `Read` makes reads
     /// return the end of the stream and discards what arrives.
     pub fn shutdown(&self, how: Shutdown) -> Result<()> {
@@ -722,11 +734,22 @@ fn poll_send_buf(
 }
 
 fn poll_write(h: &StreamHandle, cx: &mut Context<'_>, data: &[u8]) -> Poll<Result<usize>> {
-    if data.is_empty() {
+    poll_write_vectored(h, cx, &[IoSlice::new(data)])
+}
+
+/// Copies `bufs` in order into as few frames as they fit in: the slices of one vectored write
+/// (an HTTP header and its body) share a segment rather than sending one each.
+fn poll_write_vectored(
+    h: &StreamHandle,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+) -> Poll<Result<usize>> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    if total == 0 {
         return Poll::Ready(write_error(h).map_or(Ok(0), Err));
     }
-    let mut n = 0;
-    while n < data.len() {
+    let (mut n, mut i, mut off) = (0, 0, 0);
+    while n < total {
         match poll_credit(h, cx.waker()) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) if n == 0 => return Poll::Ready(Err(e)),
@@ -748,7 +771,17 @@ fn poll_write(h: &StreamHandle, cx: &mut Context<'_>, data: &[u8]) -> Poll<Resul
             Err(e) if n == 0 => return Poll::Ready(Err(e)),
             Err(_) => break,
         };
-        n += b.put(&data[n..]);
+        // Fill this frame from the slices, moving on while each one fits whole.
+        while i < bufs.len() {
+            let k = b.put(&bufs[i][off..]);
+            n += k;
+            off += k;
+            if off < bufs[i].len() {
+                break; // the frame is full
+            }
+            i += 1;
+            off = 0;
+        }
         if let Err(e) = submit_buf(h, b) {
             return Poll::Ready(if n == 0 { Err(e) } else { Ok(n) });
         }
@@ -836,6 +869,16 @@ impl WriteHalf {
         poll_write(&self.h, cx, data)
     }
 
+    /// Polls to write the slices in order, packed into shared frames (see
+    /// [`TcpStream::poll_write_vectored`]).
+    pub fn poll_write_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<Result<usize>> {
+        poll_write_vectored(&self.h, cx, bufs)
+    }
+
     /// Shuts the sending side (FIN after the queued data).
     pub fn shutdown(&self) -> Result<()> {
         shutdown(&self.h, Shutdown::Write)
@@ -860,29 +903,32 @@ impl std::io::Read for ReadHalf {
     }
 }
 
-fn write_all_blocking(h: &StreamHandle, buf: &[u8]) -> std::io::Result<usize> {
+fn write_blocking(h: &StreamHandle, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
     Ok(crate::block::block_on(None, |w| {
-        poll_write(h, &mut Context::from_waker(w), buf)
+        poll_write_vectored(h, &mut Context::from_waker(w), bufs)
     })?)
 }
 
-impl std::io::Write for TcpStream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        write_all_blocking(&self.h, buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// `std::io::Write` for a stream or its writing half: writes wait for send credit and frames
+/// (at least one byte taken), vectored writes share frames, and there is nothing to flush.
+macro_rules! std_write {
+    ($t:ty) => {
+        impl std::io::Write for $t {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                write_blocking(&self.h, &[IoSlice::new(buf)])
+            }
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+                write_blocking(&self.h, bufs)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+    };
 }
 
-impl std::io::Write for WriteHalf {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        write_all_blocking(&self.h, buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+std_write!(TcpStream);
+std_write!(WriteHalf);
 
 /// A listening socket on every queue.
 pub struct TcpListener {

@@ -128,7 +128,9 @@ macro_rules! async_read {
     };
 }
 
-/// `AsyncWrite` through `poll_write_slice(cx, data)` and a `shutdown` of the sending side
+/// `AsyncWrite` through `poll_write_slice(cx, data)`, `poll_write_vectored(cx, bufs)` (slices
+/// packed into shared frames: hyper writes a response's head and body as one vectored write) and a
+/// `shutdown` of the sending side
 /// (`$shut`); nothing to flush: data is with the owner thread once taken.
 macro_rules! async_write {
     ($t:ty, $shut:expr) => {
@@ -139,6 +141,16 @@ macro_rules! async_write {
                 buf: &[u8],
             ) -> Poll<io::Result<usize>> {
                 self.0.poll_write_slice(cx, buf).map_err(Into::into)
+            }
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                self.0.poll_write_vectored(cx, bufs).map_err(Into::into)
+            }
+            fn is_write_vectored(&self) -> bool {
+                true
             }
             fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 Poll::Ready(Ok(()))

@@ -192,6 +192,54 @@ fn tcp_zero_copy_send_and_info() {
 }
 
 #[test]
+fn tcp_vectored_write_shares_one_segment() {
+    let p = Pair::new(1024);
+    let l = TcpListener::bind(&p.b, addr(IP_B, 9)).unwrap();
+    let mut c = TcpStream::connect(&p.a, addr(IP_B, 9)).unwrap();
+    c.set_nodelay(true).unwrap();
+    let mut s = l.accept_timeout(Duration::from_secs(5)).unwrap();
+    let (head, body, tail) = (pattern(100, 1), pattern(300, 2), pattern(50, 3));
+    let bufs = [
+        std::io::IoSlice::new(&head),
+        std::io::IoSlice::new(&body),
+        std::io::IoSlice::new(&[]),
+        std::io::IoSlice::new(&tail),
+    ];
+    assert_eq!(c.write_vectored(&bufs).unwrap(), 450);
+    // One frame, one segment: the receiver gets all of it in one buffer, in order.
+    let got = s.recv().unwrap().unwrap();
+    assert_eq!(got.len(), 450, "the slices left in more than one segment");
+    assert_eq!(&got[..100], &head[..]);
+    assert_eq!(&got[100..400], &body[..]);
+    assert_eq!(&got[400..], &tail[..]);
+    // Larger than a segment: split at frame boundaries, nothing lost or reordered.
+    let big = [pattern(1000, 4), pattern(3000, 5), pattern(7, 6)];
+    let mut sent = 0;
+    while sent < 4007 {
+        // A write takes what it can; the rest is written again from where it stopped.
+        let mut rest = Vec::new();
+        let mut skip = sent;
+        for b in &big {
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            rest.push(std::io::IoSlice::new(&b[skip..]));
+            skip = 0;
+        }
+        sent += c.write_vectored(&rest).unwrap();
+    }
+    let want: Vec<u8> = big.concat();
+    let mut back = Vec::new();
+    while back.len() < want.len() {
+        back.extend_from_slice(&s.recv().unwrap().unwrap());
+    }
+    assert!(back == want, "vectored data differs");
+    drop((got, s, c, l));
+    p.finish();
+}
+
+#[test]
 fn tcp_connect_refused_and_timeout() {
     let p = Pair::new(256);
     assert_eq!(
