@@ -4,7 +4,8 @@
 //! it shares with cnet.
 //!
 //! The program is built from instructions in Rust ([`super::bpf`]), loaded with `bpf_prog_load`
-//! (the verifier's log comes back in the error when it refuses) and attached with `bpf_xdp_attach`.
+//! (the verifier's log comes back in the error when it refuses) and attached through a BPF link
+//! (`bpf_link_create`, `BPF_XDP`, native or generic mode).
 //! Its two maps:
 //! - `cnet_xsks` (XSKMAP, key = queue id, value = AF_XDP socket): each port inserts its socket;
 //!   the kernel removes the entry when the socket closes.
@@ -31,8 +32,12 @@
 //! broadcast pings (RFC 1122 3.2.2.6), so it loses only broadcast UDP, which it does not need.
 //!
 //! One program per interface and network namespace, shared by every queue's port through an `Arc`;
-//! the last port to go detaches it, and only if it is still the attached program (`bpf_xdp_detach`
-//! with the expected program: another one attached since is left alone).
+//! the last port to go closes the link, which detaches it. Why a link rather than
+//! `bpf_xdp_attach` (netlink): a link-attached program cannot be replaced or removed behind cnet's
+//! back (`ip link set dev X xdp off` answers `EBUSY` while cnet runs), so "detach only if it is
+//! still ours" holds by construction, and the kernel detaches it when the process dies, even by
+//! SIGKILL: no stale program blocks the next start. (On kernel 6.18, `bpf_xdp_detach` with
+//! `old_prog_fd`, the netlink way to detach only one's own program, answered `EINVAL`.)
 
 use super::bpf::{helper, reg::*, Asm, AsmError, Cond, Insn, Size};
 use super::{AttachMode, XdpConfigError, XdpError};
@@ -58,8 +63,7 @@ const MD_DATA_END: i16 = 4;
 const MD_RX_QUEUE_INDEX: i16 = 16;
 // XDP actions.
 const XDP_PASS: i32 = 2;
-// `bpf_xdp_attach` flags (linux/if_link.h).
-const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1;
+// XDP attach mode flags (linux/if_link.h).
 const XDP_FLAGS_SKB_MODE: u32 = 2;
 const XDP_FLAGS_DRV_MODE: u32 = 4;
 
@@ -201,12 +205,43 @@ fn prog_load(insns: &[Insn]) -> Result<OwnedFd, (io::Error, String)> {
     }
 }
 
-/// `(st_dev, st_ino)` of the calling thread's network namespace and a descriptor of it.
-fn current_netns() -> io::Result<((u64, u64), OwnedFd)> {
-    let f = std::fs::File::open("/proc/thread-self/ns/net")?;
+/// The kernel's id of a loaded program.
+fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: zero is valid for every field of the info struct.
+    let mut info: libxdp_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libxdp_sys::bpf_prog_info>() as u32;
+    // SAFETY: `info` is writable for `len` bytes; no array pointers are set, so the kernel
+    // writes nothing else.
+    let rc = unsafe { libxdp_sys::bpf_prog_get_info_by_fd(prog.as_raw_fd(), &mut info, &mut len) };
+    if rc != 0 {
+        return Err(neg_errno(rc));
+    }
+    Ok(info.id)
+}
+
+/// `(st_dev, st_ino)` of the calling thread's network namespace.
+fn current_netns() -> io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let m = f.metadata()?;
-    Ok(((m.dev(), m.ino()), OwnedFd::from(f)))
+    let m = std::fs::metadata("/proc/thread-self/ns/net")?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Attaches `prog` to `ifindex` in `mode` through a BPF link (`BPF_LINK_CREATE`, Linux >= 5.9):
+/// `EBUSY` when a program is already attached.
+fn attach_link(prog: BorrowedFd<'_>, ifindex: u32, mode: AttachMode) -> io::Result<OwnedFd> {
+    // SAFETY: zero is valid for every field of the options struct (integers, null pointers).
+    let mut opts: libxdp_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libxdp_sys::bpf_link_create_opts>();
+    opts.flags = xdp_flags(mode);
+    // SAFETY: `prog` is an open program fd, `opts` a valid options struct.
+    owned_fd(unsafe {
+        libxdp_sys::bpf_link_create(
+            prog.as_raw_fd(),
+            ifindex as libc::c_int,
+            libxdp_sys::bpf_attach_type_BPF_XDP,
+            &opts,
+        )
+    })
 }
 
 fn xdp_flags(mode: AttachMode) -> u32 {
@@ -239,10 +274,12 @@ struct AddrState {
 pub struct RedirectProgram {
     ifname: String,
     ifindex: u32,
-    netns: (u64, u64),
-    netns_fd: OwnedFd,
+    /// The BPF link attaching the program to the interface (it holds the program): closing it
+    /// (drop) detaches the program, also when the process dies; nobody can replace a
+    /// link-attached program meanwhile. Only held.
+    _link: OwnedFd,
     mode: AttachMode,
-    prog: OwnedFd,
+    prog_id: u32,
     xsks: OwnedFd,
     addrs: OwnedFd,
     state: Mutex<AddrState>,
@@ -280,7 +317,7 @@ impl RedirectProgram {
                 source,
             }
         };
-        let (netns, netns_fd) = current_netns().map_err(err("network namespace"))?;
+        let netns = current_netns().map_err(err("network namespace"))?;
         let mut all = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
         all.retain(|(_, w)| w.strong_count() > 0);
         if let Some(p) = all
@@ -315,6 +352,7 @@ impl RedirectProgram {
             source,
             log,
         })?;
+        let prog_id = prog_id(prog.as_fd()).map_err(err("bpf_prog_get_info_by_fd"))?;
         let tries: &[AttachMode] = match mode {
             AttachMode::Auto => &[AttachMode::Native, AttachMode::Generic],
             AttachMode::Native => &[AttachMode::Native],
@@ -323,23 +361,14 @@ impl RedirectProgram {
         let mut attached = None;
         let mut last = io::Error::from_raw_os_error(libc::EINVAL);
         for (i, &m) in tries.iter().enumerate() {
-            let flags = XDP_FLAGS_UPDATE_IF_NOEXIST | xdp_flags(m);
-            // SAFETY: `prog` is an open program fd; null opts = no expected old program.
-            let rc = unsafe {
-                libxdp_sys::bpf_xdp_attach(
-                    ifindex as libc::c_int,
-                    prog.as_raw_fd(),
-                    flags,
-                    std::ptr::null(),
-                )
-            };
-            if rc == 0 {
-                attached = Some(m);
-                break;
+            match attach_link(prog.as_fd(), ifindex, m) {
+                Ok(l) => {
+                    attached = Some((m, l));
+                    break;
+                }
+                Err(e) => last = e,
             }
-            last = neg_errno(rc);
-            let code = last.raw_os_error();
-            if matches!(code, Some(libc::EBUSY | libc::EEXIST)) {
+            if matches!(last.raw_os_error(), Some(libc::EBUSY | libc::EEXIST)) {
                 let id = attached_id(ifindex).unwrap_or(0);
                 tracing::error!(ifname, prog_id = id,
                     "another XDP program is attached; detach it (`ip link set dev {ifname} xdp off`) or use xskmap \"uds\"/\"pinned\"");
@@ -350,17 +379,16 @@ impl RedirectProgram {
                     "XDP attach mode refused, falling back");
             }
         }
-        let Some(mode) = attached else {
-            return Err(err("bpf_xdp_attach")(last));
+        let Some((mode, link)) = attached else {
+            return Err(err("attaching (BPF_LINK_CREATE)")(last));
         };
         tracing::info!(ifname, ?mode, "cnet redirect program attached");
         let p = Arc::new(RedirectProgram {
             ifname: ifname.into(),
             ifindex,
-            netns,
-            netns_fd,
+            _link: link,
             mode,
-            prog,
+            prog_id,
             xsks,
             addrs,
             state: Mutex::new(AddrState::default()),
@@ -377,6 +405,11 @@ impl RedirectProgram {
     /// The mode the program is attached in (native or generic).
     pub fn mode(&self) -> AttachMode {
         self.mode
+    }
+
+    /// The kernel's id of the program (`bpftool prog show id N`).
+    pub fn prog_id(&self) -> u32 {
+        self.prog_id
     }
 
     /// Interface index (in the namespace the program was attached in).
@@ -446,59 +479,12 @@ impl RedirectProgram {
             Some((addr, source)) => Err(XdpError::AddrMap { addr, source }),
         }
     }
-
-    /// Detaches the program if it is still the one attached.
-    fn detach(&self) -> io::Result<()> {
-        let opts = libxdp_sys::bpf_xdp_attach_opts {
-            sz: std::mem::size_of::<libxdp_sys::bpf_xdp_attach_opts>(),
-            old_prog_fd: self.prog.as_raw_fd(),
-        };
-        // SAFETY: `opts` is a valid options struct naming our open program fd as the expected
-        // current one (`XDP_FLAGS_REPLACE`): the kernel refuses (`EEXIST`) if another replaced it.
-        let rc = unsafe {
-            libxdp_sys::bpf_xdp_detach(self.ifindex as libc::c_int, xdp_flags(self.mode), &opts)
-        };
-        if rc != 0 {
-            return Err(neg_errno(rc));
-        }
-        Ok(())
-    }
-
-    /// [`Self::detach`] in the namespace the program was attached in (a thread entered there when
-    /// the calling thread is elsewhere: the attach/detach calls use a netlink socket of the
-    /// caller's namespace).
-    fn detach_in_netns(&self) -> io::Result<()> {
-        let here = current_netns().map(|(k, _)| k).ok();
-        if here == Some(self.netns) {
-            return self.detach();
-        }
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on this new thread only (it ends right after), with an open
-                // network-namespace descriptor.
-                if unsafe { libc::setns(self.netns_fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                self.detach()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("detach thread panicked")))
-        })
-    }
 }
 
 impl Drop for RedirectProgram {
     fn drop(&mut self) {
-        match self.detach_in_netns() {
-            Ok(()) => tracing::info!(ifname = %self.ifname, "cnet redirect program detached"),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => tracing::warn!(
-                ifname = %self.ifname,
-                "another XDP program replaced cnet's redirect program; left attached"
-            ),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
-            Err(e) => tracing::warn!(ifname = %self.ifname, error = %e,
-                "detaching cnet's redirect program failed"),
-        }
+        // The link's descriptor closes after this: the kernel detaches the program then.
+        tracing::info!(ifname = %self.ifname, "cnet redirect program detached");
     }
 }
 
