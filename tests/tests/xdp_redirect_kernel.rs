@@ -141,7 +141,7 @@ impl KernelTap {
             if r < 0 {
                 break;
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             let f = &buf[..r as usize];
@@ -155,6 +155,12 @@ impl KernelTap {
         }
         n
     }
+}
+
+/// `count` pings from the kernel side to `ip` (0.2 s apart, 1 s timeout each).
+fn ping(lab: &Lab, ip: Ipv4Addr, count: u32) -> anyhow::Result<std::process::Output> {
+    let (ip, count) = (ip.to_string(), count.to_string());
+    lab.kernel(&["ping", "-c", &count, "-i", "0.2", "-W", "1", &ip])
 }
 
 /// One UDP echo exchange from the kernel side to `ip:7` (up to 5 tries); the echo's source
@@ -408,31 +414,11 @@ fn host_keeps_its_traffic_while_cnet_gets_its_own_address() {
     // cnet's address: ping (ARP first: the kernel side's neighbour entry is fresh) and UDP echo.
     lab.kernel(&["ip", "neigh", "flush", "dev", cnet_apps::lab::KERNEL_DEV])
         .unwrap();
-    lab.kernel(&[
-        "ping",
-        "-c",
-        "2",
-        "-i",
-        "0.2",
-        "-W",
-        "1",
-        &STACK_IP.to_string(),
-    ])
-    .expect("cnet answers ping on its address");
+    ping(&lab, STACK_IP, 2).expect("cnet answers ping on its address");
     assert!(udp_echo(&lab, STACK_IP), "cnet echoes UDP on its address");
     // The host's address on the same netdev: ARP, TCP both ways, ping, all by the kernel.
     kernel_tcp_echo(&lab, HOST_IP).expect("the kernel keeps TCP on its address");
-    lab.kernel(&[
-        "ping",
-        "-c",
-        "2",
-        "-i",
-        "0.2",
-        "-W",
-        "1",
-        &HOST_IP.to_string(),
-    ])
-    .expect("the kernel answers ping on its address");
+    ping(&lab, HOST_IP, 2).expect("the kernel answers ping on its address");
     let (to_host, to_cnet) = (tap.count_for(HOST_IP), tap.count_for(STACK_IP));
     assert!(
         to_host >= 4,
@@ -446,8 +432,7 @@ fn host_keeps_its_traffic_while_cnet_gets_its_own_address() {
     assert_eq!(xdp_of_link(&lab), "", "program detached after cnet exits");
     assert_eq!(addrs_in_map(&lab), None);
     kernel_tcp_echo(&lab, HOST_IP).expect("kernel TCP after cnet");
-    lab.kernel(&["ping", "-c", "1", "-W", "1", &STACK_IP.to_string()])
-        .expect("the kernel answers for cnet's old address now");
+    ping(&lab, STACK_IP, 1).expect("the kernel answers for cnet's old address now");
     assert!(
         tap.count_for(STACK_IP) >= 1,
         "frames for it reach the kernel"
@@ -463,8 +448,7 @@ fn address_map_follows_netlink() {
     assert!(udp_echo(&lab, STACK_IP), "cnet echoes on its address");
     let tap = KernelTap::open(&lab);
     // Not ours yet: the kernel side's ARP requests for it reach the kernel (nobody answers).
-    let late = LATE_IP.to_string();
-    let _ = lab.kernel(&["ping", "-c", "1", "-W", "1", &late]);
+    let _ = ping(&lab, LATE_IP, 1);
     assert!(
         tap.count_for(LATE_IP) >= 1,
         "before: frames for it reach the kernel"

@@ -251,6 +251,25 @@ fn xdp_flags(mode: AttachMode) -> u32 {
     }
 }
 
+/// The index of `ifname` in the calling thread's network namespace.
+fn lookup(ifname: &str) -> Result<u32, XdpError> {
+    let c = CString::new(ifname).map_err(|_| XdpConfigError::BadIfname(ifname.into()))?;
+    super::sys::ifindex(&c).map_err(|source| XdpError::NoSuchInterface {
+        ifname: ifname.into(),
+        source,
+    })
+}
+
+/// Turns an I/O error of step `what` into [`XdpError::Program`].
+fn program_error(ifname: &str, what: &'static str) -> impl FnOnce(io::Error) -> XdpError {
+    let ifname = ifname.to_string();
+    move |source| XdpError::Program {
+        ifname,
+        what,
+        source,
+    }
+}
+
 /// The id of the XDP program attached to `ifindex` (any mode), 0 when none.
 fn attached_id(ifindex: u32) -> io::Result<u32> {
     let mut id = 0u32;
@@ -304,19 +323,8 @@ impl RedirectProgram {
         mode: AttachMode,
         queues: u32,
     ) -> Result<Arc<RedirectProgram>, XdpError> {
-        let c = CString::new(ifname).map_err(|_| XdpConfigError::BadIfname(ifname.into()))?;
-        let ifindex = super::sys::ifindex(&c).map_err(|source| XdpError::NoSuchInterface {
-            ifname: ifname.into(),
-            source,
-        })?;
-        let err = |what: &'static str| {
-            let ifname = ifname.to_string();
-            move |source| XdpError::Program {
-                ifname,
-                what,
-                source,
-            }
-        };
+        let ifindex = lookup(ifname)?;
+        let err = |what| program_error(ifname, what);
         let netns = current_netns().map_err(err("network namespace"))?;
         let mut all = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
         all.retain(|(_, w)| w.strong_count() > 0);
@@ -492,19 +500,8 @@ impl Drop for RedirectProgram {
 /// the calling thread's namespace), whoever attached it; `None` when no cnet redirect program is
 /// attached there. For diagnostics and tests.
 pub fn attached_addrs(ifname: &str) -> Result<Option<Vec<Ipv4Addr>>, XdpError> {
-    let c = CString::new(ifname).map_err(|_| XdpConfigError::BadIfname(ifname.into()))?;
-    let ifindex = super::sys::ifindex(&c).map_err(|source| XdpError::NoSuchInterface {
-        ifname: ifname.into(),
-        source,
-    })?;
-    let err = |what: &'static str| {
-        let ifname = ifname.to_string();
-        move |source| XdpError::Program {
-            ifname,
-            what,
-            source,
-        }
-    };
+    let ifindex = lookup(ifname)?;
+    let err = |what| program_error(ifname, what);
     let id = attached_id(ifindex).map_err(err("bpf_xdp_query_id"))?;
     if id == 0 {
         return Ok(None);
@@ -593,7 +590,11 @@ mod tests {
     #[test]
     fn program_is_well_formed() {
         let p = program(3, 4).unwrap();
-        assert!(p.len() < 64, "a tiny program: {} instructions", p.len());
+        assert_eq!(
+            p.len(),
+            37,
+            "a tiny program (docs/DEPLOY.md gives its size)"
+        );
         assert_eq!(p.last().unwrap().code(), Insn::exit().code());
         let lddw_second: Vec<usize> = p
             .iter()
