@@ -587,6 +587,41 @@ fn map_keys(map: BorrowedFd<'_>) -> io::Result<Vec<Ipv4Addr>> {
 mod tests {
     use super::*;
 
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    fn the_verifier_accepts_the_program_and_its_log_comes_with_a_refusal() {
+        if !is_root() {
+            eprintln!("SKIP: loading BPF programs needs root (CAP_BPF)");
+            return;
+        }
+        let xsks = map_create(
+            libxdp_sys::bpf_map_type_BPF_MAP_TYPE_XSKMAP,
+            c"t_xsks",
+            4,
+            4,
+        )
+        .expect("XSKMAP");
+        let addrs =
+            map_create(libxdp_sys::bpf_map_type_BPF_MAP_TYPE_HASH, c"t_addrs", 1, 4).expect("HASH");
+        let p = program(addrs.as_raw_fd(), xsks.as_raw_fd()).unwrap();
+        let fd = prog_load(&p).unwrap_or_else(|(e, log)| panic!("refused: {e}\n{log}"));
+        assert!(prog_id(fd.as_fd()).unwrap() > 0);
+        // The same program without its Ethernet bounds check: refused, and the log says why.
+        let mut bad = p.clone();
+        assert!(
+            bad[5].is_jump(),
+            "instruction 5 is the Ethernet bounds check"
+        );
+        bad[5] = Insn::mov64_imm(R0, 0);
+        let (e, log) = prog_load(&bad).expect_err("the verifier refuses unchecked packet reads");
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+        assert!(log.contains("invalid access to packet"), "{log}");
+    }
+
     #[test]
     fn program_is_well_formed() {
         let p = program(3, 4).unwrap();
