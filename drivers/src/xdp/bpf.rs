@@ -121,6 +121,32 @@ impl Insn {
         self.off
     }
 
+    /// Immediate.
+    #[cfg(test)]
+    pub(crate) fn imm(&self) -> i32 {
+        self.imm
+    }
+
+    /// Destination register.
+    #[cfg(test)]
+    pub(crate) fn dst(&self) -> u8 {
+        if cfg!(target_endian = "little") {
+            self.regs & 0x0f
+        } else {
+            self.regs >> 4
+        }
+    }
+
+    /// Source register.
+    #[cfg(test)]
+    pub(crate) fn src(&self) -> u8 {
+        if cfg!(target_endian = "little") {
+            self.regs >> 4
+        } else {
+            self.regs & 0x0f
+        }
+    }
+
     /// `dst = src` (64-bit).
     pub(crate) fn mov64_reg(dst: u8, src: u8) -> Insn {
         Insn::new(CLASS_ALU64 | ALU_MOV | SRC_X, dst, src, 0, 0)
