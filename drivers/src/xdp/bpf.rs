@@ -300,7 +300,10 @@ mod tests {
     use super::reg::*;
     use super::*;
 
-    /// Encodings checked against `llvm-objdump -d` of clang-built XDP programs (little-endian).
+    /// Encodings as `llvm-mc -triple bpfel -show-encoding` (LLVM 14) prints them for the same
+    /// assembly (`r6 = r1`, `r2 = *(u32 *)(r6 + 16)`, `if r4 > r3 goto +25`...). The map load
+    /// differs only in its source register: `r1 = 5 ll` assembles with 0, libbpf sets
+    /// `BPF_PSEUDO_MAP_FD` (1) there when it relocates a map reference, as done here.
     #[test]
     #[cfg(target_endian = "little")]
     fn known_encodings() {
