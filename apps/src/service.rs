@@ -19,7 +19,7 @@ use cnet_drivers::Port;
 use cnet_netlink::{NetlinkSync, Subscription, SyncConfig};
 use cnet_socket::{ConfigSource, LoopApp, QueueSetup, Runtime};
 use cnet_stack::tcp::{TcpHandle, TcpListener, TcpOpts, TcpSendError, TcpState};
-use cnet_stack::{ConfigEvent, Frame, IfAddr, Instant, MacAddr, Stack, StackConfig, UdpHandle};
+use cnet_stack::{ConfigEvent, Frame, IfAddr, Instant, Stack, StackConfig, UdpHandle};
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
@@ -416,18 +416,6 @@ fn is_busy(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn sysfs_mac(ifname: &str) -> Result<MacAddr> {
-    let path = format!("/sys/class/net/{ifname}/address");
-    let s = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = s.trim().split(':').collect();
-    anyhow::ensure!(parts.len() == 6, "{path}: not a MAC address: {s:?}");
-    for (m, p) in mac.iter_mut().zip(parts) {
-        *m = u8::from_str_radix(p, 16).with_context(|| format!("{path}: bad MAC {s:?}"))?;
-    }
-    Ok(MacAddr(mac))
-}
-
 /// Starts netlink-sync for the service's interface when configured, with its first snapshot.
 fn start_netlink(
     cfg: &ServiceConfig,
@@ -514,10 +502,11 @@ impl Service<XdpPort> {
         seed: u64,
         tune: &dyn Fn(&mut StackConfig),
     ) -> Result<Service> {
-        let ifname = &cfg.xdp.ifname;
         let mac = match snapshot.as_ref().and_then(|s| s.mac) {
             Some(m) => m,
-            None => sysfs_mac(ifname)?,
+            // The port's own `SIOCGIFHWADDR` (in the namespace it was opened in; sysfs shows
+            // the namespace it was mounted in, which differs after a bare setns).
+            None => port.info().mac,
         };
         let mut sc = StackConfig::new(mac);
         sc.seed = seed;

@@ -6,7 +6,7 @@
 //! they wait, so back-pressure reaches the stack's own bounded queue instead of dropping here.
 
 use crate::port::{Port, PortError};
-use cnet_stack::{Batch, Instant, Stack};
+use cnet_stack::{Batch, IfAddr, Instant, Stack};
 
 /// What one `poll` moved.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct Host<P> {
     pub port: P,
     rx: Batch,
     tx: Batch,
+    /// The stack's addresses as last told to the port ([`Port::local_addrs_changed`]).
+    told_addrs: Vec<IfAddr>,
 }
 
 /// Bursts taken per `poll` at most, so application work is not starved under load.
@@ -40,17 +42,32 @@ pub const POLL_BUDGET: usize = 16;
 
 impl<P: Port> Host<P> {
     /// Joins a stack and a port (the stack's pool must be the one the port fills).
+    /// The port is told the stack's addresses now ([`Port::local_addrs_changed`]).
     pub fn new(stack: Stack, port: P) -> Self {
-        Host {
+        let mut h = Host {
             stack,
             port,
             rx: Batch::new(),
             tx: Batch::new(),
+            told_addrs: Vec::new(),
+        };
+        h.tell_addrs();
+        h
+    }
+
+    /// Tells the port the stack's addresses if they changed since last told (a slice compare
+    /// per poll; an allocation only on change).
+    fn tell_addrs(&mut self) {
+        if self.told_addrs.as_slice() != self.stack.addrs() {
+            self.told_addrs = self.stack.addrs().to_vec();
+            self.port.local_addrs_changed(&self.told_addrs);
         }
     }
 
     /// Receives and processes up to [`POLL_BUDGET`] bursts, then flushes output.
+    /// A change of the stack's addresses (configuration applied since) is told to the port first.
     pub fn poll(&mut self, now: Instant) -> Result<PollStats, PortError> {
+        self.tell_addrs();
         let mut stats = PollStats::default();
         for _ in 0..POLL_BUDGET {
             let n = self
@@ -128,6 +145,7 @@ impl<P: Port> Host<P> {
             port: f(self.port),
             rx: self.rx,
             tx: self.tx,
+            told_addrs: self.told_addrs,
         }
     }
 

@@ -153,6 +153,9 @@ impl<P: Port> Port for ImpairPort<P> {
     fn frames_held(&self) -> usize {
         self.inner.frames_held() + self.tx_due.len() + self.rx_raw.len()
     }
+    fn local_addrs_changed(&mut self, addrs: &[cnet_stack::IfAddr]) {
+        self.inner.local_addrs_changed(addrs);
+    }
 }
 
 #[cfg(test)]

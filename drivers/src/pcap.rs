@@ -348,6 +348,9 @@ impl<P: Port, W: Write> Port for PcapPort<P, W> {
     fn frames_held(&self) -> usize {
         self.inner.frames_held()
     }
+    fn local_addrs_changed(&mut self, addrs: &[cnet_stack::IfAddr]) {
+        self.inner.local_addrs_changed(addrs);
+    }
 }
 
 #[cfg(test)]

@@ -69,4 +69,9 @@ pub trait Port {
     fn frames_held(&self) -> usize {
         0
     }
+
+    /// The stack's own IPv4 addresses, at start and whenever they change ([`crate::host::Host`]
+    /// calls it). A port that steers traffic by destination (AF_XDP with cnet's redirect program)
+    /// updates its filter; the default ignores it. Wrappers forward it.
+    fn local_addrs_changed(&mut self, _addrs: &[cnet_stack::IfAddr]) {}
 }

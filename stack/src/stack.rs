@@ -388,7 +388,7 @@ impl Stack {
             ConfigEvent::AddrAdd(a) => self.addr_add(a, now),
             ConfigEvent::AddrDel(a) => {
                 self.iface.addrs.retain(|x| x.addr != a.addr);
-                self.routes.remove(&connected_route(a));
+                self.remove_connected_route(a);
             }
             ConfigEvent::RouteAdd(r) => {
                 self.routes.add(r);
@@ -454,13 +454,23 @@ impl Stack {
             return;
         }
         if let Some(x) = self.iface.addrs.iter_mut().find(|x| x.addr == a.addr) {
-            self.routes.remove(&connected_route(*x));
+            let old = *x;
             *x = a;
+            self.remove_connected_route(old);
         } else {
             self.iface.addrs.push(a);
         }
         self.routes.add(connected_route(a));
         self.send_gratuitous_arp(a.addr, now);
+    }
+
+    /// Removes the connected route of an address that went, unless another of our addresses
+    /// is in the same subnet (a secondary address's removal keeps the primary's route, as Linux).
+    fn remove_connected_route(&mut self, gone: IfAddr) {
+        let r = connected_route(gone);
+        if !self.iface.addrs.iter().any(|x| connected_route(*x) == r) {
+            self.routes.remove(&r);
+        }
     }
 
     fn announce_all(&mut self, now: Instant) {

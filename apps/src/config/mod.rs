@@ -9,7 +9,7 @@ pub mod load;
 
 pub use load::{ConfigError, PathError, Pos};
 
-use cnet_drivers::xdp::{AttachMode, BindMode, BusyPoll, HugePages, XdpConfig};
+use cnet_drivers::xdp::{AttachMode, BindMode, BusyPoll, HugePages, XdpConfig, XskMapSource};
 use cnet_stack::{IfAddr, MacAddr, Neighbor, Route, StackConfig};
 use serde::{Deserialize, Deserializer};
 use std::collections::{BTreeMap, BTreeSet};
@@ -195,7 +195,8 @@ fn default_headroom() -> u32 {
 /// means its `xsks_map`). See docs/DEPLOY.md.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum XskMap {
-    /// libxdp loads its program (needs root / CAP_NET_ADMIN + CAP_BPF).
+    /// cnet loads its own redirect program (ARP/IPv4 for the stack's addresses only; root, or
+    /// CAP_BPF + CAP_NET_ADMIN + CAP_NET_RAW).
     #[default]
     SelfLoad,
     /// The device plugin's UNIX socket (`None`: the default path for the interface).
@@ -879,6 +880,10 @@ impl Config {
             budget: b.budget,
             prefer: b.prefer,
         });
+        if p.xskmap == XskMap::SelfLoad {
+            // cnet's own program: only the stack's addresses come to cnet (docs/DEPLOY.md).
+            x.map_source = XskMapSource::Redirect;
+        }
         Some(x)
     }
 

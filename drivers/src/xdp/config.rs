@@ -3,7 +3,8 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
-/// How the XDP program is attached (only used when the port loads it itself, [`XskMapSource::SelfLoad`]).
+/// How the XDP program is attached (only used when the port loads it itself,
+/// [`XskMapSource::SelfLoad`] or [`XskMapSource::Redirect`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttachMode {
     /// Driver (native) mode: `XDP_FLAGS_DRV_MODE`. Fails on a driver without XDP support.
@@ -70,9 +71,17 @@ pub enum HugePages {
 #[derive(Debug, Default)]
 pub enum XskMapSource {
     /// libxdp loads its default redirect program and map when the socket is created and removes
-    /// them when the last socket goes (needs root / CAP_NET_ADMIN + CAP_BPF). For development.
+    /// them when the last socket goes (needs root / CAP_NET_ADMIN + CAP_BPF). It redirects
+    /// **every** frame of the bound queues: for tests and dedicated netdevs.
     #[default]
     SelfLoad,
+    /// cnet's own redirect program ([`super::RedirectProgram`]): ARP and IPv4 for the stack's own
+    /// addresses go to the port, everything else to the kernel, so the host keeps its traffic on
+    /// a shared netdev. The port loads and attaches it (one per interface, shared by its queues;
+    /// root / CAP_BPF + CAP_NET_ADMIN), creates its socket with program loading inhibited and
+    /// inserts it. The addresses follow the stack's (`Port::local_addrs_changed`, called by
+    /// `Host`); until the stack tells any, nothing is redirected.
+    Redirect,
     /// An XSKMAP file descriptor obtained elsewhere (the device plugin's UNIX socket, a parent
     /// process, [`super::XskProgram`]). Program loading is inhibited; the port inserts its socket
     /// at key = queue id.

@@ -46,7 +46,11 @@
 //!
 //! ## XDP program and XSKMAP ([`XskMapSource`])
 //! - `SelfLoad`: libxdp loads its default redirect program when the first socket is created and
-//!   detaches it when the last one is deleted (on drop). Needs root.
+//!   detaches it when the last one is deleted (on drop). Needs root. Takes every frame of the queue.
+//! - `Redirect`: cnet's own program ([`RedirectProgram`], `redirect.rs`, built by `bpf.rs`): only
+//!   ARP and IPv4 for the stack's addresses come to the port, the rest goes to the kernel. The port
+//!   attaches it (shared by the interface's queues), then proceeds as with `Fd`. The addresses come
+//!   from the stack through [`Port::local_addrs_changed`].
 //! - `Fd(fd)` / `Pinned(path)`: program loading is inhibited (`XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD`);
 //!   the port inserts its socket with `bpf_map_update_elem(map, &queue, &xsk_fd)`. The kernel removes
 //!   the entry when the socket closes. [`XskProgram`] is the privileged half for development and tests:
@@ -80,8 +84,10 @@ pub fn unavailable_reason() -> Option<String> {
     None
 }
 
+mod bpf;
 mod config;
 mod datapath;
+mod redirect;
 mod ring;
 mod sys;
 
@@ -89,6 +95,7 @@ pub use config::{
     AttachMode, BindMode, BusyPoll, HugePages, RingSizes, XdpConfig, XdpConfigError, XskMapSource,
     XDP_PACKET_HEADROOM,
 };
+pub use redirect::{attached_addrs, RedirectProgram, ADDR_MAP_NAME, MAX_ADDRS, PROG_NAME};
 
 use crate::{Port, PortError, PortInfo};
 use cnet_stack::buf::PoolError;
@@ -179,6 +186,27 @@ pub enum XdpError {
         /// Underlying error.
         source: io::Error,
     },
+    /// The kernel's verifier (or the loader) refused cnet's redirect program.
+    #[error(
+        "loading cnet's XDP redirect program for {ifname} failed: {source}; verifier log:\n{log}"
+    )]
+    ProgramLoad {
+        /// Interface.
+        ifname: String,
+        /// `bpf_prog_load` error (`EPERM`: needs CAP_BPF or root).
+        source: io::Error,
+        /// The verifier's log (empty when the kernel gave none).
+        log: String,
+    },
+    /// Updating the redirect program's address map failed (`E2BIG`: more than
+    /// [`MAX_ADDRS`] addresses).
+    #[error("address {addr} in the redirect program's map: {source}")]
+    AddrMap {
+        /// The address.
+        addr: std::net::Ipv4Addr,
+        /// `bpf_map_update_elem` / `bpf_map_delete_elem` error.
+        source: io::Error,
+    },
     /// A socket option failed.
     #[error("setsockopt {name}: {source}")]
     Sockopt {
@@ -256,12 +284,15 @@ pub struct XdpMode {
 /// An AF_XDP socket on one queue, implementing [`Port`] over a [`Pool`] that is its UMEM.
 ///
 /// Dropping the port deletes the socket (and, for [`XskMapSource::SelfLoad`], libxdp detaches the
-/// program with the last socket). Frames on its rings at that time are not returned to the pool.
+/// program with the last socket; for [`XskMapSource::Redirect`] the last port of the interface
+/// detaches cnet's program). Frames on its rings at that time are not returned to the pool.
 #[derive(Debug)]
 pub struct XdpPort {
     // `dp` holds raw pointers into `xsk`'s rings: declared first so it is dropped first.
     dp: Datapath,
     xsk: Xsk,
+    // After `xsk`: the program is detached (last port) once the socket is closed.
+    redirect: Option<Arc<RedirectProgram>>,
     info: PortInfo,
     queue: u32,
     ifindex: u32,
@@ -387,15 +418,30 @@ impl MapFd<'_> {
     }
 }
 
-fn map_fd(src: &XskMapSource) -> Result<MapFd<'_>, XdpError> {
-    Ok(match src {
-        XskMapSource::SelfLoad => MapFd::None,
-        XskMapSource::Fd(fd) => MapFd::Borrowed(fd.as_fd()),
-        XskMapSource::Pinned(path) => {
+/// The XSKMAP of `cfg.map_source`, and cnet's redirect program when the port attaches it.
+fn map_fd(cfg: &XdpConfig) -> Result<(MapFd<'_>, Option<Arc<RedirectProgram>>), XdpError> {
+    Ok(match &cfg.map_source {
+        XskMapSource::SelfLoad => (MapFd::None, None),
+        XskMapSource::Fd(fd) => (MapFd::Borrowed(fd.as_fd()), None),
+        XskMapSource::Pinned(path) => (
             MapFd::Owned(sys::obj_get(path).map_err(|source| XdpError::PinnedMap {
                 path: path.clone(),
                 source,
-            })?)
+            })?),
+            None,
+        ),
+        XskMapSource::Redirect => {
+            let queues = cfg.queues.iter().max().map_or(1, |q| q.saturating_add(1));
+            let prog = RedirectProgram::attach(&cfg.ifname, cfg.attach_mode, queues)?;
+            let fd = prog
+                .xsk_map()
+                .try_clone_to_owned()
+                .map_err(|source| XdpError::Program {
+                    ifname: cfg.ifname.clone(),
+                    what: "dup of the XSKMAP fd",
+                    source,
+                })?;
+            (MapFd::Owned(fd), Some(prog))
         }
     })
 }
@@ -413,10 +459,10 @@ impl XdpPort {
     /// namespace.
     pub fn open(cfg: &XdpConfig, queue: u32) -> Result<(XdpPort, Pool), XdpError> {
         cfg.validate()?;
-        let map = map_fd(&cfg.map_source)?;
+        let (map, prog) = map_fd(cfg)?;
         let bytes = cfg.frames as usize * cfg.frame_size as usize;
         let mem = Arc::new(Mmap::new(bytes, cfg.huge_pages)?);
-        let first = Self::first_socket(cfg, &mem, queue, map.get())?;
+        let first = Self::first_socket(cfg, &mem, queue, map.get(), prog.as_ref())?;
         Self::assemble(
             cfg,
             &first.umem,
@@ -424,7 +470,7 @@ impl XdpPort {
             queue,
             0,
             first.attempt,
-            map.get(),
+            (map.get(), prog.as_ref()),
         )
     }
 
@@ -435,10 +481,10 @@ impl XdpPort {
         if !cfg.shared_umem {
             return cfg.queues.iter().map(|&q| Self::open(cfg, q)).collect();
         }
-        let map = map_fd(&cfg.map_source)?;
+        let (map, prog) = map_fd(cfg)?;
         let mem = Arc::new(Mmap::new(cfg.umem_bytes(), cfg.huge_pages)?);
         let q0 = cfg.queues[0];
-        let first = Self::first_socket(cfg, &mem, q0, map.get())?;
+        let first = Self::first_socket(cfg, &mem, q0, map.get(), prog.as_ref())?;
         let (ifname, umem, attempt) = (first.ifname, first.umem, first.attempt);
         let mut out = Vec::with_capacity(cfg.queues.len());
         out.push(Self::assemble(
@@ -448,7 +494,7 @@ impl XdpPort {
             q0,
             0,
             attempt,
-            map.get(),
+            (map.get(), prog.as_ref()),
         )?);
         for (i, &q) in cfg.queues.iter().enumerate().skip(1) {
             let first_frame = i as u64 * u64::from(cfg.frames);
@@ -467,7 +513,7 @@ impl XdpPort {
                 q,
                 first_frame,
                 attempt,
-                map.get(),
+                (map.get(), prog.as_ref()),
             )?);
         }
         Ok(out)
@@ -479,6 +525,7 @@ impl XdpPort {
         mem: &Arc<Mmap>,
         queue: u32,
         map: Option<BorrowedFd<'_>>,
+        prog: Option<&Arc<RedirectProgram>>,
     ) -> Result<FirstSocket, XdpError> {
         let ifname = CString::new(cfg.ifname.as_bytes())
             .map_err(|_| XdpConfigError::BadIfname(cfg.ifname.clone()))?;
@@ -488,7 +535,12 @@ impl XdpPort {
         })?;
         let self_load = map.is_none();
         let umem_cfg = umem_config(cfg)?;
-        let tries = attempts(cfg, self_load);
+        let mut tries = attempts(cfg, self_load);
+        if let Some(p) = prog {
+            for t in &mut tries {
+                t.attach = Some(p.mode());
+            }
+        }
         let mut tried = Vec::new();
         let mut last = None;
         for (i, a) in tries.iter().enumerate() {
@@ -554,7 +606,7 @@ impl XdpPort {
         queue: u32,
         first_frame: u64,
         attempt: Attempt,
-        map: Option<BorrowedFd<'_>>,
+        (map, prog): (Option<BorrowedFd<'_>>, Option<&Arc<RedirectProgram>>),
     ) -> Result<(XdpPort, Pool), XdpError> {
         if let Some(map) = map {
             xsk.insert_into_map(map, queue)
@@ -648,6 +700,7 @@ impl XdpPort {
         let port = XdpPort {
             dp,
             xsk,
+            redirect: prog.cloned(),
             info: PortInfo {
                 name: cfg.ifname.clone(),
                 mac,
@@ -673,6 +726,11 @@ impl XdpPort {
     /// The mode the port ended up in.
     pub fn mode(&self) -> XdpMode {
         self.mode
+    }
+
+    /// cnet's redirect program this port's traffic comes through ([`XskMapSource::Redirect`]).
+    pub fn redirect_program(&self) -> Option<&Arc<RedirectProgram>> {
+        self.redirect.as_ref()
     }
 
     /// The port's own counters.
@@ -741,6 +799,17 @@ impl Port for XdpPort {
     /// a bounded batch): the runner polls again instead of sleeping, and its receive step kicks.
     fn poll_timeout(&self) -> Option<Instant> {
         self.dp.tx_backlog().then_some(Instant::ZERO)
+    }
+
+    /// With cnet's redirect program: this queue's addresses in its map (the map holds the union
+    /// over the interface's queues). A failure is logged; the previous addresses stay.
+    fn local_addrs_changed(&mut self, addrs: &[cnet_stack::IfAddr]) {
+        if let Some(p) = &self.redirect {
+            if let Err(e) = p.set_queue_addrs(self.queue, addrs.iter().map(|a| a.addr)) {
+                tracing::warn!(ifname = %self.info.name, queue = self.queue, error = %e,
+                    "cannot update the redirect program's addresses");
+            }
+        }
     }
 }
 

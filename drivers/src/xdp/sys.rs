@@ -1,6 +1,7 @@
 //! System-level pieces of the AF_XDP port: the UMEM mapping, libxdp UMEM and socket objects, XSKMAP
 //! access, socket options, interface queries. Everything unsafe about the kernel interface lives here;
-//! the data path (`datapath.rs`) only sees ring pointers.
+//! the data path (`datapath.rs`) only sees ring pointers. (The BPF calls of cnet's own redirect program
+//! live next to it, in `redirect.rs`.)
 
 use super::datapath::{Kernel, Rings, XdpDesc};
 use super::ring::{Consumer, Producer, RingPtrs};

@@ -187,6 +187,24 @@ fn options_are_skipped_and_several_addresses_answer() {
 }
 
 #[test]
+fn removing_a_second_address_of_a_subnet_keeps_the_subnets_route() {
+    let mut s = stack(MAC_A, IP_A, 16);
+    let second = crate::config::IfAddr {
+        addr: Ipv4Addr::new(198, 18, 0, 9),
+        prefix_len: 24,
+    };
+    s.apply_config(ConfigEvent::AddrAdd(second), Instant::ZERO);
+    s.apply_config(ConfigEvent::AddrDel(second), Instant::ZERO);
+    assert!(
+        s.routes().lookup(IP_B).is_some(),
+        "198.18.0.1/24 still reaches its subnet"
+    );
+    let first = s.addrs()[0];
+    s.apply_config(ConfigEvent::AddrDel(first), Instant::ZERO);
+    assert!(s.routes().lookup(IP_B).is_none(), "the last one takes it");
+}
+
+#[test]
 fn a_link_mtu_larger_than_a_frame_is_capped_to_what_frames_carry() {
     let mut s = stack(MAC_A, IP_A, 16);
     let mac = s.mac();
