@@ -162,6 +162,15 @@ pub fn ss_text(ports: &[PortHandle]) -> String {
                     "Bound", local, "*:*", p.name, q
                 ));
             }
+            let listeners =
+                p.rt.with_stack(i, |s, _| s.tcp_listeners().collect::<Vec<_>>())
+                    .unwrap_or_default();
+            for l in listeners {
+                out.push_str(&format!(
+                    "tcp {:<12} {:<21} {:<21} {}/{} accept_queue:{} backlog:{} syn_recv:{}\n",
+                    "Listen", l.local, "*:*", p.name, q, l.accept_queue, l.backlog, l.syn_received
+                ));
+            }
             let infos =
                 p.rt.with_stack(i, |s, _| {
                     let hs: Vec<_> = s.tcp_handles().collect();

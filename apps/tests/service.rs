@@ -324,6 +324,12 @@ fn run_serves_echo_metrics_control_and_diagnoses_partial_checksums() {
     );
     assert!(ss.contains("198.18.0.2:7"), "{ss}");
     assert!(ss.contains("udp Bound") && ss.contains("0.0.0.0:7"), "{ss}");
+    assert!(
+        ss.lines().any(|l| l.starts_with("tcp Listen")
+            && l.contains("0.0.0.0:7")
+            && l.contains("backlog:")),
+        "no TCP listener in ss: {ss}"
+    );
     let _ = holder.0.kill();
     let route = control(&["route", "--socket", s]);
     assert!(route.contains("p0 (cnet0) queue 0:"), "{route}");

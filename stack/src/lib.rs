@@ -50,8 +50,8 @@ pub use counters::{Counters, DropReason, Event};
 pub use icmp::{EchoReply, IcmpError, PingHandle};
 pub use stack::{BindError, SendError, Stack};
 pub use tcp::{
-    Congestion, ConnectError, TcpError, TcpHandle, TcpInfo, TcpListener, TcpOpts, TcpSendError,
-    TcpState,
+    Congestion, ConnectError, ListenerInfo, TcpError, TcpHandle, TcpInfo, TcpListener, TcpOpts,
+    TcpSendError, TcpState,
 };
 pub use time::{Duration, Instant};
 pub use udp::{UdpDatagram, UdpHandle, UdpOptions};

@@ -507,6 +507,19 @@ pub(crate) struct Listener {
     pub notified: bool,
 }
 
+/// A listener as [`Stack::tcp_listeners`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerInfo {
+    /// Local address (`0.0.0.0` for every address).
+    pub local: SocketAddrV4,
+    /// Connections established and not yet accepted.
+    pub accept_queue: u32,
+    /// The most connections that can wait to be accepted.
+    pub backlog: u32,
+    /// Handshakes in progress (SYN-RECEIVED) born of this listener.
+    pub syn_received: u32,
+}
+
 /// The 4-tuple key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Tuple {
@@ -812,6 +825,18 @@ impl Stack {
     /// The listener's local address.
     pub fn tcp_listener_addr(&self, l: TcpListener) -> Option<SocketAddrV4> {
         self.listener(l).map(|x| x.local)
+    }
+
+    /// Every listener, as `ss -l` shows them: local address, connections established and not yet
+    /// accepted (Linux's Recv-Q of a listener), the backlog (its Send-Q), and handshakes in
+    /// progress (SYN-RECEIVED).
+    pub fn tcp_listeners(&self) -> impl Iterator<Item = ListenerInfo> + '_ {
+        self.tcp.listeners.iter().map(|(_, l)| ListenerInfo {
+            local: l.local,
+            accept_queue: l.accept.len() as u32,
+            backlog: l.backlog,
+            syn_received: l.syn_count,
+        })
     }
 
     /// Opens a connection to `remote` (active open, RFC 9293 3.10.1). `local` picks the source

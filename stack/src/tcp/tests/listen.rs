@@ -77,6 +77,17 @@ fn a_full_accept_queue_drops_syns_until_the_application_accepts() {
     ack.ack = out[0].seq + 1;
     p.send(&[ack]);
     assert_eq!(p.s.tcp_accept_pending(l), 1);
+    let infos: Vec<_> = p.s.tcp_listeners().collect();
+    assert_eq!(
+        infos,
+        [crate::ListenerInfo {
+            local: SocketAddrV4::new(IP_A, A_PORT),
+            accept_queue: 1,
+            backlog: 1,
+            syn_received: 0,
+        }],
+        "ss -l: one waiting, backlog 1"
+    );
     assert!(p
         .send(&[syn_from(&p, 2002, SegmentOptions::default())])
         .is_empty());
