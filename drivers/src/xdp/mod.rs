@@ -87,6 +87,7 @@ pub fn unavailable_reason() -> Option<String> {
 mod bpf;
 mod config;
 mod datapath;
+mod log;
 mod redirect;
 mod ring;
 mod sys;
@@ -458,6 +459,7 @@ impl XdpPort {
     /// `cfg.shared_umem` are not used). The interface is looked up in the calling thread's network
     /// namespace.
     pub fn open(cfg: &XdpConfig, queue: u32) -> Result<(XdpPort, Pool), XdpError> {
+        log::route_to_tracing();
         cfg.validate()?;
         let (map, prog) = map_fd(cfg)?;
         let bytes = cfg.frames as usize * cfg.frame_size as usize;
@@ -477,6 +479,7 @@ impl XdpPort {
     /// Opens every queue of `cfg.queues`, in order: one UMEM split into per-queue pools when
     /// `cfg.shared_umem`, else one UMEM per queue.
     pub fn open_all(cfg: &XdpConfig) -> Result<Vec<(XdpPort, Pool)>, XdpError> {
+        log::route_to_tracing();
         cfg.validate()?;
         if !cfg.shared_umem {
             return cfg.queues.iter().map(|&q| Self::open(cfg, q)).collect();
@@ -831,6 +834,7 @@ impl XskProgram {
     /// Loads and attaches libxdp's default redirect program on `ifname` (in the calling thread's
     /// network namespace) with `xsk_setup_xdp_prog`, and keeps its XSKMAP.
     pub fn load(ifname: &str) -> Result<XskProgram, XdpError> {
+        log::route_to_tracing();
         let c = CString::new(ifname).map_err(|_| XdpConfigError::BadIfname(ifname.into()))?;
         let ifindex = sys::ifindex(&c).map_err(|source| XdpError::NoSuchInterface {
             ifname: ifname.into(),
