@@ -782,25 +782,30 @@ mod tests {
         assert_eq!(t.age(2, later), None);
     }
 
-    #[test]
-    fn partial_checksum_drops_are_told_once_with_the_fix() {
-        let w = Watchdog::new(0.5, 1_000_000);
-        let mut c = Counters::default();
-        c.drop(DropReason::UdpPartialChecksum);
-        let snap = QueueSnapshot {
+    /// A running, synced queue `p0`/`vb` 0 with these counters and port statistics.
+    fn running_queue(c: Counters, port_stats: Vec<cnet_socket::PortStat>) -> QueueSnapshot {
+        QueueSnapshot {
             port: "p0".into(),
             iface: "vb".into(),
             queue: 0,
             running: true,
             synced: true,
             failure: None,
-            counters: Some(c.clone()),
+            counters: Some(c),
             pool: None,
             frames_held: 0,
             tcp_connections: 0,
             runtime: Vec::new(),
-            port_stats: Vec::new(),
-        };
+            port_stats,
+        }
+    }
+
+    #[test]
+    fn partial_checksum_drops_are_told_once_with_the_fix() {
+        let w = Watchdog::new(0.5, 1_000_000);
+        let mut c = Counters::default();
+        c.drop(DropReason::UdpPartialChecksum);
+        let snap = running_queue(c.clone(), Vec::new());
         let got = w.check(std::slice::from_ref(&snap));
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(got[0].contains("partial UDP/TCP checksum"));
@@ -814,24 +819,16 @@ mod tests {
     fn kernel_drops_at_the_socket_are_told_with_cause_and_fix() {
         use cnet_socket::PortStat as S;
         let w = Watchdog::new(0.5, 100);
-        let snap = |rx: u64, fill_empty: u64, ring_full: u64| QueueSnapshot {
-            port: "p0".into(),
-            iface: "vb".into(),
-            queue: 0,
-            running: true,
-            synced: true,
-            failure: None,
-            counters: Some(Counters::default()),
-            pool: None,
-            frames_held: 0,
-            tcp_connections: 0,
-            runtime: Vec::new(),
-            port_stats: vec![
-                S::count("xdp_rx_frames", rx),
-                S::count("kernel_rx_fill_ring_empty_descs", fill_empty),
-                S::count("kernel_rx_ring_full", ring_full),
-                S::count("kernel_rx_dropped", 0),
-            ],
+        let snap = |rx: u64, fill_empty: u64, ring_full: u64| {
+            running_queue(
+                Counters::default(),
+                vec![
+                    S::count("xdp_rx_frames", rx),
+                    S::count("kernel_rx_fill_ring_empty_descs", fill_empty),
+                    S::count("kernel_rx_ring_full", ring_full),
+                    S::count("kernel_rx_dropped", 0),
+                ],
+            )
         };
         assert!(w.check(&[snap(0, 0, 0)]).is_empty());
         // A healthy interval: a few drops among many frames.
