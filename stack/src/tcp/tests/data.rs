@@ -170,6 +170,35 @@ fn small_writes_coalesce_into_one_segment() {
     assert_eq!(out[0].data, b"bcbcbcbcbcbcbcbcbcbc");
 }
 
+/// The payload sum computed while copying a write in (issue #17) is kept across appends to the
+/// unsent tail, odd lengths included (the appended piece's sum swapped), and gives the right
+/// checksum: `parse_out` verifies every segment A emits.
+#[test]
+fn payload_sums_of_appended_odd_writes_give_right_checksums() {
+    let mut p = Peer::new();
+    let h = p.accept();
+    p.s.tcp_send_slice(h, b"a", p.now).unwrap();
+    assert_eq!(p.poll().len(), 1);
+    let data = pattern(3 + 65 + 7 + 130 + 1 + 99 + 256);
+    let mut at = 0;
+    for n in [3, 65, 7, 130, 1, 99, 256] {
+        p.s.tcp_send_slice(h, &data[at..at + n], p.now).unwrap();
+        at += n;
+    }
+    let idx = p.s.conn_of(h).unwrap();
+    let q = &p.s.tcp.conns[idx as usize].sndq;
+    assert_eq!(
+        q.segs.len(),
+        2,
+        "the first byte, then one entry of the merged writes"
+    );
+    assert!(q.segs[1].payload_sum().is_some(), "sum kept across appends");
+    p.ack = p.ack.wrapping_add(1);
+    let out = p.send(&[p.seg(ACK, b"")]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].data, data);
+}
+
 /// Sends `n` in-order segments of `len` bytes from B in one burst; returns A's answer.
 fn burst(p: &mut Peer, n: usize, len: usize) -> Vec<S> {
     let mut segs = Vec::new();
