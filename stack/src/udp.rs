@@ -7,6 +7,7 @@
 use crate::buf::{Frame, Pool};
 use crate::counters::{DropReason, Event};
 use crate::icmp::{codes, IcmpError};
+use crate::ipv4::flow::{FastIpv4, ETH_IPV4_HLEN};
 use crate::ipv4::{L4Batch, L4Packet};
 use crate::stack::{BindError, SendError, Stack};
 use crate::time::Instant;
@@ -389,25 +390,20 @@ impl Stack {
         eth: &[u8; ETH_HLEN],
         opts: UdpOptions,
     ) {
-        const HDRS: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN;
-        let ident = self.next_ident();
+        const HDRS: usize = ETH_IPV4_HLEN + UDP_HLEN;
         let ulen = (len + UDP_HLEN) as u16;
-        let total = ulen + IPV4_HLEN as u16;
         let dport = dst.port();
-        let (s, d) = (u32::from(src), u32::from(*dst.ip()));
-        let addrs = (s >> 16) as u64 + (s & 0xffff) as u64 + (d >> 16) as u64 + (d & 0xffff) as u64;
-        // IPv4 header words: 0x45 and TOS, total, ident, flags (DF or none)/fragment 0,
-        // TTL/protocol, addresses.
-        let flags: u16 = if opts.dont_frag { 0x4000 } else { 0 };
-        let ip_sum = (0x4500 | opts.tos as u64)
-            + total as u64
-            + ident as u64
-            + flags as u64
-            + ((crate::ipv4::DEFAULT_TTL as u64) << 8 | PROTO_UDP as u64)
-            + addrs;
-        let ip_c = !checksum::fold(ip_sum);
+        let ip = FastIpv4 {
+            src,
+            dst: *dst.ip(),
+            proto: PROTO_UDP,
+            total: ulen + IPV4_HLEN as u16,
+            ident: self.next_ident(),
+            dont_frag: opts.dont_frag,
+            tos: opts.tos,
+        };
         // Pseudo-header (addresses, protocol, length), UDP header words, payload.
-        let udp_sum = addrs
+        let udp_sum = ip.addr_sum()
             + PROTO_UDP as u64
             + 2 * ulen as u64
             + sport as u64
@@ -424,23 +420,15 @@ impl Stack {
         let Ok(h) = <&mut [u8; HDRS]>::try_from(h) else {
             unreachable!("push_front returns exactly the bytes asked for");
         };
-        h[..ETH_HLEN].copy_from_slice(eth);
-        let ip = ETH_HLEN;
-        h[ip] = 0x45;
-        h[ip + 1] = opts.tos;
-        h[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
-        h[ip + 4..ip + 6].copy_from_slice(&ident.to_be_bytes());
-        h[ip + 6..ip + 8].copy_from_slice(&flags.to_be_bytes());
-        h[ip + 8] = crate::ipv4::DEFAULT_TTL;
-        h[ip + 9] = PROTO_UDP;
-        h[ip + 10..ip + 12].copy_from_slice(&ip_c.to_be_bytes());
-        h[ip + 12..ip + 16].copy_from_slice(&src.octets());
-        h[ip + 16..ip + 20].copy_from_slice(&dst.ip().octets());
-        let u = ETH_HLEN + IPV4_HLEN;
-        h[u..u + 2].copy_from_slice(&sport.to_be_bytes());
-        h[u + 2..u + 4].copy_from_slice(&dport.to_be_bytes());
-        h[u + 4..u + 6].copy_from_slice(&ulen.to_be_bytes());
-        h[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
+        let (hdrs, u) = h.split_at_mut(ETH_IPV4_HLEN);
+        let Ok(hdrs) = <&mut [u8; ETH_IPV4_HLEN]>::try_from(hdrs) else {
+            unreachable!("split at ETH_IPV4_HLEN");
+        };
+        ip.write(hdrs, eth);
+        u[0..2].copy_from_slice(&sport.to_be_bytes());
+        u[2..4].copy_from_slice(&dport.to_be_bytes());
+        u[4..6].copy_from_slice(&ulen.to_be_bytes());
+        u[6..8].copy_from_slice(&c.to_be_bytes());
         self.counters.add(Event::UdpSent, 1);
         self.enqueue_tx(payload);
     }

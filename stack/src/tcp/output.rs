@@ -7,6 +7,7 @@
 use super::wire::{flags, Emit, SegmentOptions};
 use super::*;
 use crate::counters::{DropReason, Event};
+use crate::ipv4::flow::{FastIpv4, ETH_IPV4_HLEN};
 use crate::wire::checksum::{fold, pseudo_header, sum, Accumulator};
 use crate::wire::PROTO_TCP;
 
@@ -270,7 +271,46 @@ impl Stack {
         };
         self.pool.data_mut(&f)[16..18].copy_from_slice(&ck.to_be_bytes());
         self.counters.add(Event::TcpSegsOut, 1);
-        self.ip_output_df(f, *local.ip(), *remote.ip(), PROTO_TCP, now)
+        let (src, dst) = (*local.ip(), *remote.ip());
+        // Fast path (issue #17): a known flow (`ipv4::flow`, as UDP's) and a segment that fits
+        // the MTU: the Ethernet and IPv4 headers in one store sequence, no route or neighbour
+        // lookup. The same bytes, counters and drops as the path below, which fills the cache.
+        if self.iface.up && total + IPV4_HLEN <= self.iface.mtu && self.pool.is_single(&f) {
+            if let Some(flow) = self.flows.get(dst, now) {
+                let eth = flow.eth;
+                let ip = FastIpv4 {
+                    src,
+                    dst,
+                    proto: PROTO_TCP,
+                    total: (total + IPV4_HLEN) as u16,
+                    ident: self.next_ident(),
+                    dont_frag: true,
+                    tos: 0,
+                };
+                let Some(h) = self.pool.push_front(&f, ETH_IPV4_HLEN) else {
+                    self.drop_frame(f, DropReason::PoolEmpty);
+                    return Err(DropReason::PoolEmpty);
+                };
+                let Ok(h) = <&mut [u8; ETH_IPV4_HLEN]>::try_from(h) else {
+                    unreachable!("push_front returns exactly the bytes asked for");
+                };
+                ip.write(h, &eth);
+                self.enqueue_tx(f);
+                return Ok(());
+            }
+        }
+        let (next_hop, broadcast) = match self.route_to(dst) {
+            Ok(r) => r,
+            Err(r) => {
+                self.drop_frame(f, r);
+                return Err(r);
+            }
+        };
+        let r = self.ip_output_via(f, src, dst, PROTO_TCP, next_hop, broadcast, true, 0, now);
+        if r.is_ok() {
+            self.flow_fill(dst, next_hop, broadcast, now);
+        }
+        r
     }
 
     /// A bare RST (RFC 9293 3.10.7.1): `ack` adds the ACK flag.
