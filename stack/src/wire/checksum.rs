@@ -62,7 +62,7 @@ pub fn copy_sum(dst: &mut [u8], src: &[u8]) -> u64 {
 /// A native-order 64-bit partial sum, folded and put in network order.
 #[inline]
 fn to_network(native: u64) -> u64 {
-    u16::from_be(fold_native(native)) as u64
+    u16::from_be(fold(native)) as u64
 }
 
 /// `a + b` with the carry out added back in (one's-complement addition in 64 bits: `add`, `adc 0`).
@@ -77,15 +77,21 @@ fn add_carry(a: u64, b: u64) -> u64 {
 /// the tail (under 8 bytes) zero-padded on the right.
 #[inline]
 fn sum_portable(data: &[u8]) -> u64 {
-    let (mut a, mut b, mut c, mut d) = (0u64, 0u64, 0u64, 0u64);
-    let mut chunks = data.chunks_exact(32);
-    for ch in &mut chunks {
-        a = add_carry(a, word64(&ch[0..8]));
-        b = add_carry(b, word64(&ch[8..16]));
-        c = add_carry(c, word64(&ch[16..24]));
-        d = add_carry(d, word64(&ch[24..32]));
+    let mut a = 0u64;
+    let mut rest = data;
+    if rest.len() >= 32 {
+        // Four independent carry chains for longer inputs; headers skip the set-up.
+        let (mut b, mut c, mut d) = (0u64, 0u64, 0u64);
+        let mut chunks = rest.chunks_exact(32);
+        for ch in &mut chunks {
+            a = add_carry(a, word64(&ch[0..8]));
+            b = add_carry(b, word64(&ch[8..16]));
+            c = add_carry(c, word64(&ch[16..24]));
+            d = add_carry(d, word64(&ch[24..32]));
+        }
+        a = add_carry(add_carry(a, b), add_carry(c, d));
+        rest = chunks.remainder();
     }
-    let mut rest = chunks.remainder();
     while rest.len() >= 8 {
         a = add_carry(a, word64(&rest[..8]));
         rest = &rest[8..];
@@ -105,8 +111,7 @@ fn sum_portable(data: &[u8]) -> u64 {
     if let [last] = rest {
         t += u64::from(u16::from_ne_bytes([*last, 0]));
     }
-    b = add_carry(b, t);
-    add_carry(add_carry(a, b), add_carry(c, d))
+    add_carry(a, t)
 }
 
 /// The 8 bytes of `b` as a native-order word (`b` is 8 long).
@@ -189,26 +194,16 @@ unsafe fn copy_sum_avx2(dst: &mut [u8], src: &[u8]) -> u64 {
     copy_sum_blocks(dst, src, sum_u32_lanes)
 }
 
-/// Folds to 16 bits without changing byte order.
+/// Folds a 64-bit one's-complement sum into 16 bits (not yet inverted), in whatever byte order it
+/// was summed: two end-around-carry additions of the halves.
 #[inline]
-fn fold_native(mut s: u64) -> u16 {
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
-}
-
-/// Folds a 64-bit sum into the 16-bit one's-complement sum (not yet inverted).
-#[inline]
-pub fn fold(mut s: u64) -> u16 {
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
+pub fn fold(s: u64) -> u16 {
+    // 64 → 32: after a carry out the low half is at most 2^32 - 2, so adding the carry fits.
+    let (lo, c) = (s as u32).overflowing_add((s >> 32) as u32);
+    let s = lo + c as u32;
+    // 32 → 16, the same way.
+    let (lo, c) = (s as u16).overflowing_add((s >> 16) as u16);
+    lo + c as u16
 }
 
 /// The checksum field value for `data`: the inverted folded sum.
@@ -378,6 +373,36 @@ mod tests {
                 let c2 = !fold(to_network(copy_sum_blocks(&mut d2, data, f)));
                 assert_eq!((c2, &d2[..]), (want, data), "copy blocks len {len}");
             }
+        }
+    }
+
+    /// `fold` against folding 16 bits at a time until nothing carries, at the edges and at random.
+    #[test]
+    fn fold_matches_folding_until_no_carry() {
+        let slow = |mut s: u64| {
+            while s >> 16 != 0 {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            s as u16
+        };
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let edges = [
+            0,
+            1,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            0x1_0000_0000,
+            u64::MAX,
+            u64::MAX - 1,
+        ];
+        for s in edges.into_iter().chain((0..10_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })) {
+            assert_eq!(fold(s), slow(s), "{s:#x}");
         }
     }
 
