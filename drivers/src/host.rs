@@ -78,16 +78,26 @@ impl<P: Port> Host<P> {
             }
             stats.rx += n;
             self.stack.process_rx(&mut self.rx, now);
-            stats.tx += self.flush(now)?;
+            // Output of this burst (answers, ACKs) before the next one; a burst that produced
+            // nothing (a reply the application has yet to read) costs no `poll_tx`.
+            if self.work_pending() {
+                stats.tx += self.flush(now)?;
+            }
         }
         // End of the receive pass: ACKs the stack held back for full bursts go out now.
         self.stack.tcp_rx_done();
-        // After a burst the stack was flushed at this `now` already: again only if work is left
-        // (or frames wait in the host's batch).
-        if stats.rx == 0 || !self.tx.is_empty() || self.stack.tx_work_pending() {
+        // What is left, and the timers: `poll_tx` only if it has something to do (the same test
+        // it makes itself: frames or touched connections, or a deadline at or before `now`).
+        if self.work_pending() || self.stack.poll_timeout().is_some_and(|t| t <= now) {
             stats.tx += self.flush(now)?;
         }
         Ok(stats)
+    }
+
+    /// Frames wait in the host's batch, or the stack has output to produce now.
+    #[inline]
+    fn work_pending(&self) -> bool {
+        !self.tx.is_empty() || self.stack.tx_work_pending()
     }
 
     /// Hands everything the stack has to send to the port, as far as the port takes it.

@@ -7,6 +7,7 @@
 use crate::buf::{Frame, Pool};
 use crate::counters::{DropReason, Event};
 use crate::icmp::{codes, IcmpError};
+use crate::ipv4::flow::{FastIpv4, ETH_IPV4_HLEN};
 use crate::ipv4::{L4Batch, L4Packet};
 use crate::stack::{BindError, SendError, Stack};
 use crate::time::Instant;
@@ -281,6 +282,20 @@ impl Stack {
         dst: SocketAddrV4,
         now: Instant,
     ) -> Result<(), SendError> {
+        self.udp_send_summed(h, payload, dst, now, None)
+    }
+
+    /// [`Stack::udp_send`]; `psum`: the payload's one's-complement sum (`checksum::sum` form) when
+    /// the caller has it (it copied a single-frame payload in with `checksum::copy_sum`), so the
+    /// checksum does not read the payload again.
+    fn udp_send_summed(
+        &mut self,
+        h: UdpHandle,
+        payload: Frame,
+        dst: SocketAddrV4,
+        now: Instant,
+        psum: Option<u64>,
+    ) -> Result<(), SendError> {
         let Some((local, opts)) = self.udp.get(h).map(|s| (s.local, s.opts)) else {
             self.pool.free(payload);
             return Err(SendError::InvalidHandle);
@@ -306,7 +321,7 @@ impl Stack {
                     } else {
                         *local.ip()
                     };
-                    self.udp_emit(payload, len, local.port(), src_ip, dst, &eth, opts);
+                    self.udp_emit(payload, len, local.port(), src_ip, dst, &eth, opts, psum);
                     return Ok(());
                 }
             }
@@ -337,7 +352,8 @@ impl Stack {
         hdr[4..6].copy_from_slice(&ulen.to_be_bytes());
         let c = if self.pool.is_single(&payload) {
             // The header is 8 bytes (even), so its sum and the payload's simply add.
-            let s = pseudo + checksum::sum(&hdr) + checksum::sum(self.pool.data(&payload));
+            let payload_sum = psum.unwrap_or_else(|| checksum::sum(self.pool.data(&payload)));
+            let s = pseudo + checksum::sum(&hdr) + payload_sum;
             !checksum::fold(s)
         } else {
             let mut acc = Accumulator::new(pseudo);
@@ -375,8 +391,8 @@ impl Stack {
     }
 
     /// The fast path's output: Ethernet, IPv4 and UDP headers (42 bytes) written in one go in
-    /// front of a single-frame payload of `len` bytes, then queued. The caller checked the
-    /// headroom, the MTU and the link.
+    /// front of a single-frame payload of `len` bytes (whose sum is `psum` when known), then
+    /// queued. The caller checked the headroom, the MTU and the link.
     #[inline]
     #[allow(clippy::too_many_arguments)]
     fn udp_emit(
@@ -388,31 +404,27 @@ impl Stack {
         dst: SocketAddrV4,
         eth: &[u8; ETH_HLEN],
         opts: UdpOptions,
+        psum: Option<u64>,
     ) {
-        const HDRS: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN;
-        let ident = self.next_ident();
+        const HDRS: usize = ETH_IPV4_HLEN + UDP_HLEN;
         let ulen = (len + UDP_HLEN) as u16;
-        let total = ulen + IPV4_HLEN as u16;
         let dport = dst.port();
-        let (s, d) = (u32::from(src), u32::from(*dst.ip()));
-        let addrs = (s >> 16) as u64 + (s & 0xffff) as u64 + (d >> 16) as u64 + (d & 0xffff) as u64;
-        // IPv4 header words: 0x45 and TOS, total, ident, flags (DF or none)/fragment 0,
-        // TTL/protocol, addresses.
-        let flags: u16 = if opts.dont_frag { 0x4000 } else { 0 };
-        let ip_sum = (0x4500 | opts.tos as u64)
-            + total as u64
-            + ident as u64
-            + flags as u64
-            + ((crate::ipv4::DEFAULT_TTL as u64) << 8 | PROTO_UDP as u64)
-            + addrs;
-        let ip_c = !checksum::fold(ip_sum);
+        let ip = FastIpv4 {
+            src,
+            dst: *dst.ip(),
+            proto: PROTO_UDP,
+            total: ulen + IPV4_HLEN as u16,
+            ident: self.next_ident(),
+            dont_frag: opts.dont_frag,
+            tos: opts.tos,
+        };
         // Pseudo-header (addresses, protocol, length), UDP header words, payload.
-        let udp_sum = addrs
+        let udp_sum = ip.addr_sum()
             + PROTO_UDP as u64
             + 2 * ulen as u64
             + sport as u64
             + dport as u64
-            + checksum::sum(self.pool.data(&payload));
+            + psum.unwrap_or_else(|| checksum::sum(self.pool.data(&payload)));
         let c = !checksum::fold(udp_sum);
         // RFC 768: a computed zero is sent as all ones.
         let c = if c == 0 { 0xffff } else { c };
@@ -424,23 +436,15 @@ impl Stack {
         let Ok(h) = <&mut [u8; HDRS]>::try_from(h) else {
             unreachable!("push_front returns exactly the bytes asked for");
         };
-        h[..ETH_HLEN].copy_from_slice(eth);
-        let ip = ETH_HLEN;
-        h[ip] = 0x45;
-        h[ip + 1] = opts.tos;
-        h[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
-        h[ip + 4..ip + 6].copy_from_slice(&ident.to_be_bytes());
-        h[ip + 6..ip + 8].copy_from_slice(&flags.to_be_bytes());
-        h[ip + 8] = crate::ipv4::DEFAULT_TTL;
-        h[ip + 9] = PROTO_UDP;
-        h[ip + 10..ip + 12].copy_from_slice(&ip_c.to_be_bytes());
-        h[ip + 12..ip + 16].copy_from_slice(&src.octets());
-        h[ip + 16..ip + 20].copy_from_slice(&dst.ip().octets());
-        let u = ETH_HLEN + IPV4_HLEN;
-        h[u..u + 2].copy_from_slice(&sport.to_be_bytes());
-        h[u + 2..u + 4].copy_from_slice(&dport.to_be_bytes());
-        h[u + 4..u + 6].copy_from_slice(&ulen.to_be_bytes());
-        h[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
+        let (hdrs, u) = h.split_at_mut(ETH_IPV4_HLEN);
+        let Ok(hdrs) = <&mut [u8; ETH_IPV4_HLEN]>::try_from(hdrs) else {
+            unreachable!("split at ETH_IPV4_HLEN");
+        };
+        ip.write(hdrs, eth);
+        u[0..2].copy_from_slice(&sport.to_be_bytes());
+        u[2..4].copy_from_slice(&dport.to_be_bytes());
+        u[4..6].copy_from_slice(&ulen.to_be_bytes());
+        u[6..8].copy_from_slice(&c.to_be_bytes());
         self.counters.add(Event::UdpSent, 1);
         self.enqueue_tx(payload);
     }
@@ -459,6 +463,20 @@ impl Stack {
         }
         if data.len() + UDP_HLEN + IPV4_HLEN > 65535 {
             return Err(SendError::TooLarge);
+        }
+        let room = self.pool.frame_size() - self.pool.headroom();
+        if data.len() <= room {
+            // One frame: copied and summed in one pass (issue #17).
+            let Some(f) = self.pool.alloc() else {
+                self.counters.drop(DropReason::PoolEmpty);
+                return Err(SendError::PoolEmpty);
+            };
+            if let Some(buf) = self.pool.push_back(&f, data.len()) {
+                let sum = checksum::copy_sum(buf, data);
+                return self.udp_send_summed(h, f, dst, now, Some(sum));
+            }
+            // Not expected (the length is within the frame's room): the general path below.
+            self.pool.free(f);
         }
         let f = self.build_l4(&[], data)?;
         self.udp_send(h, f, dst, now)
@@ -588,16 +606,31 @@ mod flow_tests {
     /// (same IP identification), and counts the same.
     #[test]
     fn fast_path_frame_equals_slow_path_frame() {
-        for bound in ["198.18.0.1:5000", "0.0.0.0:5001"] {
+        let long: Vec<u8> = (0..1001u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for (bound, payload) in [
+            ("198.18.0.1:5000", &b"hello, flow"[..]),
+            ("0.0.0.0:5001", &b"hello, flow"[..]),
+            ("198.18.0.1:5002", &long[..]),
+        ] {
             let mut s = stack_knowing_b(64);
             let h = s.udp_bind(bound.parse().unwrap()).unwrap();
             let dst = SocketAddrV4::new(IP_B, 7);
             let mut frames = Vec::new();
-            for _ in 0..2 {
-                // The second send reuses the first's identification: only the path differs.
+            for i in 0..3 {
+                // Later sends reuse the first's identification: only the path differs. The
+                // first two copy and sum in one pass (`udp_send_slice`: routed, then cached), the
+                // third is zero copy (`udp_send`: the payload summed when the header is built).
                 let ident = s.ip_ident;
-                s.udp_send_slice(h, b"hello, flow", dst, Instant::ZERO)
-                    .unwrap();
+                if i < 2 {
+                    s.udp_send_slice(h, payload, dst, Instant::ZERO).unwrap();
+                } else {
+                    let f = s.udp_alloc().unwrap();
+                    s.pool_mut()
+                        .push_back(&f, payload.len())
+                        .unwrap()
+                        .copy_from_slice(payload);
+                    s.udp_send(h, f, dst, Instant::ZERO).unwrap();
+                }
                 s.ip_ident = ident;
                 let mut out = Batch::new();
                 assert_eq!(s.poll_tx(&mut out, Instant::ZERO), 1);
@@ -608,7 +641,15 @@ mod flow_tests {
                 assert!(s.flows.get(IP_B, Instant::ZERO).is_some(), "cached");
             }
             assert_eq!(frames[0], frames[1], "{bound}");
-            assert_eq!(s.counters().get(Event::UdpSent), 2);
+            assert_eq!(frames[0], frames[2], "{bound}");
+            assert_eq!(s.counters().get(Event::UdpSent), 3);
+            // The UDP checksum verifies (pseudo-header + datagram sums to all ones).
+            let f = &frames[0];
+            let udp = &f[34..];
+            let src = core::net::Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+            let pseudo = crate::wire::checksum::pseudo_header(src, IP_B, 17, udp.len() as u32);
+            let sum = crate::wire::checksum::fold(pseudo + crate::wire::checksum::sum(udp));
+            assert_eq!(sum, 0xffff, "{bound}: UDP checksum");
         }
     }
 

@@ -261,15 +261,23 @@ fn reference(data: &[u8]) -> u16 {
     !(s as u16)
 }
 
-/// Checksums: `checksum` against RFC 1071's reference code; the `Accumulator` over the input cut
-/// at two fuzzer-chosen points equals the whole; the RFC 1624 incremental update of a word gives
-/// a checksum that verifies.
+/// Checksums: `checksum` and `copy_sum` against RFC 1071's reference code; the `Accumulator`
+/// over the input cut at two fuzzer-chosen points equals the whole; the RFC 1624 incremental
+/// update of a word gives a checksum that verifies.
 pub fn checksum(data: &[u8]) {
     let mut inp = Input::new(data);
     let (c1, c2, w) = (inp.u16(), inp.u16(), inp.u16());
     let body = inp.rest();
     let want = reference(body);
     assert_eq!(ck::checksum(body), want, "checksum vs RFC 1071");
+    // The send paths' copy-and-sum: the same sum, an exact copy (issue #17).
+    let mut copy = vec![0u8; body.len()];
+    assert_eq!(
+        !ck::fold(ck::copy_sum(&mut copy, body)),
+        want,
+        "copy_sum vs RFC 1071"
+    );
+    assert_eq!(copy, body, "copy_sum copies");
     let n = body.len();
     let (mut a, mut b) = (usize::from(c1) % (n + 1), usize::from(c2) % (n + 1));
     if a > b {

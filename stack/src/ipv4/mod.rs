@@ -199,20 +199,6 @@ impl Stack {
         }
     }
 
-    /// [`Stack::ip_output`] with the Don't Fragment bit set (RFC 791; path MTU discovery, RFC
-    /// 1191 3): a packet that does not fit the interface MTU is not fragmented but dropped with
-    /// [`DropReason::NeedFragmentation`], which the caller (TCP) takes as its cue to send smaller.
-    pub(crate) fn ip_output_df(
-        &mut self,
-        f: Frame,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        proto: u8,
-        now: Instant,
-    ) -> Result<(), DropReason> {
-        self.ip_output_routed(f, src, dst, proto, true, now)
-    }
-
     /// The neighbour to send to for `dst`, and whether `dst` is a broadcast address.
     #[inline]
     pub(crate) fn route_to(&self, dst: Ipv4Addr) -> Result<(Ipv4Addr, bool), DropReason> {

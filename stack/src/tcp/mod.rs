@@ -55,10 +55,10 @@ use crate::icmp::IcmpError;
 use crate::stack::{BindError, Stack};
 use crate::time::{Duration, Instant};
 use crate::timer::{TimerId, TimerWheel};
-use crate::wire::{ETH_HLEN, IPV4_HLEN};
+use crate::wire::{checksum, ETH_HLEN, IPV4_HLEN};
 use core::net::{Ipv4Addr, SocketAddrV4};
 use reassembly::OooQueue;
-use sack::{SendQueue, SendSeg};
+use sack::{PayloadSum, SendQueue, SendSeg};
 use slab::Slab;
 use std::collections::VecDeque;
 
@@ -1139,7 +1139,7 @@ impl Stack {
         if self.pool.available() < extra {
             return Err((TcpSendError::PoolEmpty, frame));
         }
-        self.tcp_queue_frame(idx, frame);
+        self.tcp_queue_frame(idx, frame, None);
         self.tcp_mark_push(idx);
         self.tcp_output(idx, now);
         self.tcp_mem_sync(idx);
@@ -1155,8 +1155,9 @@ impl Stack {
     }
 
     /// Appends a frame to the send queue: merges small frames into an unsent tail, splits frames
-    /// above the MSS.
-    fn tcp_queue_frame(&mut self, idx: u32, frame: Frame) {
+    /// above the MSS. `sum`: the one's-complement sum of the frame's bytes when the caller has it
+    /// (it copied them in with `checksum::copy_sum`), kept with the entry for the output path.
+    fn tcp_queue_frame(&mut self, idx: u32, frame: Frame, sum: Option<u64>) {
         let c = &mut self.tcp.conns[idx as usize];
         let mss = usize::from(c.mss);
         let len = self.pool.len(&frame);
@@ -1176,6 +1177,19 @@ impl Stack {
                         .pool
                         .copy_between(&frame, 0, &t.frame, t.len as usize, len);
                     debug_assert!(ok, "both ranges are inside their windows");
+                    // Both sums known: the joined entry's is their sum, the appended one's
+                    // byte-swapped when it starts at an odd offset (RFC 1071 2(B)).
+                    t.psum = match (t.payload_sum(), sum) {
+                        (Some(a), Some(b)) => {
+                            let b = if t.len % 2 == 1 {
+                                u64::from(checksum::fold(b).swap_bytes())
+                            } else {
+                                b
+                            };
+                            PayloadSum::new(a + b, t.off, t.len + len as u16)
+                        }
+                        _ => PayloadSum::NONE,
+                    };
                     t.len += len as u16;
                     t.flags &= !sack::PUSH;
                     c.snd_end = c.snd_end.wrapping_add(len as u32);
@@ -1197,6 +1211,7 @@ impl Stack {
                     len: len as u16,
                     sent: 0,
                     flags: sack::COALESCED,
+                    psum: PayloadSum::NONE,
                 });
                 c.sndq.coalesced += 1;
                 c.snd_end = c.snd_end.wrapping_add(len as u32);
@@ -1208,6 +1223,10 @@ impl Stack {
         let off = self.pool.data_offset(&frame);
         let first = len.min(mss);
         let mut seq = c.snd_end;
+        let psum = match sum {
+            Some(sum) if first == len => PayloadSum::new(sum, off as u16, first as u16),
+            _ => PayloadSum::NONE,
+        };
         c.sndq.segs.push_back(SendSeg {
             frame: self.pool.share(&frame),
             seq,
@@ -1215,6 +1234,7 @@ impl Stack {
             len: first as u16,
             sent: 0,
             flags: 0,
+            psum,
         });
         seq = seq.wrapping_add(first as u32);
         let mut done = first;
@@ -1233,6 +1253,7 @@ impl Stack {
                 len: n as u16,
                 sent: 0,
                 flags: 0,
+                psum: PayloadSum::NONE,
             });
             seq = seq.wrapping_add(n as u32);
             done += n;
@@ -1273,10 +1294,9 @@ impl Stack {
             }
             let Some(f) = self.pool.alloc() else { break };
             self.pool.set_window(&f, hr, n);
-            self.pool
-                .data_mut(&f)
-                .copy_from_slice(&data[taken..taken + n]);
-            self.tcp_queue_frame(idx, f);
+            // Copied and summed in one pass: the output path then checksums only the header.
+            let sum = checksum::copy_sum(self.pool.data_mut(&f), &data[taken..taken + n]);
+            self.tcp_queue_frame(idx, f, Some(sum));
             taken += n;
         }
         if taken == 0 && want > 0 {

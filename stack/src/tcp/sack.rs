@@ -48,12 +48,59 @@ pub(crate) struct SendSeg {
     /// Low 32 bits of the send time in µs.
     pub sent: u32,
     pub flags: u8,
+    /// The payload's one's-complement sum, computed when the bytes were copied in (issue #17:
+    /// the send path reads the application's bytes once); see [`PayloadSum`].
+    pub psum: PayloadSum,
 }
 
 impl SendSeg {
     #[inline]
     pub fn end(&self) -> u32 {
         self.seq.wrapping_add(self.len as u32)
+    }
+
+    /// The one's-complement sum of the payload (`checksum::sum` form), if known for the entry's
+    /// current bytes.
+    #[inline]
+    pub fn payload_sum(&self) -> Option<u64> {
+        self.psum.get(self.off, self.len)
+    }
+}
+
+/// The one's-complement sum of an entry's payload, tagged with the `off` and `len` it was computed
+/// for: it is valid only while the entry still has those (a trim by a partial ACK, a split, an
+/// append to the unsent tail or a move into a shared frame changes one of them, and the sum is
+/// then ignored and the output path sums the bytes itself). The bytes of a queued range never
+/// change, so the tag is the whole validity condition, and nothing has to invalidate it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PayloadSum {
+    sum: u16,
+    off: u16,
+    len: u16,
+}
+
+impl PayloadSum {
+    /// No sum known (`len` is never `u16::MAX`: entries are at most one frame).
+    pub const NONE: PayloadSum = PayloadSum {
+        sum: 0,
+        off: u16::MAX,
+        len: u16::MAX,
+    };
+
+    /// The sum `sum` (as `checksum::sum` returns it) of bytes `off..off + len`.
+    #[inline]
+    pub fn new(sum: u64, off: u16, len: u16) -> PayloadSum {
+        PayloadSum {
+            sum: crate::wire::checksum::fold(sum),
+            off,
+            len,
+        }
+    }
+
+    /// The sum, if it was computed for `off..off + len`.
+    #[inline]
+    pub fn get(&self, off: u16, len: u16) -> Option<u64> {
+        (self.off == off && self.len == len).then_some(u64::from(self.sum))
     }
 }
 
@@ -87,6 +134,16 @@ impl SendQueue {
             .get(i)
             .filter(|s| seq_ge(seq, s.seq) && seq_lt(seq, s.end()))
             .map(|_| i)
+    }
+
+    /// [`SendQueue::find`] trying `hint` first (O(1) when the caller walks the queue in order,
+    /// as the output loop does: the entry after the one just sent), then the binary search.
+    #[inline]
+    pub fn find_from(&self, seq: u32, hint: usize) -> Option<usize> {
+        match self.segs.get(hint) {
+            Some(s) if seq_ge(seq, s.seq) && seq_lt(seq, s.end()) => Some(hint),
+            _ => self.find(seq),
+        }
     }
 
     /// Frees entries below `ack`; trims a partially acknowledged one. Entries delivered by this
@@ -322,6 +379,7 @@ mod tests {
                 len: 100,
                 sent: 10 * i as u32,
                 flags: SENT,
+                psum: PayloadSum::NONE,
             });
         }
         q
@@ -358,5 +416,39 @@ mod tests {
         assert_eq!(q.find(s(10)), None);
         q.clear(&mut pool);
         assert_eq!(pool.available(), 32);
+    }
+
+    #[test]
+    fn find_from_agrees_with_find_for_every_hint() {
+        let mut pool = Pool::new(32, 2048, 64).unwrap();
+        let base = u32::MAX - 250;
+        let q = queue(&mut pool, base, 10);
+        for off in (0..1100u32).step_by(7) {
+            let seq = base.wrapping_add(off);
+            for hint in [0, 1, 3, 9, 10, 11, usize::MAX] {
+                assert_eq!(
+                    q.find_from(seq, hint),
+                    q.find(seq),
+                    "seq +{off} hint {hint}"
+                );
+            }
+        }
+        let mut q = q;
+        q.clear(&mut pool);
+    }
+
+    #[test]
+    fn a_payload_sum_is_valid_only_for_the_range_it_was_computed_for() {
+        let mut pool = Pool::new(32, 2048, 64).unwrap();
+        let mut q = queue(&mut pool, 1000, 2);
+        let s = &mut q.segs[0];
+        assert_eq!(s.payload_sum(), None);
+        s.psum = PayloadSum::new(0x1_2345, s.off, s.len);
+        assert_eq!(s.payload_sum(), Some(0x2346), "stored folded");
+        // A partial ACK trims the entry: the sum no longer applies.
+        let a = q.ack(&mut pool, 1010, 0, &mut Rack::default());
+        assert_eq!(a.bytes, 10);
+        assert_eq!(q.segs[0].payload_sum(), None);
+        q.clear(&mut pool);
     }
 }

@@ -170,6 +170,73 @@ fn small_writes_coalesce_into_one_segment() {
     assert_eq!(out[0].data, b"bcbcbcbcbcbcbcbcbcbc");
 }
 
+/// The payload sum computed while copying a write in (issue #17) is kept across appends to the
+/// unsent tail, odd lengths included (the appended piece's sum swapped), and gives the right
+/// checksum: `parse_out` verifies every segment A emits.
+#[test]
+fn payload_sums_of_appended_odd_writes_give_right_checksums() {
+    let mut p = Peer::new();
+    let h = p.accept();
+    p.s.tcp_send_slice(h, b"a", p.now).unwrap();
+    assert_eq!(p.poll().len(), 1);
+    let data = pattern(3 + 65 + 7 + 130 + 1 + 99 + 256);
+    let mut at = 0;
+    for n in [3, 65, 7, 130, 1, 99, 256] {
+        p.s.tcp_send_slice(h, &data[at..at + n], p.now).unwrap();
+        at += n;
+    }
+    let idx = p.s.conn_of(h).unwrap();
+    let q = &p.s.tcp.conns[idx as usize].sndq;
+    assert_eq!(
+        q.segs.len(),
+        2,
+        "the first byte, then one entry of the merged writes"
+    );
+    assert!(q.segs[1].payload_sum().is_some(), "sum kept across appends");
+    p.ack = p.ack.wrapping_add(1);
+    let out = p.send(&[p.seg(ACK, b"")]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].data, data);
+}
+
+/// Segments of a flow the output cache knows (issue #17) leave with the same Ethernet and IPv4
+/// headers the routed path writes (DF, TTL, ident, header checksum), as a byte comparison of the
+/// first frame (routed, fills the cache) and the second (cached) shows.
+#[test]
+fn cached_flow_segments_have_the_routed_paths_headers() {
+    let mut p = Peer::new();
+    let h = p.accept();
+    let mut frames = Vec::new();
+    for (i, n) in [(0u32, 100usize), (100, 200)] {
+        p.s.tcp_send_slice(h, &pattern(n), p.now).unwrap();
+        frames.extend(feed(&mut p.s, &[], p.now));
+        p.ack = p.ack.wrapping_add(n as u32);
+        assert!(p.send(&[p.seg(ACK, b"")]).is_empty(), "write at {i}");
+    }
+    assert!(
+        p.s.flows.get(IP_B, p.now).is_some(),
+        "the first segment filled the cache"
+    );
+    assert_eq!(frames.len(), 2);
+    for f in &frames {
+        assert_eq!(
+            crate::wire::checksum::checksum(&f[14..34]),
+            0,
+            "IPv4 header checksum"
+        );
+    }
+    let (a, b) = (&frames[0], &frames[1]);
+    // Ethernet, version/IHL, TOS, flags/fragment, TTL, protocol, addresses: equal. Total length
+    // follows the payload, the ident the count.
+    assert_eq!(a[..16], b[..16]);
+    assert_eq!(a[20..24], b[20..24]);
+    assert_eq!(a[26..34], b[26..34]);
+    assert_eq!(u16::from_be_bytes([b[16], b[17]]), 20 + 20 + 200);
+    let ident = |f: &[u8]| u16::from_be_bytes([f[18], f[19]]);
+    assert_eq!(ident(b), ident(a).wrapping_add(1));
+    assert_eq!(a[20] & 0x40, 0x40, "DF");
+}
+
 /// Sends `n` in-order segments of `len` bytes from B in one burst; returns A's answer.
 fn burst(p: &mut Peer, n: usize, len: usize) -> Vec<S> {
     let mut segs = Vec::new();
