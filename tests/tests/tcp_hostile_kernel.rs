@@ -21,7 +21,7 @@
 
 use cnet_apps::lab::{Lab, KERNEL_DEV, KERNEL_IP, STACK_DEV, STACK_IP};
 use cnet_drivers::xdp::XdpConfig;
-use cnet_stack::{DropReason, Event};
+use cnet_stack::{DropReason, Event, FrameCensus};
 use cnet_tests::require_lab;
 use cnet_tests::xdp::XdpStack;
 use std::io::{Read, Write};
@@ -141,28 +141,71 @@ fn fresh_echo(lab: &Lab) -> Result<Duration, String> {
     })
 }
 
-/// The highest TCP memory charge and the lowest free frame count seen by the stack's loop.
+/// The highest TCP memory charge and the lowest free frame count seen by the stack's loop, the
+/// pool's census (who holds the frames) when the free count was lowest, and a census every
+/// 500 ms (printed when a case fails, to show where the frames went).
 struct Watch {
     max_mem: Arc<AtomicUsize>,
     min_free: Arc<AtomicUsize>,
+    at_min: Arc<Mutex<Option<FrameCensus>>>,
+    timeline: Arc<Mutex<Vec<(Instant, FrameCensus)>>>,
     stop: Arc<AtomicBool>,
 }
 
+impl Watch {
+    /// The census at the lowest free count and the timeline (with the honest client's echoes
+    /// since the sample before), one line each; times from `t0`.
+    fn report(&self, rec: &Record, t0: Instant) -> String {
+        let mut s = format!(
+            "  census at the lowest free count: {}\n",
+            self.at_min
+                .lock()
+                .unwrap()
+                .map_or("none".into(), |c| c.to_string())
+        );
+        let mut prev = None;
+        for (at, c) in self.timeline.lock().unwrap().iter() {
+            let t = at.saturating_duration_since(t0).as_secs_f32();
+            let echoes = prev.map_or(0, |p| rec.between(p, *at));
+            s += &format!("  {t:6.2} s: {echoes:4} echoes; {c}\n");
+            prev = Some(*at);
+        }
+        s
+    }
+}
+
 fn watch(stack: &XdpStack) -> Watch {
-    let max_mem = Arc::new(AtomicUsize::new(0));
-    let min_free = Arc::new(AtomicUsize::new(usize::MAX));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (m, f, s) = (max_mem.clone(), min_free.clone(), stop.clone());
+    let w = Watch {
+        max_mem: Arc::new(AtomicUsize::new(0)),
+        min_free: Arc::new(AtomicUsize::new(usize::MAX)),
+        at_min: Arc::new(Mutex::new(None)),
+        timeline: Arc::new(Mutex::new(Vec::new())),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let (m, f, s) = (w.max_mem.clone(), w.min_free.clone(), w.stop.clone());
+    let (at_min, timeline) = (w.at_min.clone(), w.timeline.clone());
+    // A census walks every connection: taken when the free count fell 16 below the last one
+    // taken (at most capacity / 16 of them) and every 500 ms.
+    let mut census_free = usize::MAX;
+    let mut next_sample = Instant::now();
     stack.spawn_app(move |st, _| {
         m.fetch_max(st.tcp_mem_frames(), Ordering::Relaxed);
-        f.fetch_min(st.pool().available(), Ordering::Relaxed);
+        let free = st.pool().available();
+        f.fetch_min(free, Ordering::Relaxed);
+        if free + 16 <= census_free || (free < census_free && free < 64) {
+            census_free = free;
+            *at_min.lock().unwrap() = Some(st.frame_census());
+        }
+        if Instant::now() >= next_sample {
+            next_sample = Instant::now() + Duration::from_millis(500);
+            timeline
+                .lock()
+                .unwrap()
+                .push((Instant::now(), st.frame_census()));
+        }
         !s.load(Ordering::Relaxed)
     });
-    Watch {
-        max_mem,
-        min_free,
-        stop,
-    }
+    w
 }
 
 /// The kernel side's veth gets an `htb` root whose class 1:2 is a `pfifo` of length 0: whatever
@@ -413,6 +456,8 @@ fn stalled(frames: u32) {
         c.get(Event::TcpAbortOnMemory),
     );
     drop(socks);
+    let report = stack.stop();
+    eprintln!("{}{report}", w.report(&rec, start));
     assert!(
         rec.failures.is_empty(),
         "{} honest failures, the first: {:?}",
@@ -442,7 +487,6 @@ fn stalled(frames: u32) {
         "TCP memory {max_mem} over high {}",
         l.high
     );
-    stack.stop();
 }
 
 /// The out-of-order flooder, run with python3 in the kernel namespace. Arguments: connections,

@@ -162,13 +162,26 @@ impl Datapath {
     }
 
     /// Tops the fill ring up from the pool, in batches.
+    ///
+    /// The frames lent for reception stay within the fill ring's size, counting those the
+    /// kernel already moved to the RX ring that the stack has not taken yet (`in_fill` counts
+    /// both). Topping the fill ring up to its size whatever the RX ring holds would lend up to
+    /// fill + RX ring frames (4096 by default: the whole default pool) whenever the stack falls
+    /// behind, and the stack's share of the pool (`StackConfig::pool_driver_frames` is the fill
+    /// ring) would be gone. A backed-up RX ring then means the kernel drops at the fill ring
+    /// instead of at the RX ring: the same packets, with the pool kept.
     pub(crate) fn refill(&mut self, pool: &mut Pool) {
         let occupied = self.rings.fill.occupied();
         if occupied == 0 && self.refilled_once {
             // The kernel had nothing to receive into (or was about to): the ring ran dry.
             self.counters.fill_ring_empty += 1;
         }
-        let room = self.rings.fill.free(self.rings.fill.size());
+        let size = self.rings.fill.size();
+        let room = self
+            .rings
+            .fill
+            .free(size)
+            .min(size.saturating_sub(self.in_fill));
         let want = room.min(u32::try_from(pool.available()).unwrap_or(u32::MAX));
         if want < room && pool.available() == 0 {
             self.counters.fill_pool_empty += 1;
@@ -617,6 +630,33 @@ mod tests {
         }
         dp.rx_burst(&mut pool, &mut b, &mut k).unwrap();
         assert_eq!(dp.frames_held(), 16, "refilled once frames are back");
+    }
+
+    /// A stack that falls behind leaves received frames on the RX ring: they count against the
+    /// fill ring's budget, so the frames lent for reception never exceed the fill ring's size
+    /// (before, the fill ring was topped up to its size whatever the RX ring held).
+    #[test]
+    fn frames_waiting_on_the_rx_ring_count_against_the_fill_budget() {
+        let (mut pool, mut dp, mut k) = setup(1024, 0, 256, false);
+        let mut b = Batch::new();
+        dp.rx_burst(&mut pool, &mut b, &mut k).unwrap();
+        assert_eq!(dp.frames_held(), 256);
+        // The kernel fills the RX ring; the stack takes one burst at a time.
+        assert_eq!(k.receive(&mut pool, 0, 256, b"p"), 256);
+        for _ in 0..3 {
+            dp.rx_burst(&mut pool, &mut b, &mut k).unwrap();
+            b.free_all(&mut pool);
+            assert!(dp.frames_held() <= 256, "lent {}", dp.frames_held());
+            check_accounting(&pool, &dp, 0);
+        }
+        // What the stack took was lent again (in refill batches), no more.
+        assert_eq!(dp.frames_held(), 256);
+        assert_eq!(pool.available(), 1024 - 256);
+        while dp.rx_burst(&mut pool, &mut b, &mut k).unwrap() > 0 {
+            b.free_all(&mut pool);
+        }
+        assert_eq!(dp.frames_held(), 256);
+        check_accounting(&pool, &dp, 0);
     }
 
     /// A long random run: traffic both ways, partial completions, the stack holding frames for a

@@ -409,3 +409,32 @@ impl Stack {
         self.pool.free(frame);
     }
 }
+
+impl Stack {
+    /// TCP's part of [`Stack::frame_census`]: queues and shared frames; marks in `in_snd` the
+    /// send-queue frames it counted (the transmit queue may hold them too).
+    pub(crate) fn tcp_census(&self, c: &mut crate::census::FrameCensus, in_snd: &mut [bool]) {
+        let pool = &self.pool;
+        for (_, conn) in self.tcp.conns.iter() {
+            c.tcp_rcv += conn.rxq.iter().map(|f| pool.chain_count(f)).sum::<usize>();
+            c.tcp_ooo += conn.ooo.frames() as usize;
+            for s in conn.sndq.segs.iter() {
+                if s.flags & sack::COALESCED != 0 {
+                    continue;
+                }
+                let Some(seen) = in_snd.get_mut(s.frame.index() as usize) else {
+                    continue;
+                };
+                if !*seen {
+                    *seen = true;
+                    if pool.refs(&s.frame) > 1 {
+                        c.tcp_snd_in_flight += 1;
+                    } else {
+                        c.tcp_snd += 1;
+                    }
+                }
+            }
+        }
+        c.tcp_coalesced = self.tcp.mem.retired.len() + usize::from(self.tcp.mem.coalesce.is_some());
+    }
+}
