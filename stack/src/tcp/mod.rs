@@ -777,6 +777,20 @@ impl Stack {
         }
     }
 
+    /// The connections [`Stack::tcp_take_ready`] would hand out now, appended to `out`
+    /// without taking them: for an application inside the stack's loop that shares it with a
+    /// runtime (which takes them after the application ran), so that it serves the connections
+    /// that moved rather than walking all of them. Stale entries are filtered.
+    pub fn tcp_ready_peek(&self, out: &mut Vec<TcpHandle>) {
+        for &idx in &self.tcp.app_conns {
+            if let Some(c) = self.tcp.conns.get(idx as usize) {
+                if c.has(F_HANDLE) {
+                    out.push(TcpHandle { idx, gen: c.gen });
+                }
+            }
+        }
+    }
+
     /// Closes a listener: connections not yet accepted are reset.
     pub fn tcp_unlisten(&mut self, l: TcpListener, now: Instant) {
         if self.listener(l).is_none() {
