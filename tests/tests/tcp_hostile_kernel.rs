@@ -13,9 +13,11 @@
 //!   300 segments of 100 bytes per connection at seeded random offsets inside the window, never
 //!   at RCV.NXT, then goes silent. The kernel's resets for these connections it does not know
 //!   are dropped the same way.
-//! - A receiver that reneges on SACK is not done from Linux: the kernel's SACK generation cannot
-//!   be told to lie, and a crafted receiver would have to track cnet's echo stream; the
-//!   in-memory test (`tcp_hostile.rs`) covers it.
+//! - A receiver that reneges on SACK: the kernel's own SACKs cannot be told to lie, so a Python
+//!   raw-socket receiver in the kernel namespace (`RENEGER`) opens 20 connections, sends 8 000
+//!   bytes on each, SACKs the echoed segments after the first, throws them away, then ACKs
+//!   honestly (half of them SACK blocks starting at the cumulative ACK instead); every echo
+//!   must come back intact and every connection close.
 //!
 //! The attacks run one at a time (a lock): 2 shared cores, and latency is what is measured.
 
@@ -710,6 +712,285 @@ fn ooo_flood(frames: u32) {
     assert!(c.get(Event::TcpOfoTimeouts) >= n as u64 / 2);
     let _ = pressure;
     stack.stop();
+}
+
+/// The reneging receiver, run with python3 in the kernel namespace. Arguments: connections,
+/// request bytes, first source port. Each connection (raw sockets; SYN with MSS 536 and SACK
+/// permitted, 65 535-byte window) sends a request of that many bytes to cnet's echo and takes
+/// the echo with a receiver that lies (RFC 2018 section 8): it drops the first echo segment,
+/// SACKs every later one and discards it; odd connections SACK blocks that start at the
+/// cumulative ACK instead (covering the hole). When the first segment comes again it takes it
+/// and ACKs honestly from then on: the cumulative ACK stops at data it SACKed (it reneged), and
+/// it keeps and SACKs truthfully what arrives out of order. Once the whole echo arrived it
+/// checks it byte for byte and closes. SYNs, requests and FINs are resent every 300 ms while
+/// unanswered. Prints `done <k> intact <m> reneged <r> seconds <t>`. Bounded: 30 s.
+const RENEGER: &str = r#"
+import errno, socket, struct, sys, time
+n, size, base = (int(a) for a in sys.argv[1:4])
+SRC, DST, DPORT = "198.18.0.1", "198.18.0.2", 7
+src_b, dst_b = socket.inet_aton(SRC), socket.inet_aton(DST)
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def seg(sport, seq, ack, flags, data=b"", opts=b""):
+    while len(opts) % 4:
+        opts += b"\x01"
+    h = struct.pack("!HHIIBBHHH", sport, DPORT, seq, ack, (5 + len(opts) // 4) << 4, flags,
+                    65535, 0, 0) + opts
+    ph = src_b + dst_b + struct.pack("!BBH", 0, 6, len(h) + len(data))
+    c = csum(ph + h + data)
+    return h[:16] + struct.pack("!H", c) + h[18:] + data
+def sack_opt(blocks):
+    if not blocks:
+        return b""
+    return b"\x01\x01" + struct.pack("!BB", 5, 2 + 8 * len(blocks)) + b"".join(
+        struct.pack("!II", a & 0xffffffff, b & 0xffffffff) for a, b in blocks)
+tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+rx.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)  # SO_RCVBUFFORCE
+rx.settimeout(0.05)
+def send(pkt):
+    for _ in range(1000):
+        try:
+            tx.sendto(pkt, (DST, 0))
+            return
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise
+            time.sleep(0.0005)
+    raise OSError(errno.ENOBUFS, "raw send refused 1000 times")
+class Conn:
+    def __init__(self, i):
+        self.port = base + i
+        self.isn = (0x1000_0000 * (i + 1) + 12345) & 0xffffffff
+        self.req = bytes((i * 7 + k * 13) & 0xff for k in range(size))
+        self.at_ack = i % 2 == 1   # SACK blocks starting at the cumulative ACK
+        self.irs = None            # cnet's ISN
+        self.una = 0               # our data cnet acknowledged
+        self.rcv_nxt = 0
+        self.got = bytearray()
+        self.ooo = {}              # honest phase: seq -> data held out of order
+        self.phase = 0             # 0: lying, 1: honest, 2: closing, 3: done
+        self.dropped_head = False
+        self.sacked = []           # ranges SACKed (and thrown away) while lying
+        self.fin_sent = False
+        self.fin_acked = False
+        self.peer_fin = False
+        self.last = 0.0
+        self.ok = False
+        self.reneged = False
+    def blocks(self):
+        if self.phase == 0:
+            if not self.sacked:
+                return []
+            if self.at_ack:
+                return [(self.rcv_nxt, max(b for _, b in self.sacked))]
+            return sorted(self.sacked, reverse=True)[:4]
+        return sorted(((s, s + len(d)) for s, d in self.ooo.items()), reverse=True)[:4]
+    def ack(self, flags=0x10):
+        send(seg(self.port, self.isn + 1 + self.una_sent(), self.rcv_nxt, flags, b"",
+                 sack_opt(self.blocks())))
+    def una_sent(self):
+        return size + (1 if self.fin_sent else 0)
+    def kick(self, now):
+        if now - self.last < 0.3:
+            return
+        self.last = now
+        if self.irs is None:
+            opts = struct.pack("!BBH", 2, 4, 536) + b"\x04\x02"
+            send(seg(self.port, self.isn, 0, 0x02, b"", opts))
+        elif self.una < size:
+            for off in range(self.una, size, 1000):
+                send(seg(self.port, self.isn + 1 + off, self.rcv_nxt, 0x18,
+                         self.req[off:off + 1000]))
+        elif self.phase == 2 and not self.fin_acked:
+            self.fin_sent = True
+            send(seg(self.port, self.isn + 1 + size, self.rcv_nxt, 0x11))
+    def on_segment(self, seq, ack, fl, data):
+        if fl & 0x04:
+            self.phase = 3
+            return
+        if self.irs is None:
+            if fl & 0x12 == 0x12 and ack == (self.isn + 1) & 0xffffffff:
+                self.irs = seq
+                self.rcv_nxt = (seq + 1) & 0xffffffff
+                self.last = 0.0
+                send(seg(self.port, self.isn + 1, self.rcv_nxt, 0x10))
+                self.kick(time.monotonic())
+            return
+        if fl & 0x10:
+            acked = (ack - self.isn - 1) & 0xffffffff
+            if acked <= size + 1:
+                self.una = max(self.una, min(acked, size))
+                if acked == size + 1:
+                    self.fin_acked = True
+        off = (seq - self.rcv_nxt) & 0xffffffff
+        if data:
+            if self.phase == 0:
+                if off == 0 and not self.dropped_head:
+                    self.dropped_head = True      # "lost"
+                elif off == 0:
+                    self.got += data              # the head again: take it, forget the rest
+                    self.rcv_nxt = (self.rcv_nxt + len(data)) & 0xffffffff
+                    self.reneged = bool(self.sacked)
+                    self.sacked = []
+                    self.phase = 1
+                elif off < 1 << 30:
+                    self.sacked.append((seq, (seq + len(data)) & 0xffffffff))
+            elif off == 0:
+                self.got += data
+                self.rcv_nxt = (self.rcv_nxt + len(data)) & 0xffffffff
+                while self.rcv_nxt in self.ooo:
+                    d = self.ooo.pop(self.rcv_nxt)
+                    self.got += d
+                    self.rcv_nxt = (self.rcv_nxt + len(d)) & 0xffffffff
+            elif off < 1 << 30:
+                self.ooo[seq] = data
+            if self.phase == 1 and len(self.got) >= size:
+                self.ok = bytes(self.got[:size]) == self.req and len(self.got) == size
+                self.phase = 2
+                self.last = 0.0
+        if fl & 0x01 and (seq + len(data)) & 0xffffffff == self.rcv_nxt and self.phase >= 2:
+            self.rcv_nxt = (self.rcv_nxt + 1) & 0xffffffff
+            self.peer_fin = True
+        self.ack()
+        if self.phase == 2 and self.fin_acked and self.peer_fin:
+            self.phase = 3
+conns = [Conn(i) for i in range(n)]
+by_port = {c.port: c for c in conns}
+start = time.monotonic()
+deadline = start + 30
+while time.monotonic() < deadline and any(c.phase < 3 for c in conns):
+    now = time.monotonic()
+    for c in conns:
+        if c.phase < 3:
+            c.kick(now)
+    t = now + 0.05
+    while time.monotonic() < t:
+        try:
+            p = rx.recv(4096)
+        except socket.timeout:
+            break
+        ihl = (p[0] & 15) * 4
+        if p[12:16] != dst_b:
+            continue
+        sport, dport, seq, ack, off, fl = struct.unpack("!HHIIBB", p[ihl:ihl + 14])
+        c = by_port.get(dport)
+        if sport != DPORT or c is None or c.phase >= 3:
+            continue
+        tot = struct.unpack("!H", p[2:4])[0]
+        c.on_segment(seq, ack, fl, p[ihl + (off >> 4) * 4:tot])
+done = sum(1 for c in conns if c.phase == 3 and c.ok)
+print("done", done, "intact", sum(1 for c in conns if c.ok), "reneged",
+      sum(1 for c in conns if c.reneged), "seconds", round(time.monotonic() - start, 2),
+      flush=True)
+"#;
+
+/// Source ports of the reneging receivers: 46080..46592 (`0xb400/0xfe00`).
+const RENEGE_PORTS: (u16, u16) = (0xb400, 0xfe00);
+
+/// Issue #12, third attack, from Linux's side: 20 receivers that SACK echoed data, discard it
+/// and then ACK honestly (half of them with SACK blocks starting at the cumulative ACK), while
+/// the honest client keeps echoing. Every reneged connection must complete with its data
+/// intact, bounded in time, and the honest client must keep being served.
+fn reneging(frames: u32) {
+    if std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import socket")
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        eprintln!("SKIP: no python3 (scripts/install-deps.sh)");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (lab, stack) = setup("chr", frames);
+    // The kernel has no socket for the reneging receivers' connections: its resets would end
+    // them.
+    drop_from_ports(&lab, RENEGE_PORTS, 0x04, 0x04);
+    let script = std::env::temp_dir().join(format!("cnet-reneger-{}.py", lab.kernel_ns));
+    std::fs::write(&script, RENEGER).expect("write the reneging receiver");
+    let w = watch(&stack);
+    let stop = Arc::new(AtomicBool::new(false));
+    let honest = start_honest(&lab, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let (n, size) = (20usize, 8000usize);
+    let start = Instant::now();
+    let out = lab.kernel(&[
+        "timeout",
+        "60",
+        "python3",
+        script.to_str().expect("utf-8 path"),
+        &n.to_string(),
+        &size.to_string(),
+        &RENEGE_PORTS.0.to_string(),
+    ]);
+    let _ = std::fs::remove_file(&script);
+    let end = Instant::now();
+    let out = out.expect("the reneging receiver ran");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let rec = honest.join().expect("honest client");
+    w.stop.store(true, Ordering::Relaxed);
+    let c = stack.with(|s, _| s.counters().clone());
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let (done, intact, reneged, secs): (usize, usize, usize, f64) = match words[..] {
+        ["done", d, "intact", i, "reneged", r, "seconds", t] => (
+            d.parse().unwrap(),
+            i.parse().unwrap(),
+            r.parse().unwrap(),
+            t.parse().unwrap(),
+        ),
+        _ => panic!(
+            "reneging receiver said {text:?}, stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    };
+    eprintln!(
+        "reneging: {done} of {n} connections done, {intact} echoes intact, {reneged} reneged, in \
+         {secs} s; honest echoes during {} / after {}, failures {}, worst round trip {:?}; \
+         cnet: {} reneging detected, {} SACK blocks discarded, {} scoreboard resets, {} \
+         retransmissions",
+        rec.between(start, end),
+        rec.since(end),
+        rec.failures.len(),
+        rec.worst_since(start),
+        c.get(Event::TcpSackReneging),
+        c.get(Event::TcpSackDiscards),
+        c.get(Event::TcpSackScoreboardResets),
+        c.get(Event::TcpRetransSegs),
+    );
+    let report = stack.stop();
+    if done < n {
+        eprintln!("{}{report}", w.report(&rec, start));
+    }
+    assert!(
+        rec.failures.is_empty(),
+        "{} honest failures, the first: {:?}",
+        rec.failures.len(),
+        &rec.failures[..rec.failures.len().min(5)]
+    );
+    assert_eq!(intact, n, "every echo came back intact");
+    assert_eq!(done, n, "every reneged connection completed and closed");
+    assert!(secs < 20.0, "the reneged connections took {secs} s");
+    assert!(reneged >= n / 2, "the receivers really reneged: {reneged}");
+    assert!(
+        c.get(Event::TcpSackReneging) >= 1 && c.get(Event::TcpSackDiscards) >= 1,
+        "cnet saw the reneging and the blocks at the cumulative ACK"
+    );
+    assert!(rec.between(start, end) >= 10, "echoes during the attack");
+    assert!(rec.worst_since(start) < Duration::from_secs(2));
+}
+
+#[test]
+fn kernel_reneging_sack_receivers() {
+    require_lab!();
+    reneging(4096);
 }
 
 #[test]
