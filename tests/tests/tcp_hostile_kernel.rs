@@ -521,15 +521,10 @@ fn stalled(frames: u32) {
     );
 }
 
-/// The out-of-order flooder, run with python3 in the kernel namespace. Arguments: connections,
-/// segments per connection, first source port, seed. Completes its own handshakes with raw
-/// sockets (no options: MSS 536, no window scaling, so cnet offers a 64 KiB window), then sends
-/// every connection's segments of 100 bytes at seeded random offsets in 1..60 000 past RCV.NXT,
-/// round-robin; the holes are never filled and it never sends again. Prints
-/// `established <k> sent <m>`. Bounded: 20 s for the handshakes.
-const FLOODER: &str = r#"
+/// What both raw-socket scripts share: addresses, the checksum, segment building (no options
+/// unless given), a raw receive socket `rx` (50 ms timeout) and a bounded-retry `send`.
+const PY_PRELUDE: &str = r#"
 import errno, random, socket, struct, sys, time
-n, per, base, seed = (int(a) for a in sys.argv[1:5])
 SRC, DST, DPORT = "198.18.0.1", "198.18.0.2", 7
 src_b, dst_b = socket.inet_aton(SRC), socket.inet_aton(DST)
 def csum(b):
@@ -539,8 +534,11 @@ def csum(b):
     while s >> 16:
         s = (s & 0xffff) + (s >> 16)
     return ~s & 0xffff
-def seg(sport, seq, ack, flags, data=b""):
-    h = struct.pack("!HHIIBBHHH", sport, DPORT, seq, ack, 5 << 4, flags, 65535, 0, 0)
+def seg(sport, seq, ack, flags, data=b"", opts=b""):
+    while len(opts) % 4:
+        opts += b"\x01"
+    h = struct.pack("!HHIIBBHHH", sport, DPORT, seq & 0xffffffff, ack & 0xffffffff,
+                    (5 + len(opts) // 4) << 4, flags, 65535, 0, 0) + opts
     ph = src_b + dst_b + struct.pack("!BBH", 0, 6, len(h) + len(data))
     c = csum(ph + h + data)
     return h[:16] + struct.pack("!H", c) + h[18:] + data
@@ -559,6 +557,16 @@ def send(pkt):
                 raise
             time.sleep(0.0005)
     raise OSError(errno.ENOBUFS, "raw send refused 1000 times")
+"#;
+
+/// The out-of-order flooder, run with python3 in the kernel namespace. Arguments: connections,
+/// segments per connection, first source port, seed. Completes its own handshakes with raw
+/// sockets (no options: MSS 536, no window scaling, so cnet offers a 64 KiB window), then sends
+/// every connection's segments of 100 bytes at seeded random offsets in 1..60 000 past RCV.NXT,
+/// round-robin; the holes are never filled and it never sends again. Prints
+/// `established <k> sent <m>`. Bounded: 20 s for the handshakes.
+const FLOODER: &str = r#"
+n, per, base, seed = (int(a) for a in sys.argv[1:5])
 rng = random.Random(seed)
 isn = [rng.getrandbits(32) for _ in range(n)]
 peer = {}
@@ -592,43 +600,86 @@ for _ in range(per):
 print("established", len(peer), "sent", sent, flush=True)
 "#;
 
-fn ooo_flood(frames: u32) {
-    if std::process::Command::new("python3")
-        .arg("-c")
-        .arg("import socket")
-        .output()
-        .map_or(true, |o| !o.status.success())
-    {
-        eprintln!("SKIP: no python3 (scripts/install-deps.sh)");
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (lab, stack) = setup("cho", frames);
-    // The kernel has no socket for the flooders' connections: its resets would end them.
-    drop_from_ports(&lab, OOO_PORTS, 0x04, 0x04);
-    let script = std::env::temp_dir().join(format!("cnet-ooo-flooder-{}.py", lab.kernel_ns));
-    std::fs::write(&script, FLOODER).expect("write the flooder");
-    let w = watch(&stack);
-    let stop = Arc::new(AtomicBool::new(false));
-    let honest = start_honest(&lab, stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
-    let before = stack.with(|s, _| s.counters().get(Event::TcpOutOfOrder));
+/// A raw-socket attack under way: the stack, its lab and watch, the honest client (running for
+/// 500 ms already) and the attack script (`PY_PRELUDE` + the body) in a temporary file. The
+/// caller holds `SERIAL` (taken before, so released after everything here is dropped).
+struct RawAttack {
+    stack: XdpStack,
+    lab: Lab,
+    w: Watch,
+    stop: Arc<AtomicBool>,
+    honest: std::thread::JoinHandle<Record>,
+    script: std::path::PathBuf,
+}
 
-    let (n, per) = (320usize, 300usize);
-    let start = Instant::now();
-    let out = lab.kernel(&[
+impl RawAttack {
+    /// Sets up the stack and the lab (kernel resets from `ports` dropped), the watch and the
+    /// honest client; `None`, with the reason printed, without python3.
+    fn start(prefix: &str, frames: u32, ports: (u16, u16), body: &str) -> Option<RawAttack> {
+        if std::process::Command::new("python3")
+            .arg("-c")
+            .arg("import socket")
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
+            eprintln!("SKIP: no python3 (scripts/install-deps.sh)");
+            return None;
+        }
+        let (lab, stack) = setup(prefix, frames);
+        // The kernel has no socket for the attacker's connections: its resets would end them.
+        drop_from_ports(&lab, ports, 0x04, 0x04);
+        let script = std::env::temp_dir().join(format!("cnet-{prefix}-{}.py", lab.kernel_ns));
+        std::fs::write(&script, format!("{PY_PRELUDE}{body}")).expect("write the attack script");
+        let w = watch(&stack);
+        let stop = Arc::new(AtomicBool::new(false));
+        let honest = start_honest(&lab, stop.clone());
+        std::thread::sleep(Duration::from_millis(500));
+        Some(RawAttack {
+            stack,
+            lab,
+            w,
+            stop,
+            honest,
+            script,
+        })
+    }
+}
+
+/// Runs `script` in the kernel namespace with `args` (at most 60 s) and deletes it; its output.
+fn run_script(lab: &Lab, script: &std::path::Path, args: &[String]) -> std::process::Output {
+    let mut cmd = vec![
         "timeout",
         "60",
         "python3",
         script.to_str().expect("utf-8 path"),
-        &n.to_string(),
-        &per.to_string(),
-        &OOO_PORTS.0.to_string(),
-        "12",
-    ]);
-    let _ = std::fs::remove_file(&script);
+    ];
+    cmd.extend(args.iter().map(String::as_str));
+    let out = lab.kernel(&cmd);
+    let _ = std::fs::remove_file(script);
+    out.expect("the attack script ran")
+}
+
+fn ooo_flood(frames: u32) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(RawAttack {
+        stack,
+        lab,
+        w,
+        stop,
+        honest,
+        script,
+    }) = RawAttack::start("cho", frames, OOO_PORTS, FLOODER)
+    else {
+        return;
+    };
+    let before = stack.with(|s, _| s.counters().get(Event::TcpOutOfOrder));
+
+    let (n, per) = (320usize, 300usize);
+    let start = Instant::now();
+    let args = [n, per, usize::from(OOO_PORTS.0), 12].map(|v| v.to_string());
+    let out = run_script(&lab, &script, &args);
     let end = Instant::now();
-    let out = String::from_utf8_lossy(&out.expect("the flooder ran").stdout).into_owned();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     let words: Vec<&str> = out.split_whitespace().collect();
     let (established, sent): (usize, usize) = match words[..] {
         ["established", e, "sent", s] => (e.parse().unwrap(), s.parse().unwrap()),
@@ -725,44 +776,12 @@ fn ooo_flood(frames: u32) {
 /// checks it byte for byte and closes. SYNs, requests and FINs are resent every 300 ms while
 /// unanswered. Prints `done <k> intact <m> reneged <r> seconds <t>`. Bounded: 30 s.
 const RENEGER: &str = r#"
-import errno, socket, struct, sys, time
 n, size, base = (int(a) for a in sys.argv[1:4])
-SRC, DST, DPORT = "198.18.0.1", "198.18.0.2", 7
-src_b, dst_b = socket.inet_aton(SRC), socket.inet_aton(DST)
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return ~s & 0xffff
-def seg(sport, seq, ack, flags, data=b"", opts=b""):
-    while len(opts) % 4:
-        opts += b"\x01"
-    h = struct.pack("!HHIIBBHHH", sport, DPORT, seq, ack, (5 + len(opts) // 4) << 4, flags,
-                    65535, 0, 0) + opts
-    ph = src_b + dst_b + struct.pack("!BBH", 0, 6, len(h) + len(data))
-    c = csum(ph + h + data)
-    return h[:16] + struct.pack("!H", c) + h[18:] + data
 def sack_opt(blocks):
     if not blocks:
         return b""
     return b"\x01\x01" + struct.pack("!BB", 5, 2 + 8 * len(blocks)) + b"".join(
         struct.pack("!II", a & 0xffffffff, b & 0xffffffff) for a, b in blocks)
-tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
-rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
-rx.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)  # SO_RCVBUFFORCE
-rx.settimeout(0.05)
-def send(pkt):
-    for _ in range(1000):
-        try:
-            tx.sendto(pkt, (DST, 0))
-            return
-        except OSError as e:
-            if e.errno != errno.ENOBUFS:
-                raise
-            time.sleep(0.0005)
-    raise OSError(errno.ENOBUFS, "raw send refused 1000 times")
 class Conn:
     def __init__(self, i):
         self.port = base + i
@@ -898,40 +917,23 @@ const RENEGE_PORTS: (u16, u16) = (0xb400, 0xfe00);
 /// the honest client keeps echoing. Every reneged connection must complete with its data
 /// intact, bounded in time, and the honest client must keep being served.
 fn reneging(frames: u32) {
-    if std::process::Command::new("python3")
-        .arg("-c")
-        .arg("import socket")
-        .output()
-        .map_or(true, |o| !o.status.success())
-    {
-        eprintln!("SKIP: no python3 (scripts/install-deps.sh)");
-        return;
-    }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (lab, stack) = setup("chr", frames);
-    // The kernel has no socket for the reneging receivers' connections: its resets would end
-    // them.
-    drop_from_ports(&lab, RENEGE_PORTS, 0x04, 0x04);
-    let script = std::env::temp_dir().join(format!("cnet-reneger-{}.py", lab.kernel_ns));
-    std::fs::write(&script, RENEGER).expect("write the reneging receiver");
-    let w = watch(&stack);
-    let stop = Arc::new(AtomicBool::new(false));
-    let honest = start_honest(&lab, stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
+    let Some(RawAttack {
+        stack,
+        lab,
+        w,
+        stop,
+        honest,
+        script,
+    }) = RawAttack::start("chr", frames, RENEGE_PORTS, RENEGER)
+    else {
+        return;
+    };
     let (n, size) = (20usize, 8000usize);
     let start = Instant::now();
-    let out = lab.kernel(&[
-        "timeout",
-        "60",
-        "python3",
-        script.to_str().expect("utf-8 path"),
-        &n.to_string(),
-        &size.to_string(),
-        &RENEGE_PORTS.0.to_string(),
-    ]);
-    let _ = std::fs::remove_file(&script);
+    let args = [n, size, usize::from(RENEGE_PORTS.0)].map(|v| v.to_string());
+    let out = run_script(&lab, &script, &args);
     let end = Instant::now();
-    let out = out.expect("the reneging receiver ran");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
