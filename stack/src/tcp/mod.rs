@@ -529,8 +529,13 @@ pub(crate) struct TcpTable {
     /// The list a flush works through (kept to reuse its allocation): connections touched again
     /// while it runs land in `touched`, for the next flush.
     flushing: Vec<u32>,
-    /// Scratch: keys of expired timers.
-    pub expired: Vec<u32>,
+    /// Connections whose timer expired and that wait for their turn (at most
+    /// `timers::TIMER_BUDGET` are run per pass), oldest first; their wheel entries are gone.
+    pub expired: VecDeque<u32>,
+    /// Scratch: keys of the timers the wheel gives back in one pass.
+    pub fired: Vec<u32>,
+    /// When timers last ran: the deadline reported while `expired` is not empty.
+    pub timers_at: Instant,
     /// Scratch for copying a payload between frames of the pool.
     pub scratch: Vec<u8>,
     /// Challenge ACK budget (RFC 5961 7): the second it was drawn for, and what is left.
@@ -565,7 +570,9 @@ impl TcpTable {
             key: isn::Key::new(seed_b, seed_c),
             touched: Vec::with_capacity(64),
             flushing: Vec::with_capacity(64),
-            expired: Vec::with_capacity(64),
+            expired: VecDeque::with_capacity(64),
+            fired: Vec::with_capacity(64),
+            timers_at: Instant::ZERO,
             scratch: vec![0; 65536],
             challenge_second: u64::MAX,
             challenge_left: 0,

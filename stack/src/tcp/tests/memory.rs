@@ -239,3 +239,41 @@ fn tcp_never_takes_the_pools_reserved_frames() {
         "{out:?}"
     );
 }
+
+/// Connections whose timers expire at the same moment (thousands stalled together) are run at
+/// most `TIMER_BUDGET` per pass, so segments of other connections are processed in between;
+/// the stack reports the rest as due at once, and the next pass runs them.
+#[test]
+fn timers_expiring_together_run_a_budget_per_pass() {
+    let budget = crate::tcp::timers::TIMER_BUDGET;
+    let mut p = Peer::new();
+    let n = budget + 88;
+    for _ in 0..n {
+        p.s.tcp_connect(
+            SocketAddrV4::new(IP_B, B_PORT),
+            None,
+            TcpOpts::default(),
+            p.now,
+        )
+        .unwrap();
+    }
+    let _ = p.poll();
+    // The initial RTO (1 s) of every SYN expires now.
+    let t = p.now + Duration::from_millis(1_001);
+    let mut out = crate::Batch::new();
+    let rtos = |s: &Stack| s.counters().get(Event::TcpRtoExpirations) as usize;
+    p.s.poll_tx(&mut out, t);
+    assert_eq!(rtos(&p.s), budget, "one pass runs the budget");
+    assert!(
+        p.s.poll_timeout().is_some_and(|d| d <= t),
+        "the rest is due now"
+    );
+    out.free_all(p.s.pool_mut());
+    p.now = t;
+    let _ = p.poll();
+    assert_eq!(rtos(&p.s), n, "the next pass runs the rest");
+    assert!(
+        p.s.poll_timeout().is_some_and(|d| d > t),
+        "nothing left waiting"
+    );
+}
