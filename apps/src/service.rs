@@ -121,10 +121,22 @@ impl<P: ServicePort> ServicePort for ImpairPort<P> {
 /// connection whose send buffer is full keeps its frames until there is room, and reads nothing
 /// more meanwhile (the peer's window closes). A connection the peer half-closes is closed once its
 /// data is echoed.
+///
+/// Each poll serves the connections the stack reports as moved (`Stack::tcp_ready_peek`) and
+/// new ones; every [`ECHO_SCAN_INTERVAL`] it walks all of them (events a runtime took first,
+/// room that came back when memory pressure ended). Walking 16 000 idle connections on every
+/// pass left the loop too little time for the connections that had work (issue #12, stalled
+/// connections on AF_XDP).
 #[derive(Debug)]
 pub struct TcpEcho {
     listener: TcpListener,
     conns: Vec<EchoConn>,
+    /// Position of each connection in `conns`.
+    index: std::collections::HashMap<TcpHandle, usize>,
+    /// Connections to serve this pass (reused).
+    ready: Vec<TcpHandle>,
+    /// When all connections are walked next.
+    next_scan: Instant,
     /// Connections accepted.
     pub accepted: u64,
     /// Bytes echoed.
@@ -160,6 +172,9 @@ struct EchoConn {
     closing: bool,
 }
 
+/// How often [`TcpEcho`] serves every connection, not only those the stack reports as moved.
+pub const ECHO_SCAN_INTERVAL: cnet_stack::Duration = cnet_stack::Duration::from_millis(50);
+
 /// Payloads up to this size wait in a connection's stash rather than in their frame.
 const STASH_MAX: usize = 512;
 
@@ -194,6 +209,9 @@ impl TcpEcho {
         Ok(TcpEcho {
             listener,
             conns: Vec::new(),
+            index: std::collections::HashMap::new(),
+            ready: Vec::new(),
+            next_scan: Instant::ZERO,
             accepted: 0,
             bytes: 0,
             scratch: Vec::new(),
@@ -214,30 +232,54 @@ impl TcpEcho {
         }
     }
 
-    /// Accepts, echoes, closes.
+    /// Accepts, echoes, closes: the connections that moved (and new ones), and every
+    /// [`ECHO_SCAN_INTERVAL`] all of them.
     pub fn poll(&mut self, stack: &mut Stack, now: Instant) {
+        self.ready.clear();
         while let Some(h) = stack.tcp_accept(self.listener) {
             self.accepted += 1;
+            self.index.insert(h, self.conns.len());
             self.conns.push(EchoConn {
                 h,
                 pending: VecDeque::new(),
                 stash: Vec::new(),
                 closing: false,
             });
+            self.ready.push(h);
         }
-        let mut i = 0;
-        while i < self.conns.len() {
-            let c = &mut self.conns[i];
-            let alive = Self::serve(c, stack, now, &mut self.bytes, &mut self.scratch);
-            if alive {
-                i += 1;
-            } else {
-                let c = self.conns.swap_remove(i);
-                for f in c.pending {
-                    stack.pool_mut().free(f);
+        if now >= self.next_scan {
+            self.next_scan = now + ECHO_SCAN_INTERVAL;
+            let mut i = 0;
+            while i < self.conns.len() {
+                if self.serve_at(i, stack, now) {
+                    i += 1;
                 }
             }
+            return;
         }
+        stack.tcp_ready_peek(&mut self.ready);
+        for k in 0..self.ready.len() {
+            if let Some(&i) = self.index.get(&self.ready[k]) {
+                self.serve_at(i, stack, now);
+            }
+        }
+    }
+
+    /// Serves `conns[i]`; false when it is gone (removed, the last one moved to `i`).
+    fn serve_at(&mut self, i: usize, stack: &mut Stack, now: Instant) -> bool {
+        let c = &mut self.conns[i];
+        if Self::serve(c, stack, now, &mut self.bytes, &mut self.scratch) {
+            return true;
+        }
+        let c = self.conns.swap_remove(i);
+        self.index.remove(&c.h);
+        if let Some(moved) = self.conns.get(i) {
+            self.index.insert(moved.h, i);
+        }
+        for f in c.pending {
+            stack.pool_mut().free(f);
+        }
+        false
     }
 
     /// Serves one connection; false when it is gone.

@@ -141,6 +141,11 @@ reasons! {
         /// out-of-order queue was pruned and its small segments collapsed (Linux
         /// `TCPRcvQDrop` / `TCPOFODrop` under `tcp_mem`).
         TcpMemPressure => "tcp_mem_pressure",
+        /// A TCP segment not built because it would have taken one of the pool's reserved free
+        /// frames (`Stack::tcp_pool_reserve`: data below 1/16 of the pool free, control
+        /// segments below 1/32); data is sent again later, a control segment by its timer or
+        /// the next segment.
+        TcpPoolReserve => "tcp_pool_reserve",
         /// ICMP error quoting a sequence number not in flight (RFC 5927).
         TcpIcmpBadSeq => "tcp_icmp_bad_seq",
         /// No route to the destination.

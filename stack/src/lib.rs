@@ -28,6 +28,7 @@
 
 pub mod arp;
 pub mod buf;
+pub mod census;
 pub mod config;
 pub mod counters;
 mod eth;
@@ -45,6 +46,7 @@ pub mod wire;
 mod tests;
 
 pub use buf::{Batch, Frame, Pool, BURST};
+pub use census::FrameCensus;
 pub use config::{ConfigEvent, IfAddr, MacAddr, Neighbor, Route, StackConfig};
 pub use counters::{Counters, DropReason, Event};
 pub use icmp::{EchoReply, IcmpError, PingHandle};

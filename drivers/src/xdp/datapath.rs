@@ -38,6 +38,10 @@ pub(crate) struct XdpDesc {
     pub options: u32,
 }
 
+/// Most `sendto` kicks per burst while the kernel keeps taking descriptors from the TX ring:
+/// a full 2048-entry ring at Linux's 32 frames per copy-mode `sendto` (`TX_BATCH_SIZE`).
+pub(crate) const MAX_TX_KICKS: u32 = 64;
+
 /// Fill refills smaller than this wait while the fill ring still holds at least this many frames.
 pub(crate) const REFILL_BATCH: u32 = 64;
 
@@ -162,13 +166,26 @@ impl Datapath {
     }
 
     /// Tops the fill ring up from the pool, in batches.
+    ///
+    /// The frames lent for reception stay within the fill ring's size, counting those the
+    /// kernel already moved to the RX ring that the stack has not taken yet (`in_fill` counts
+    /// both). Topping the fill ring up to its size whatever the RX ring holds would lend up to
+    /// fill + RX ring frames (4096 by default: the whole default pool) whenever the stack falls
+    /// behind, and the stack's share of the pool (`StackConfig::pool_driver_frames` is the fill
+    /// ring) would be gone. A backed-up RX ring then means the kernel drops at the fill ring
+    /// instead of at the RX ring: the same packets, with the pool kept.
     pub(crate) fn refill(&mut self, pool: &mut Pool) {
         let occupied = self.rings.fill.occupied();
         if occupied == 0 && self.refilled_once {
             // The kernel had nothing to receive into (or was about to): the ring ran dry.
             self.counters.fill_ring_empty += 1;
         }
-        let room = self.rings.fill.free(self.rings.fill.size());
+        let size = self.rings.fill.size();
+        let room = self
+            .rings
+            .fill
+            .free(size)
+            .min(size.saturating_sub(self.in_fill));
         let want = room.min(u32::try_from(pool.available()).unwrap_or(u32::MAX));
         if want < room && pool.available() == 0 {
             self.counters.fill_pool_empty += 1;
@@ -198,17 +215,11 @@ impl Datapath {
         kernel: &mut impl Kernel,
     ) -> Result<usize, PortError> {
         self.drain_completions(pool);
-        // Descriptors the kernel has not taken from the TX ring yet: in copy mode one kick sends
-        // a bounded batch (32 on Linux), so frames written by an earlier burst can wait for a
-        // kick that no later transmit brings (nothing more to send). Kick again here, or those
-        // frames stay out of the pool for good: a sender waiting for frames would wait for ever.
-        if self.rings.tx.occupied() > 0 && (!self.need_wakeup || self.rings.tx.needs_wakeup()) {
-            self.counters.tx_kicks += 1;
-            if let Err(e) = kernel.kick_tx() {
-                if !transient(&e) {
-                    return Err(port_error(e));
-                }
-            }
+        // Descriptors the kernel has not taken from the TX ring yet (a busy device refused
+        // them): kick again here, or those frames stay out of the pool until the next transmit,
+        // which may never come.
+        if self.rings.tx.occupied() > 0 {
+            self.kick_tx(kernel)?;
             self.drain_completions(pool);
         }
         let n = self.rings.rx.peek(batch.remaining() as u32);
@@ -289,16 +300,38 @@ impl Datapath {
         self.in_tx += written;
         self.counters.tx_frames += u64::from(written);
         let pending = written > 0 || (n < want && self.rings.tx.occupied() > 0);
-        if pending && (!self.need_wakeup || self.rings.tx.needs_wakeup()) {
+        if pending {
+            self.kick_tx(kernel)?;
+        }
+        self.drain_completions(pool);
+        Ok(n as usize)
+    }
+
+    /// Kicks the kernel while it keeps taking descriptors from the TX ring, until the ring is
+    /// empty, at most [`MAX_TX_KICKS`] times. In copy mode one `sendto` sends a bounded batch
+    /// (32 frames on Linux) and the rest waits for the next kick: with one kick per burst of up
+    /// to 64 frames, a retransmission storm left well over a thousand frames on the TX ring,
+    /// neither sent nor free (the pool ran dry, and whatever was queued behind them waited).
+    /// A kick that takes nothing (a zero-copy driver sends from its interrupt; a busy device)
+    /// ends the loop: the next burst kicks again. With `need_wakeup`, only while the kernel
+    /// asks.
+    fn kick_tx(&mut self, kernel: &mut impl Kernel) -> Result<(), PortError> {
+        for _ in 0..MAX_TX_KICKS {
+            let before = self.rings.tx.occupied();
+            if before == 0 || (self.need_wakeup && !self.rings.tx.needs_wakeup()) {
+                break;
+            }
             self.counters.tx_kicks += 1;
             if let Err(e) = kernel.kick_tx() {
                 if !transient(&e) {
                     return Err(port_error(e));
                 }
             }
+            if self.rings.tx.occupied() >= before {
+                break;
+            }
         }
-        self.drain_completions(pool);
-        Ok(n as usize)
+        Ok(())
     }
 }
 
@@ -326,6 +359,9 @@ mod tests {
         kicks: u32,
         /// Transmitted frames not yet completed (the "NIC" holds them until `complete`).
         sent: Vec<(u64, Vec<u8>)>,
+        /// Copy mode: each kick takes up to this many descriptors and completes them at once
+        /// (Linux `xsk_generic_xmit`, 32 per `sendto`). `None`: kicks do nothing.
+        copy_batch: Option<u32>,
     }
 
     impl Kernel for SimKernel {
@@ -335,6 +371,22 @@ mod tests {
         }
         fn kick_tx(&mut self) -> io::Result<()> {
             self.kicks += 1;
+            let Some(batch) = self.copy_batch else {
+                return Ok(());
+            };
+            let room = self.comp.reserve(batch);
+            let n = self.tx.peek(room);
+            for k in 0..n {
+                let addr = self.tx.read(k).addr;
+                self.comp.write(k, addr & !2047);
+            }
+            self.tx.release();
+            self.comp.cancel(room - n);
+            self.comp.submit();
+            if n == batch {
+                // Linux: the batch is spent, more may wait: "try again".
+                return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+            }
             Ok(())
         }
     }
@@ -375,6 +427,7 @@ mod tests {
                     wakes: 0,
                     kicks: 0,
                     sent: Vec::new(),
+                    copy_batch: None,
                 },
             )
         };
@@ -617,6 +670,66 @@ mod tests {
         }
         dp.rx_burst(&mut pool, &mut b, &mut k).unwrap();
         assert_eq!(dp.frames_held(), 16, "refilled once frames are back");
+    }
+
+    /// Copy mode sends 32 frames per kick: a burst is kicked until the TX ring is empty, so
+    /// its frames come back at once instead of waiting on the ring for later bursts' kicks.
+    #[test]
+    fn copy_mode_kicks_until_the_tx_ring_is_empty() {
+        let (mut pool, mut dp, mut k) = setup(512, 0, 256, false);
+        k.copy_batch = Some(32);
+        let mut b = Batch::new();
+        for round in 0..4 {
+            for i in 0..64u8 {
+                b.push(pool.alloc_from(&[i; 60]).unwrap()).unwrap();
+            }
+            assert_eq!(dp.tx_burst(&mut pool, &mut b, &mut k).unwrap(), 64);
+            assert_eq!(
+                dp.frames_held(),
+                0,
+                "round {round}: every frame sent and completed"
+            );
+            check_accounting(&pool, &dp, 0);
+        }
+        assert_eq!(k.kicks, 4 * 2, "two kicks of 32 per burst of 64");
+        assert_eq!(dp.counters.tx_completed, 256);
+        // A kick that takes nothing ends the loop (bounded): one kick per burst.
+        k.copy_batch = Some(0);
+        b.push(pool.alloc_from(b"x").unwrap()).unwrap();
+        dp.tx_burst(&mut pool, &mut b, &mut k).unwrap();
+        assert_eq!(k.kicks, 9);
+        assert_eq!(dp.in_tx, 1);
+        k.copy_batch = Some(32);
+        dp.rx_burst(&mut pool, &mut b, &mut k).unwrap();
+        assert_eq!(dp.in_tx, 0, "the receive step kicked the leftover out");
+        check_accounting(&pool, &dp, 0);
+    }
+
+    /// A stack that falls behind leaves received frames on the RX ring: they count against the
+    /// fill ring's budget, so the frames lent for reception never exceed the fill ring's size
+    /// (before, the fill ring was topped up to its size whatever the RX ring held).
+    #[test]
+    fn frames_waiting_on_the_rx_ring_count_against_the_fill_budget() {
+        let (mut pool, mut dp, mut k) = setup(1024, 0, 256, false);
+        let mut b = Batch::new();
+        dp.rx_burst(&mut pool, &mut b, &mut k).unwrap();
+        assert_eq!(dp.frames_held(), 256);
+        // The kernel fills the RX ring; the stack takes one burst at a time.
+        assert_eq!(k.receive(&mut pool, 0, 256, b"p"), 256);
+        for _ in 0..3 {
+            dp.rx_burst(&mut pool, &mut b, &mut k).unwrap();
+            b.free_all(&mut pool);
+            assert!(dp.frames_held() <= 256, "lent {}", dp.frames_held());
+            check_accounting(&pool, &dp, 0);
+        }
+        // What the stack took was lent again (in refill batches), no more.
+        assert_eq!(dp.frames_held(), 256);
+        assert_eq!(pool.available(), 1024 - 256);
+        while dp.rx_burst(&mut pool, &mut b, &mut k).unwrap() > 0 {
+            b.free_all(&mut pool);
+        }
+        assert_eq!(dp.frames_held(), 256);
+        check_accounting(&pool, &dp, 0);
     }
 
     /// A long random run: traffic both ways, partial completions, the stack holding frames for a

@@ -34,6 +34,11 @@ pub(crate) const COALESCE_MAX: usize = 256;
 pub(crate) const OOO_PRESSURE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Retired shared frames checked for release per call (bounded work).
 const RECLAIM_SCAN: usize = 8;
+/// TCP data (new, retransmitted, split or coalesced) takes no frame while fewer than
+/// 1/`DATA_RESERVE_DIV` of the pool's frames are free.
+const DATA_RESERVE_DIV: usize = 16;
+/// Control segments (pure ACKs, SYN-ACKs, RSTs, FINs, probes) take none below 1/32.
+const CTL_RESERVE_DIV: usize = 32;
 
 /// Memory pressure thresholds, in frames (Linux `tcp_mem`, which counts pages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +175,7 @@ impl Stack {
         let held = c.mem as usize;
         // The pool's own reserve, for everything that is not TCP (and the driver's fill
         // ring): never taken.
-        if self.pool.available() < self.pool.capacity() / 16 + n {
+        if self.pool.available() < self.tcp_pool_reserve(true) + n {
             return Admit::OverShare;
         }
         if m.frames + n > l.high {
@@ -286,10 +291,7 @@ impl Stack {
         };
         if need_new {
             self.tcp_coalesce_reclaim();
-            if self.pool.available() < self.pool.capacity() / 16 + 1 {
-                return None;
-            }
-            let f = self.pool.alloc()?;
+            let f = self.tcp_reserve_alloc(true)?;
             if let Some((old, _)) = self.tcp.mem.coalesce.take() {
                 self.tcp.mem.retired.push_back(old);
             }
@@ -362,6 +364,31 @@ impl Stack {
         self.tcp_mem_level_changed();
     }
 
+    /// Free frames TCP never takes (item 6 of issue #12): the pool's last 1/16 for data, its
+    /// last 1/32 for control segments (`data` false). Every frame TCP takes from the pool, for
+    /// any segment of any connection, passes here (`tcp_reserve_alloc`, `tcp_mem_admit`), so
+    /// however many connections are stuck, what is left serves the driver (the AF_XDP fill
+    /// ring refills from it), ARP, ICMP, UDP, handshakes and the ACKs of connections that make
+    /// progress. Frames on their way out (transmit queue, TX ring) came from above the
+    /// reserve, so they are bounded by it too.
+    pub(crate) fn tcp_pool_reserve(&self, data: bool) -> usize {
+        let div = if data {
+            DATA_RESERVE_DIV
+        } else {
+            CTL_RESERVE_DIV
+        };
+        self.pool.capacity() / div
+    }
+
+    /// A fresh frame for a TCP segment, unless that would take one of the reserved free frames
+    /// (see [`Stack::tcp_pool_reserve`]); the caller counts the drop.
+    pub(crate) fn tcp_reserve_alloc(&mut self, data: bool) -> Option<Frame> {
+        if self.pool.available() <= self.tcp_pool_reserve(data) {
+            return None;
+        }
+        self.pool.alloc()
+    }
+
     /// Frames TCP is charged for, stack-wide (connections and shared frames).
     pub fn tcp_mem_frames(&self) -> usize {
         self.tcp.mem.frames
@@ -407,5 +434,34 @@ impl Stack {
     pub(crate) fn tcp_mem_drop(&mut self, frame: Frame) {
         self.counters.drop(DropReason::TcpMemPressure);
         self.pool.free(frame);
+    }
+}
+
+impl Stack {
+    /// TCP's part of [`Stack::frame_census`]: queues and shared frames; marks in `in_snd` the
+    /// send-queue frames it counted (the transmit queue may hold them too).
+    pub(crate) fn tcp_census(&self, c: &mut crate::census::FrameCensus, in_snd: &mut [bool]) {
+        let pool = &self.pool;
+        for (_, conn) in self.tcp.conns.iter() {
+            c.tcp_rcv += conn.rxq.iter().map(|f| pool.chain_count(f)).sum::<usize>();
+            c.tcp_ooo += conn.ooo.frames() as usize;
+            for s in conn.sndq.segs.iter() {
+                if s.flags & sack::COALESCED != 0 {
+                    continue;
+                }
+                let Some(seen) = in_snd.get_mut(s.frame.index() as usize) else {
+                    continue;
+                };
+                if !*seen {
+                    *seen = true;
+                    if pool.refs(&s.frame) > 1 {
+                        c.tcp_snd_in_flight += 1;
+                    } else {
+                        c.tcp_snd += 1;
+                    }
+                }
+            }
+        }
+        c.tcp_coalesced = self.tcp.mem.retired.len() + usize::from(self.tcp.mem.coalesce.is_some());
     }
 }

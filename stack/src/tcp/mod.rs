@@ -542,8 +542,13 @@ pub(crate) struct TcpTable {
     /// The list a flush works through (kept to reuse its allocation): connections touched again
     /// while it runs land in `touched`, for the next flush.
     flushing: Vec<u32>,
-    /// Scratch: keys of expired timers.
-    pub expired: Vec<u32>,
+    /// Connections whose timer expired and that wait for their turn (at most
+    /// `timers::TIMER_BUDGET` are run per pass), oldest first; their wheel entries are gone.
+    pub expired: VecDeque<u32>,
+    /// Scratch: keys of the timers the wheel gives back in one pass.
+    pub fired: Vec<u32>,
+    /// When timers last ran: the deadline reported while `expired` is not empty.
+    pub timers_at: Instant,
     /// Scratch for copying a payload between frames of the pool.
     pub scratch: Vec<u8>,
     /// Challenge ACK budget (RFC 5961 7): the second it was drawn for, and what is left.
@@ -578,7 +583,9 @@ impl TcpTable {
             key: isn::Key::new(seed_b, seed_c),
             touched: Vec::with_capacity(64),
             flushing: Vec::with_capacity(64),
-            expired: Vec::with_capacity(64),
+            expired: VecDeque::with_capacity(64),
+            fired: Vec::with_capacity(64),
+            timers_at: Instant::ZERO,
             scratch: vec![0; 65536],
             challenge_second: u64::MAX,
             challenge_left: 0,
@@ -786,6 +793,20 @@ impl Stack {
             if let Some(l) = self.tcp.listeners.get_mut(idx as usize) {
                 l.notified = false;
                 listeners.push(TcpListener { idx, gen: l.gen });
+            }
+        }
+    }
+
+    /// The connections [`Stack::tcp_take_ready`] would hand out now, appended to `out`
+    /// without taking them: for an application inside the stack's loop that shares it with a
+    /// runtime (which takes them after the application ran), so that it serves the connections
+    /// that moved rather than walking all of them. Stale entries are filtered.
+    pub fn tcp_ready_peek(&self, out: &mut Vec<TcpHandle>) {
+        for &idx in &self.tcp.app_conns {
+            if let Some(c) = self.tcp.conns.get(idx as usize) {
+                if c.has(F_HANDLE) {
+                    out.push(TcpHandle { idx, gen: c.gen });
+                }
             }
         }
     }

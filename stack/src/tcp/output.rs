@@ -220,7 +220,7 @@ impl Stack {
                     // Zero copy: headers go into the frame's own headroom; we keep our reference.
                     self.pool.set_window(&src, p.off - hl, p.len + hl);
                     Some(self.pool.share(&src))
-                } else if let Some(f) = self.pool.alloc() {
+                } else if let Some(f) = self.tcp_reserve_alloc(true) {
                     let hr = self.pool.headroom().max(IPV4_HLEN + ETH_HLEN);
                     if !self.pool.set_window(&f, hr, hl + p.len) {
                         self.pool.free(f);
@@ -243,7 +243,7 @@ impl Stack {
                 let _ = src.into_index();
                 f
             }
-            None => self.pool.alloc().and_then(|f| {
+            None => self.tcp_reserve_alloc(false).and_then(|f| {
                 let hr = self.pool.headroom().max(IPV4_HLEN + ETH_HLEN);
                 if self.pool.set_window(&f, hr, hl) {
                     Some(f)
@@ -254,8 +254,13 @@ impl Stack {
             }),
         };
         let Some(f) = frame else {
-            self.counters.drop(DropReason::PoolEmpty);
-            return Err(DropReason::PoolEmpty);
+            let why = if self.pool.available() == 0 {
+                DropReason::PoolEmpty
+            } else {
+                DropReason::TcpPoolReserve
+            };
+            self.counters.drop(why);
+            return Err(why);
         };
         let total = self.pool.len(&f);
         e.write(&mut self.pool.data_mut(&f)[..hl]);
@@ -494,7 +499,7 @@ impl Stack {
 
     /// Splits entry `i` at `at` bytes, copying the tail into a fresh frame.
     fn tcp_split(&mut self, idx: u32, i: usize, at: u16) -> bool {
-        let Some(f) = self.pool.alloc() else {
+        let Some(f) = self.tcp_reserve_alloc(true) else {
             return false;
         };
         let hr = self.pool.headroom().max(TCP_HEADROOM);
@@ -538,7 +543,7 @@ impl Stack {
         // a retransmission storm of thousands of connections must wait for completions, not
         // take the frames receive needs).
         let tx_room = |s: &Stack| {
-            s.tx.len() + 2 < s.cfg.tx_queue && s.pool.available() > s.pool.capacity() / 16
+            s.tx.len() + 2 < s.cfg.tx_queue && s.pool.available() > s.tcp_pool_reserve(true)
         };
         // 1. Loss recovery retransmissions.
         let (recovery, sack_on) = {

@@ -14,6 +14,11 @@ const BLACKHOLE_RTOS: u32 = 3;
 /// RTOs without progress after which, under memory pressure, a connection holding frames is
 /// reset (`tcp_mem_stalled_over_share`).
 const STALLED_RTOS: u32 = 4;
+/// Connections whose timers expired that one pass runs at most; the rest wait for the next
+/// pass (`tcp_next_deadline` says "now" meanwhile). When thousands of connections stalled at
+/// the same moment their RTOs expire together: run in one pass, the storm held the loop (and
+/// every other connection's segments) for its whole length.
+pub(crate) const TIMER_BUDGET: usize = 512;
 /// First MSS tried on a black hole (Linux `tcp_base_mss`).
 const BASE_MSS: u16 = 1024;
 /// Smallest path MTU we go down to, on a black hole or an ICMP report (Linux `min_pmtu`).
@@ -42,22 +47,42 @@ impl Stack {
         }
     }
 
-    /// The earliest TCP deadline (the wheel's).
+    /// The earliest TCP deadline (the wheel's), or "now" while expired connections wait for
+    /// their turn.
     pub(crate) fn tcp_next_deadline(&self) -> Option<Instant> {
+        if !self.tcp.expired.is_empty() {
+            return Some(self.tcp.timers_at);
+        }
         self.tcp.wheel.next_deadline()
     }
 
-    /// Runs every connection timer due at `now`.
+    /// Runs the connection timers due at `now`: at most [`TIMER_BUDGET`] connections, oldest
+    /// expiry first; the others wait for the next pass.
     pub(crate) fn tcp_on_timers(&mut self, now: Instant) {
-        let mut expired = core::mem::take(&mut self.tcp.expired);
-        expired.clear();
-        self.tcp.wheel.advance(now, &mut expired);
-        for &idx in &expired {
+        self.tcp.timers_at = now;
+        let mut fired = core::mem::take(&mut self.tcp.fired);
+        fired.clear();
+        self.tcp.wheel.advance(now, &mut fired);
+        for &idx in &fired {
+            // The wheel dropped these entries: forget their ids at once (a later change arms a
+            // fresh entry instead of moving a dead one, whose slot may be someone else's now).
+            if let Some(c) = self.tcp.conns.get_mut(idx as usize) {
+                c.timer = None;
+            }
+        }
+        self.tcp.expired.extend(fired.drain(..));
+        self.tcp.fired = fired;
+        let n = self.tcp.expired.len().min(TIMER_BUDGET);
+        for _ in 0..n {
+            let idx = self.tcp.expired.pop_front().expect("counted");
             self.tcp.note_app(idx);
             let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
                 continue;
             };
-            c.timer = None;
+            if let Some(id) = c.timer.take() {
+                // Re-armed while it waited: this pass runs whatever is due, and re-arms below.
+                self.tcp.wheel.cancel(id);
+            }
             if c.has(F_TLP) && c.t_rack <= now {
                 // The PTO first: capped at the RTO's expiry, it stands in for it (RFC 8985 7.2).
                 c.t_rack = Instant::MAX;
@@ -120,7 +145,6 @@ impl Stack {
                 self.tcp_timers_changed(idx);
             }
         }
-        self.tcp.expired = expired;
         self.tcp_coalesce_reclaim();
         self.tcp_flush(now);
     }

@@ -200,3 +200,80 @@ fn under_pressure_out_of_order_data_waits_at_most_a_second() {
     assert_eq!(p.s.counters().get(Event::TcpOfoTimeouts), 1);
     assert!(!p.s.tcp_mem_pressure());
 }
+
+/// Issue #12 item 6: whatever TCP sends, it takes no frame from the pool's reserve: control
+/// segments stop at 1/32 of the pool free, data (first transmissions that must copy, and
+/// retransmissions) at 1/16. What waited goes out once frames are back.
+#[test]
+fn tcp_never_takes_the_pools_reserved_frames() {
+    let mut p = Peer::new();
+    let h = p.accept();
+    let idx = h.idx;
+    let cap = p.s.pool().capacity();
+    // Someone else (the driver, another protocol) holds everything but the control reserve.
+    let mut held = Vec::new();
+    while p.s.pool().available() > cap / 32 {
+        held.push(p.s.pool_mut().alloc().unwrap());
+    }
+    let now = p.now;
+    p.s.tcp_send_ack(idx, now);
+    assert_eq!(p.poll(), vec![], "no ACK built from a reserved frame");
+    assert_eq!(p.s.counters().drops(DropReason::TcpPoolReserve), 1);
+    assert_eq!(p.s.pool().available(), cap / 32);
+    // One frame above the control reserve: the ACK goes out.
+    p.s.pool_mut().free(held.pop().unwrap());
+    p.s.tcp_send_ack(idx, now);
+    assert_eq!(p.poll().len(), 1);
+    // A write that needs frames waits below the data reserve.
+    assert!(p.s.tcp_send_slice(h, &[5; 100], now).is_err());
+    assert_eq!(p.poll(), vec![], "no data segment from the reserve");
+    assert!(p.s.pool().available() >= cap / 32);
+    for f in held.drain(..) {
+        p.s.pool_mut().free(f);
+    }
+    assert_eq!(p.s.tcp_send_slice(h, &[5; 100], now), Ok(100));
+    let out = p.advance(1);
+    assert_eq!(
+        out.iter().map(|s| s.data.len()).sum::<usize>(),
+        100,
+        "{out:?}"
+    );
+}
+
+/// Connections whose timers expire at the same moment (thousands stalled together) are run at
+/// most `TIMER_BUDGET` per pass, so segments of other connections are processed in between;
+/// the stack reports the rest as due at once, and the next pass runs them.
+#[test]
+fn timers_expiring_together_run_a_budget_per_pass() {
+    let budget = crate::tcp::timers::TIMER_BUDGET;
+    let mut p = Peer::new();
+    let n = budget + 88;
+    for _ in 0..n {
+        p.s.tcp_connect(
+            SocketAddrV4::new(IP_B, B_PORT),
+            None,
+            TcpOpts::default(),
+            p.now,
+        )
+        .unwrap();
+    }
+    let _ = p.poll();
+    // The initial RTO (1 s) of every SYN expires now.
+    let t = p.now + Duration::from_millis(1_001);
+    let mut out = crate::Batch::new();
+    let rtos = |s: &Stack| s.counters().get(Event::TcpRtoExpirations) as usize;
+    p.s.poll_tx(&mut out, t);
+    assert_eq!(rtos(&p.s), budget, "one pass runs the budget");
+    assert!(
+        p.s.poll_timeout().is_some_and(|d| d <= t),
+        "the rest is due now"
+    );
+    out.free_all(p.s.pool_mut());
+    p.now = t;
+    let _ = p.poll();
+    assert_eq!(rtos(&p.s), n, "the next pass runs the rest");
+    assert!(
+        p.s.poll_timeout().is_some_and(|d| d > t),
+        "nothing left waiting"
+    );
+}
