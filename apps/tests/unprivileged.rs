@@ -477,12 +477,14 @@ fn unprivileged_service_over_a_pin_with_busy_poll_through_the_socket_beside_it()
     run_unprivileged(Handover::PinnedWithSocket);
 }
 
-/// One error path: the plugin's arguments, the devices in `AFXDP_DEVICES_CNETTEST`, what the
-/// service's error must say, and the plugin's last events (the session's end included).
+/// One error path: the plugin's arguments, the devices in `AFXDP_DEVICES_CNETTEST`, how long
+/// after the plugin the service starts, what the service's error must say, and the plugin's last
+/// events (the session's end included).
 struct ErrorCase {
     name: &'static str,
     plugin: &'static [&'static str],
     devices: &'static str,
+    start_after_ms: u64,
     error: &'static [&'static str],
     session: &'static str,
 }
@@ -492,6 +494,7 @@ const ERROR_CASES: &[ErrorCase] = &[
         name: "wrong hostname",
         plugin: &["--pod", "some-other-pod"],
         devices: lab::STACK_DEV,
+        start_after_ms: 0,
         error: &["refused pod", "/host_nak"],
         session: "session host_nak",
     },
@@ -499,6 +502,7 @@ const ERROR_CASES: &[ErrorCase] = &[
         name: "unknown interface",
         plugin: &[],
         devices: "cnet0 ghost0",
+        start_after_ms: 0,
         error: &["no XSKMAP for device ghost0", "/fd_nak"],
         session: "session eof",
     },
@@ -506,6 +510,7 @@ const ERROR_CASES: &[ErrorCase] = &[
         name: "plugin closes early",
         plugin: &["--misbehave", "close-after-host-ok"],
         devices: lab::STACK_DEV,
+        start_after_ms: 0,
         error: &["closed the session", "\"/version\""],
         session: "session misbehaved",
     },
@@ -513,6 +518,7 @@ const ERROR_CASES: &[ErrorCase] = &[
         name: "PodResources API down",
         plugin: &["--misbehave", "pod-resources-down"],
         devices: lab::STACK_DEV,
+        start_after_ms: 0,
         error: &["/error", "PodResources"],
         session: "session host_nak",
     },
@@ -520,6 +526,7 @@ const ERROR_CASES: &[ErrorCase] = &[
         name: "wrong version",
         plugin: &["--misbehave", "wrong-version"],
         devices: lab::STACK_DEV,
+        start_after_ms: 0,
         error: &["protocol version \"0.2\""],
         session: "session eof",
     },
@@ -527,6 +534,7 @@ const ERROR_CASES: &[ErrorCase] = &[
         name: "bad reply",
         plugin: &["--misbehave", "bad-reply"],
         devices: lab::STACK_DEV,
+        start_after_ms: 0,
         error: &["unexpected device plugin reply", "/xsk_map_fd,cnet0"],
         session: "session eof",
     },
@@ -534,6 +542,7 @@ const ERROR_CASES: &[ErrorCase] = &[
         name: "fd_ack without a descriptor",
         plugin: &["--misbehave", "fd-ack-without-fd"],
         devices: lab::STACK_DEV,
+        start_after_ms: 0,
         error: &["/fd_ack for cnet0 without a file descriptor"],
         session: "session eof",
     },
@@ -541,8 +550,17 @@ const ERROR_CASES: &[ErrorCase] = &[
         name: "silent plugin",
         plugin: &["--misbehave", "silent"],
         devices: lab::STACK_DEV,
+        start_after_ms: 0,
         error: &["did not answer", "/connect,"],
         session: "session eof",
+    },
+    ErrorCase {
+        name: "app started after the udsTimeout",
+        plugin: &["--uds-timeout", "1"],
+        devices: lab::STACK_DEV,
+        start_after_ms: 1500,
+        error: &["cannot connect to the device plugin", "larger udsTimeout"],
+        session: "session timeout",
     },
 ];
 
@@ -562,6 +580,7 @@ fn unprivileged_service_fails_cleanly_on_plugin_errors() {
     for (i, case) in ERROR_CASES.iter().enumerate() {
         let plugin = Plugin::start(&lab, &dir.0, case.plugin);
         let log = dir.0.join(format!("stderr-{i}.log"));
+        std::thread::sleep(Duration::from_millis(case.start_after_ms));
         let started = Instant::now();
         let svc = start_unprivileged(
             &lab,
@@ -597,4 +616,201 @@ fn unprivileged_service_fails_cleanly_on_plugin_errors() {
             took.as_secs_f64(),
         );
     }
+}
+
+/// A raw client of the test plugin (as root): what came back for a request.
+struct Raw(std::os::fd::OwnedFd);
+
+impl Raw {
+    fn connect(path: &Path) -> Raw {
+        let s = deviceplugin::wire::connect(path).expect("connect to the test plugin");
+        deviceplugin::wire::set_timeouts(std::os::fd::AsFd::as_fd(&s), Duration::from_secs(3))
+            .unwrap();
+        Raw(s)
+    }
+
+    /// Sends `req` (with `fd` attached) and reads `n` replies, each as its text plus ` +N fd`
+    /// when descriptors came with it (`<eof>` / `<timeout>` when none came).
+    fn ask(&self, req: &str, fd: Option<std::os::fd::BorrowedFd<'_>>, n: usize) -> Vec<String> {
+        use std::os::fd::AsFd;
+        deviceplugin::wire::send(self.0.as_fd(), req.as_bytes(), fd).expect("send");
+        (0..n).map(|_| self.read()).collect()
+    }
+
+    fn read(&self) -> String {
+        use std::os::fd::AsFd;
+        let mut buf = [0u8; 256];
+        match deviceplugin::wire::recv_with(self.0.as_fd(), &mut buf, 4) {
+            Ok(m) if m.len == 0 && !m.truncated => "<eof>".into(),
+            Ok(m) => {
+                let text = String::from_utf8_lossy(&buf[..m.len.min(256)]).into_owned();
+                for f in &m.fds {
+                    assert_eq!(
+                        deviceplugin::map_type(f.as_fd()),
+                        Some(deviceplugin::BPF_MAP_TYPE_XSKMAP),
+                        "a descriptor from the plugin is its XSKMAP"
+                    );
+                }
+                match m.fds.len() {
+                    0 => text,
+                    n => format!("{text} +{n} fd"),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => "<timeout>".into(),
+            Err(e) => format!("<{e}>"),
+        }
+    }
+}
+
+const SO_BUSY_POLL: libc::c_int = 46;
+
+fn busy_poll_of(fd: std::os::fd::BorrowedFd<'_>) -> libc::c_int {
+    use std::os::fd::AsRawFd;
+    let mut v: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: an int option of an open socket, into a local of the right size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_BUSY_POLL,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt SO_BUSY_POLL");
+    v
+}
+
+/// The test plugin against shared/afxdp-dp-protocol.md §5, byte for byte, with a raw client: the
+/// first-request rules, space stripping, the 64-byte cut, the loop's checks in order, fresh map
+/// fds, `/config_busy_poll`'s odd paths (nak and go on, nak twice and close, close without a
+/// reply) and its real setsockopt on the socket sent, `/error` + `/host_nak`, one session only,
+/// and the udsTimeout on a read.
+#[test]
+fn test_plugin_follows_the_spec_byte_for_byte() {
+    use std::os::fd::AsFd;
+    if skip("test_plugin_follows_the_spec_byte_for_byte") {
+        return;
+    }
+    let lab = Lab::new("cuspec", 1).expect("lab");
+    let dir = TempDir::new("spec");
+    let sock = dir.0.join(lab::STACK_DEV).join("afxdp.sock");
+    let host = deviceplugin::hostname().unwrap();
+    let connect = format!("/connect,{host}");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let eof = || vec!["<eof>".to_string()];
+    type Script<'a> = Vec<(String, Option<std::os::fd::BorrowedFd<'a>>, Vec<&'a str>)>;
+    let step = |r: &str, fd, want: &[&'static str]| (r.to_string(), fd, want.to_vec());
+    let scripts: Vec<(&str, &[&str], Script)> = vec![
+        (
+            "not /connect first",
+            &[],
+            vec![step("/version", None, &["<eof>"])],
+        ),
+        (
+            "/connect with three fields",
+            &[],
+            vec![step(&format!("{connect},x"), None, &["/host_nak", "<eof>"])],
+        ),
+        (
+            "/connect* is not /connect",
+            &[],
+            vec![step(
+                &format!("/connectx,{host}"),
+                None,
+                &["/host_nak", "<eof>"],
+            )],
+        ),
+        (
+            "PodResources down",
+            &["--misbehave", "pod-resources-down"],
+            vec![step(&connect, None, &["/error", "/host_nak", "<eof>"])],
+        ),
+        (
+            "the request loop",
+            &[],
+            vec![
+                step(&format!("/connect, {host} "), None, &["/host_ok"]),
+                step(&connect, None, &["/nak"]),
+                step("/xsk_map_fd", None, &["/nak"]),
+                step("/xsk_map_fd,a,b", None, &["/nak"]),
+                step("/xsk_map_fd,ghost0", None, &["/fd_nak"]),
+                step("/xsk_map_fd, cnet0", None, &["/fd_ack +1 fd"]),
+                // Cut to 64 bytes by the plugin's buffer; the spaces are stripped.
+                step(
+                    &format!("/xsk_map_fd,cnet0{}", " ".repeat(60)),
+                    None,
+                    &["/fd_ack +1 fd"],
+                ),
+                step("/version ", None, &["/nak"]),
+                step("/version", None, &["0.1"]),
+                step("/config_busy_poll,5", Some(udp.as_fd()), &["/nak"]),
+                step(
+                    "/config_busy_poll,20,8",
+                    Some(udp.as_fd()),
+                    &["/config_busy_poll_ack"],
+                ),
+                step("/fin", None, &["/fin_ack", "<eof>"]),
+            ],
+        ),
+        (
+            "busy poll without a descriptor",
+            &[],
+            vec![
+                step(&connect, None, &["/host_ok"]),
+                step(
+                    "/config_busy_poll,x",
+                    None,
+                    &["/config_busy_poll_nak", "/nak"],
+                ),
+                step(
+                    "/config_busy_poll,1,2",
+                    None,
+                    &["/config_busy_poll_nak", "/config_busy_poll_nak", "<eof>"],
+                ),
+            ],
+        ),
+        (
+            "busy poll arguments not integers",
+            &[],
+            vec![
+                step(&connect, None, &["/host_ok"]),
+                step("/config_busy_poll,a,2", Some(udp.as_fd()), &["<eof>"]),
+            ],
+        ),
+        (
+            "udsTimeout on a read",
+            &["--uds-timeout", "1"],
+            vec![step(&connect, None, &["/host_ok"])],
+        ),
+    ];
+    for (name, args, script) in scripts {
+        let plugin = Plugin::start(&lab, &dir.0, args);
+        let raw = Raw::connect(&sock);
+        let mut got = Vec::new();
+        let mut want = Vec::new();
+        for (req, fd, w) in &script {
+            got.push(format!("> {req}"));
+            got.extend(raw.ask(req, *fd, w.len()));
+            want.push(format!("> {req}"));
+            want.extend(w.iter().map(|s| s.to_string()));
+        }
+        if name == "udsTimeout on a read" {
+            // Nothing sent for longer than the udsTimeout: the plugin closes, no reply.
+            got.push(raw.read());
+            want.extend(eof());
+        }
+        assert_eq!(got, want, "{name}\n{}", plugin.log());
+        // One session per server: the socket is gone.
+        let again = deviceplugin::wire::connect(&sock).map(|_| ());
+        assert!(
+            again.is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT)),
+            "{name}: the socket must be gone after the session"
+        );
+        let events = plugin.finish();
+        eprintln!("{name}: {events:?}");
+    }
+    // The plugin (root) set the options on the socket this process sent: it is the same socket.
+    assert_eq!(busy_poll_of(udp.as_fd()), 20);
 }

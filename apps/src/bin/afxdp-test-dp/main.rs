@@ -176,10 +176,12 @@ fn run(args: &Args, timeout: Option<Duration>, stop: &AtomicBool, host: &mut Hos
             .map_or("-".into(), |(_, p)| p.display().to_string())
     );
     if let Some((l, _)) = listener {
-        let outcome = serve_one(args, timeout, stop, host, &l, start);
-        // Close = close the connection and the listener, unlink the socket.
-        drop(l);
+        let (outcome, conn) = serve_one(args, timeout, stop, host, &l, start);
+        // Close = unlink the socket, close the listener and the connection: in this order, so
+        // that a client that sees the session end finds the socket gone.
         host.unlink_sockets();
+        drop(l);
+        drop(conn);
         println!("session {outcome}");
     }
     while !stop.load(Ordering::Relaxed) {
@@ -204,7 +206,8 @@ fn listen(args: &Args, host: &mut Host) -> Result<(OwnedFd, PathBuf)> {
     Ok((l, first))
 }
 
-/// Accepts one connection within the `udsTimeout` since start, and serves it.
+/// Accepts one connection within the `udsTimeout` since start, and serves it; returns how the
+/// session ended and the connection (still open).
 fn serve_one(
     args: &Args,
     timeout: Option<Duration>,
@@ -212,15 +215,15 @@ fn serve_one(
     host: &Host,
     listener: &OwnedFd,
     start: Instant,
-) -> Outcome {
+) -> (Outcome, Option<OwnedFd>) {
     match server::wait_readable(listener.as_fd(), timeout.map(|t| start + t), stop) {
         Ok(true) => {}
-        Ok(false) => return Outcome::Timeout,
-        Err(o) => return o,
+        Ok(false) => return (Outcome::Timeout, None),
+        Err(o) => return (o, None),
     }
     let conn = match wire::accept(listener.as_fd()) {
         Ok(c) => c,
-        Err(e) => return Outcome::Error(format!("accept: {e}")),
+        Err(e) => return (Outcome::Error(format!("accept: {e}")), None),
     };
     let pod = match &args.pod {
         Some(p) => p.clone(),
@@ -243,5 +246,6 @@ fn serve_one(
         misbehave: args.misbehave,
         stop,
     };
-    session.serve(&conn, &mut |line| println!("{line}"))
+    let outcome = session.serve(&conn, &mut |line| println!("{line}"));
+    (outcome, Some(conn))
 }
