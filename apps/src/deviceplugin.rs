@@ -862,6 +862,47 @@ pub mod wire {
         Ok(())
     }
 
+    /// `setsockopt(fd, SOL_SOCKET, opt, v)` for an int option (e.g. the busy-poll options the
+    /// plugin sets on a pod's socket).
+    pub fn set_int_opt(fd: BorrowedFd<'_>, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+        // SAFETY: an int option of an open descriptor, from a local of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// `getsockopt(fd, SOL_SOCKET, opt)` for an int option.
+    pub fn int_opt(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: an int option of an open descriptor, into a local of the right size.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            Ok(v)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Sends one datagram with the descriptors `fds` (`SCM_RIGHTS`; none when empty).
     pub fn send_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
         let mut iov = libc::iovec {

@@ -58,11 +58,7 @@ fn core_manifests_validate_strict_against_pinned_kubernetes() {
         );
         return;
     };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(out.status.success(), "kubernetes-validate failed:\n{text}");
     let version = K8S_VERSION.rsplit_once('.').map_or(K8S_VERSION, |v| v.0);
     for res in [
@@ -193,6 +189,15 @@ fn custom_resources_match_our_schemas_and_broken_ones_do_not() {
     for ((_, doc), errs) in broken.iter().zip(&errors) {
         assert!(!errs.is_empty(), "{} not rejected", doc["metadata"]["name"]);
     }
+}
+
+/// A tool's stdout then stderr, as text.
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn deploy() -> PathBuf {
@@ -436,11 +441,7 @@ fn dockerfile_passes_hadolint() {
         );
         return;
     };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(
         out.status.success() && text.trim().is_empty(),
         "hadolint findings in deploy/Dockerfile:\n{text}"
@@ -510,8 +511,7 @@ fn image_builds_and_checks_its_config() {
     assert_eq!(String::from_utf8_lossy(&user.stdout).trim(), "10001");
     assert!(
         check.status.success(),
-        "cnet check-config in the image:\n{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
+        "cnet check-config in the image:\n{}",
+        output_text(&check)
     );
 }

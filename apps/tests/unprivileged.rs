@@ -664,24 +664,6 @@ impl Raw {
 
 const SO_BUSY_POLL: libc::c_int = 46;
 
-fn busy_poll_of(fd: std::os::fd::BorrowedFd<'_>) -> libc::c_int {
-    use std::os::fd::AsRawFd;
-    let mut v: libc::c_int = -1;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: an int option of an open socket, into a local of the right size.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_BUSY_POLL,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "getsockopt SO_BUSY_POLL");
-    v
-}
-
 /// The test plugin against shared/afxdp-dp-protocol.md §5, byte for byte, with a raw client: the
 /// first-request rules, space stripping, the 64-byte cut, the loop's checks in order, fresh map
 /// fds, `/config_busy_poll`'s odd paths (nak and go on, nak twice and close, close without a
@@ -812,5 +794,8 @@ fn test_plugin_follows_the_spec_byte_for_byte() {
         eprintln!("{name}: {events:?}");
     }
     // The plugin (root) set the options on the socket this process sent: it is the same socket.
-    assert_eq!(busy_poll_of(udp.as_fd()), 20);
+    assert_eq!(
+        deviceplugin::wire::int_opt(udp.as_fd(), SO_BUSY_POLL).unwrap(),
+        20
+    );
 }

@@ -22,19 +22,14 @@ fn main() -> std::io::Result<()> {
         v
     };
     let fd = r(b"/fd_ack", 1);
+    // Two maps, then the given busy-poll and /fin replies.
+    let full =
+        |busy: &[u8], fin: &[u8]| with(ok(), &[fd.clone(), fd.clone(), r(busy, 0), r(fin, 0)]);
     let seeds: Vec<(&str, u8, Vec<DpReply>)> = vec![
         (
             "good-session",
             all,
-            with(
-                ok(),
-                &[
-                    fd.clone(),
-                    fd.clone(),
-                    r(b"/config_busy_poll_ack", 0),
-                    r(b"/fin_ack", 0),
-                ],
-            ),
+            full(b"/config_busy_poll_ack", b"/fin_ack"),
         ),
         ("host-nak", all, vec![r(b"/host_nak", 0)]),
         (
@@ -58,19 +53,7 @@ fn main() -> std::io::Result<()> {
                 &[fd.clone(), fd.clone(), r(b"/config_busy_poll_nak", 0)],
             ),
         ),
-        (
-            "fin-nak",
-            all,
-            with(
-                ok(),
-                &[
-                    fd.clone(),
-                    fd.clone(),
-                    r(b"/config_busy_poll_ack", 0),
-                    r(b"/nak", 0),
-                ],
-            ),
-        ),
+        ("fin-nak", all, full(b"/config_busy_poll_ack", b"/nak")),
         ("closes-after-host-ok", all, vec![r(b"/host_ok", 0)]),
         ("closes-at-once", all, vec![]),
         ("empty-datagram", all, vec![r(b"", 0)]),

@@ -3,6 +3,7 @@
 //! is dropped.
 
 use anyhow::{bail, Context, Result};
+use cnet_apps::deviceplugin::wire::{int_opt, set_int_opt as setsockopt};
 use cnet_drivers::xdp::XskProgram;
 use std::ffi::CString;
 use std::io;
@@ -169,40 +170,6 @@ pub fn own(path: &Path, uid: Option<u32>, mode: u32) -> Result<()> {
         .with_context(|| format!("chmod {mode:o} {}", path.display()))
 }
 
-fn setsockopt(fd: BorrowedFd<'_>, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: an int option of an open descriptor, from a local of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn getsockopt(fd: BorrowedFd<'_>, opt: libc::c_int) -> Option<libc::c_int> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: an int option of an open descriptor, into a local of the right size.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(v)
-}
-
 /// The plugin's `Configure_busy_poll` on the socket a pod sent: `SO_PREFER_BUSY_POLL` = 1 (its
 /// failure is an error: nak), then `SO_BUSY_POLL` = `timeout` and `SO_BUSY_POLL_BUDGET` =
 /// `budget`; if either of those fails, what was set is undone and the call still succeeds
@@ -229,7 +196,7 @@ pub fn configure_busy_poll(xsk: BorrowedFd<'_>, timeout: i32, budget: i32) -> io
 /// `prefer=<SO_PREFER_BUSY_POLL> busy_poll=<SO_BUSY_POLL>` as read back (`?` when unreadable;
 /// `SO_BUSY_POLL_BUDGET` cannot be read with getsockopt).
 pub fn read_busy_poll(xsk: BorrowedFd<'_>) -> String {
-    let get = |o| getsockopt(xsk, o).map_or("?".to_string(), |v| v.to_string());
+    let get = |o| int_opt(xsk, o).map_or("?".to_string(), |v| v.to_string());
     format!(
         "prefer={} busy_poll={}",
         get(SO_PREFER_BUSY_POLL),
