@@ -7,10 +7,14 @@
 //!   one connection): `/connect,<hostname>`, `/version`, `/xsk_map_fd,<dev>` for every device (the
 //!   map fd arrives with `SCM_RIGHTS`), optionally `/config_busy_poll,<t>,<b>` with the XSK fd
 //!   attached, then `/fin`. Every reply has a timeout; every failure is a typed [`DpError`].
+//!   [`DpSession::over`] runs the same client over a socket connected by other means (the fuzz
+//!   target `dp_handshake` feeds it plugin replies through a [`wire::pair`]).
 //! - [`open_pinned`]: `bpf(BPF_OBJ_GET)` on a pinned map (`/tmp/afxdp_dp/<dev>/xsks_map`, or a
 //!   bpfman CSI volume's mount path).
 //! - [`resolve_maps`]: per port, the config's source turned into an XSKMAP fd; a mounted
 //!   `xsks_map` wins over the socket when both exist (the UDS map is stale then).
+//!   [`resolve_maps_open`] keeps sessions open for `/config_busy_poll`, also for a pinned map
+//!   when the plugin's socket is mounted beside the pin (a pool with both UDS and pinning).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
