@@ -105,24 +105,21 @@ struct Request {
     fd: Option<OwnedFd>,
 }
 
-/// Waits until `fd` is readable, the deadline passes (`Ok(false)`) or `stop` is set.
+/// Waits until `fd` is readable (`Ok(true)`), the deadline passes (`Ok(false)`) or `stop` is
+/// set. What is already readable wins over `stop`, so that a request or EOF that arrived before
+/// a SIGTERM is still served and logged.
 pub fn wait_readable(
     fd: BorrowedFd<'_>,
     deadline: Option<Instant>,
     stop: &AtomicBool,
 ) -> Result<bool, Outcome> {
     loop {
-        if stop.load(Ordering::Relaxed) {
-            return Err(Outcome::Stopped);
-        }
+        let stopping = stop.load(Ordering::Relaxed);
         let slice = match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(false);
-                }
-                left.min(Duration::from_millis(100))
-            }
+            _ if stopping => Duration::ZERO,
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100)),
             None => Duration::from_millis(100),
         };
         let mut p = libc::pollfd {
@@ -131,7 +128,7 @@ pub fn wait_readable(
             revents: 0,
         };
         // SAFETY: one valid pollfd; the timeout is at most 100 ms.
-        let n = unsafe { libc::poll(&mut p, 1, slice.as_millis().max(1) as libc::c_int) };
+        let n = unsafe { libc::poll(&mut p, 1, slice.as_micros().div_ceil(1000) as libc::c_int) };
         if n > 0 {
             return Ok(true);
         }
@@ -140,6 +137,12 @@ pub fn wait_readable(
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(Outcome::Error(format!("poll: {e}")));
             }
+        }
+        if stopping {
+            return Err(Outcome::Stopped);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
         }
     }
 }
