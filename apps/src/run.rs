@@ -155,7 +155,8 @@ pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
         // itself, which needs CAP_NET_ADMIN).
         let session = sessions
             .iter()
-            .position(|s| s.devices.contains(&p.interface));
+            .position(|s| s.devices.contains(&p.interface))
+            .filter(|_| p.xskmap.request().is_some());
         let via_plugin = xdp.busy_poll.filter(|b| b.prefer).zip(session);
         xdp.busy_poll_by_caller = via_plugin.is_some();
         let mut on_open = |xsk: std::os::fd::BorrowedFd<'_>| -> Result<()> {
