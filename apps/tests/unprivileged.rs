@@ -562,6 +562,14 @@ const ERROR_CASES: &[ErrorCase] = &[
         error: &["cannot connect to the device plugin", "larger udsTimeout"],
         session: "session timeout",
     },
+    ErrorCase {
+        name: "busy poll on a pin with no plugin socket beside it",
+        plugin: &["--mode", "pinned"],
+        devices: lab::STACK_DEV,
+        start_after_ms: 0,
+        error: &["SO_PREFER_BUSY_POLL", "Operation not permitted"],
+        session: "exit",
+    },
 ];
 
 #[test]
@@ -572,22 +580,32 @@ fn unprivileged_service_fails_cleanly_on_plugin_errors() {
     let lab = Lab::new("cuerr", 1).expect("lab");
     let dir = TempDir::new("err");
     let sock = dir.0.join(lab::STACK_DEV).join("afxdp.sock");
-    let cfg = write_config(
+    let uds_cfg = write_config(
         &dir.0,
         "err",
         &format!(r#"{{ "uds": "{}" }}"#, sock.display()),
     );
+    // A pinning pool without the UDS server: busy polling is the port's own, and needs
+    // CAP_NET_ADMIN for SO_PREFER_BUSY_POLL.
+    let pinned_cfg = write_config(
+        &dir.0,
+        "err-pinned",
+        &format!(
+            r#"{{ "pinned": "{}" }}, "busy_poll": {{ "timeout_us": 20, "budget": 16 }}"#,
+            dir.0.join(lab::STACK_DEV).display()
+        ),
+    );
     for (i, case) in ERROR_CASES.iter().enumerate() {
+        let cfg = if case.plugin.contains(&"pinned") {
+            &pinned_cfg
+        } else {
+            &uds_cfg
+        };
         let plugin = Plugin::start(&lab, &dir.0, case.plugin);
         let log = dir.0.join(format!("stderr-{i}.log"));
         std::thread::sleep(Duration::from_millis(case.start_after_ms));
         let started = Instant::now();
-        let svc = start_unprivileged(
-            &lab,
-            &cfg,
-            &log,
-            &[("AFXDP_DEVICES_CNETTEST", case.devices)],
-        );
+        let svc = start_unprivileged(&lab, cfg, &log, &[("AFXDP_DEVICES_CNETTEST", case.devices)]);
         let text = expect_clean_failure(svc, &log, case.name);
         let took = started.elapsed();
         for want in case.error {
