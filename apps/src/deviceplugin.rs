@@ -7,10 +7,14 @@
 //!   one connection): `/connect,<hostname>`, `/version`, `/xsk_map_fd,<dev>` for every device (the
 //!   map fd arrives with `SCM_RIGHTS`), optionally `/config_busy_poll,<t>,<b>` with the XSK fd
 //!   attached, then `/fin`. Every reply has a timeout; every failure is a typed [`DpError`].
+//!   [`DpSession::over`] runs the same client over a socket connected by other means (the fuzz
+//!   target `dp_handshake` feeds it plugin replies through a [`wire::pair`]).
 //! - [`open_pinned`]: `bpf(BPF_OBJ_GET)` on a pinned map (`/tmp/afxdp_dp/<dev>/xsks_map`, or a
 //!   bpfman CSI volume's mount path).
 //! - [`resolve_maps`]: per port, the config's source turned into an XSKMAP fd; a mounted
 //!   `xsks_map` wins over the socket when both exist (the UDS map is stale then).
+//!   [`resolve_maps_open`] keeps sessions open for `/config_busy_poll`, also for a pinned map
+//!   when the plugin's socket is mounted beside the pin (a pool with both UDS and pinning).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -247,21 +251,7 @@ impl DpSession {
     /// A hostname over [`MAX_HOSTNAME`] characters is warned about first: the plugin cuts the
     /// request to 64 bytes and will answer `/host_nak`.
     pub fn connect(path: &Path, hostname: &str, timeout: Duration) -> Result<DpSession, DpError> {
-        if hostname.len() > MAX_HOSTNAME {
-            tracing::warn!(
-                hostname,
-                len = hostname.len(),
-                "pod name longer than {MAX_HOSTNAME} characters: the AF_XDP device plugin cuts \
-                 /connect to 64 bytes and will refuse this pod (/host_nak); use a shorter pod name"
-            );
-        }
-        let req = format!("/connect,{hostname}");
-        if hostname.contains(',') {
-            return Err(DpError::BadRequest {
-                request: req,
-                reason: "hostname contains a comma",
-            });
-        }
+        let req = connect_request(hostname)?;
         let sock = wire::connect(path).map_err(|source| {
             let hint = match source.raw_os_error() {
                 Some(libc::ENOENT) | Some(libc::ECONNREFUSED) => {
@@ -278,14 +268,32 @@ impl DpSession {
                 hint,
             }
         })?;
+        Self::handshake(sock, &req, hostname, timeout)
+    }
+
+    /// [`DpSession::connect`] over a socket already connected to a plugin (a SOCK_SEQPACKET
+    /// socket: one datagram per message). The handshake client's seam for tests and fuzzing,
+    /// which feed it plugin replies through a `socketpair` ([`wire::pair`]).
+    pub fn over(sock: OwnedFd, hostname: &str, timeout: Duration) -> Result<DpSession, DpError> {
+        let req = connect_request(hostname)?;
+        Self::handshake(sock, &req, hostname, timeout)
+    }
+
+    /// `/connect` (request `req`) and `/version` on a connected socket.
+    fn handshake(
+        sock: OwnedFd,
+        req: &str,
+        hostname: &str,
+        timeout: Duration,
+    ) -> Result<DpSession, DpError> {
         wire::set_timeouts(sock.as_fd(), timeout).map_err(|source| DpError::Io {
             what: "setting socket timeouts",
             source,
         })?;
         let mut s = DpSession { sock, timeout };
         // Sent even when too long: the plugin cuts it and answers /host_nak, reported below.
-        s.send(&req, None)?;
-        match s.recv_text(&req)?.as_str() {
+        s.send(req, None)?;
+        match s.recv_text(req)?.as_str() {
             "/host_ok" => {}
             "/host_nak" => {
                 let hint = if hostname.len() > MAX_HOSTNAME {
@@ -303,12 +311,12 @@ impl DpSession {
             }
             "/error" => {
                 // The plugin follows /error with /host_nak, then closes: drain it (best effort).
-                let _ = s.recv_text(&req);
+                let _ = s.recv_text(req);
                 return Err(DpError::PodResources {
                     hostname: hostname.to_string(),
                 });
             }
-            other => return Err(s.unexpected(&req, other)),
+            other => return Err(s.unexpected(req, other)),
         }
         match s.exchange("/version", None)?.as_str() {
             PROTOCOL_VERSION => Ok(s),
@@ -475,6 +483,28 @@ impl DpSession {
     }
 }
 
+/// The `/connect` request for `hostname`, warning first when the plugin will refuse it for its
+/// length (its 64-byte buffer cuts the request; it is sent anyway, and the `/host_nak` that
+/// follows is reported with the reason).
+fn connect_request(hostname: &str) -> Result<String, DpError> {
+    if hostname.len() > MAX_HOSTNAME {
+        tracing::warn!(
+            hostname,
+            len = hostname.len(),
+            "pod name longer than {MAX_HOSTNAME} characters: the AF_XDP device plugin cuts \
+             /connect to 64 bytes and will refuse this pod (/host_nak); use a shorter pod name"
+        );
+    }
+    let req = format!("/connect,{hostname}");
+    if hostname.contains(',') {
+        return Err(DpError::BadRequest {
+            request: req,
+            reason: "hostname contains a comma",
+        });
+    }
+    Ok(req)
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ETIMEDOUT))
 }
@@ -567,6 +597,13 @@ pub struct OpenSession {
 
 /// [`resolve_maps`], but the sessions serving a device in `keep_open` are returned open (not
 /// `/fin`ished), so that the caller can configure busy polling on its sockets through them.
+///
+/// A device in `keep_open` whose map comes from a pin gets a session too when the plugin's
+/// socket is mounted beside the pin (`afxdp.sock` in the pin's directory, or the `uds` socket
+/// the pin won over): a pool with both UDS and pinning serves `/config_busy_poll` on that socket
+/// (the plugin sets the options on the socket it receives, whatever map the socket is in). Such
+/// a session asks for no map. Without a socket there is no session: busy polling is then the
+/// port's own business (which needs CAP_NET_ADMIN for `SO_PREFER_BUSY_POLL`).
 pub fn resolve_maps_open(
     ports: &BTreeMap<String, MapRequest>,
     env: impl IntoIterator<Item = (String, String)>,
@@ -575,47 +612,91 @@ pub fn resolve_maps_open(
     keep_open: &BTreeSet<String>,
 ) -> Result<(BTreeMap<String, OwnedFd>, Vec<OpenSession>), DpError> {
     let mut out = BTreeMap::new();
-    let mut open = Vec::new();
-    let mut uds: BTreeMap<String, Option<PathBuf>> = BTreeMap::new();
+    // Devices served over a socket: the socket (`None`: the default) and whether the session
+    // must get their map (false: the map came from a pin, the session is for busy polling).
+    let mut wanted: BTreeMap<String, (Option<PathBuf>, bool)> = BTreeMap::new();
     for (dev, req) in ports {
-        match req {
+        let (pin, sock) = match req {
             MapRequest::Pinned(p) => {
-                out.insert(dev.clone(), open_pinned(&pin_path(dev, p.as_deref()))?);
+                let pin = pin_path(dev, p.as_deref());
+                let beside = pin.with_file_name("afxdp.sock");
+                (pin, beside)
             }
             MapRequest::Uds(sock) => {
                 let pin = pinned_map_path(dev);
-                if pin.exists() {
-                    tracing::info!(dev, pin = %pin.display(),
-                        "both the plugin socket and a pinned xsks_map are mounted: using the pin");
-                    out.insert(dev.clone(), open_pinned(&pin)?);
-                } else {
-                    uds.insert(dev.clone(), sock.clone());
+                if !pin.exists() {
+                    wanted.insert(dev.clone(), (sock.clone(), true));
+                    continue;
                 }
+                tracing::info!(dev, pin = %pin.display(),
+                    "both the plugin socket and a pinned xsks_map are mounted: using the pin");
+                (pin, sock.clone().unwrap_or_else(|| socket_path(dev)))
+            }
+        };
+        out.insert(dev.clone(), open_pinned(&pin)?);
+        if keep_open.contains(dev) {
+            if sock.exists() {
+                tracing::info!(dev, socket = %sock.display(),
+                    "pinned map: busy polling through the device plugin's socket");
+                wanted.insert(dev.clone(), (Some(sock), false));
+            } else {
+                tracing::info!(dev, socket = %sock.display(),
+                    "pinned map and no device plugin socket: the port sets busy polling itself");
             }
         }
     }
-    if uds.is_empty() {
-        return Ok((out, open));
+    if wanted.is_empty() {
+        return Ok((out, Vec::new()));
     }
     let allocs = allocations_from_env(env)?;
-    // Group the wanted devices by pool: one session per pool asks for all its devices.
-    let mut sessions: Vec<(Vec<String>, Option<PathBuf>)> = Vec::new();
-    for (dev, sock) in &uds {
-        let pool = allocs.iter().position(|a| a.devices.contains(dev));
-        match pool {
-            Some(i) => {
-                if let Some(s) = sessions
-                    .iter_mut()
-                    .find(|(devs, _)| devs == &allocs[i].devices)
-                {
-                    if s.1.is_none() {
-                        s.1 = sock.clone();
-                    }
-                } else {
-                    sessions.push((allocs[i].devices.clone(), sock.clone()));
-                }
+    let mut open = Vec::new();
+    for planned in group_sessions(&wanted, &allocs)? {
+        let (devs, fetch) = (planned.devices, planned.fetch);
+        let path = planned.socket.unwrap_or_else(|| socket_path(&devs[0]));
+        tracing::info!(path = %path.display(), devices = ?devs, maps = fetch,
+            "AF_XDP device plugin session");
+        let mut s = DpSession::connect(&path, hostname, timeout)?;
+        // Every device of the pool, as the plugin expects; only those that did not come from a
+        // pin are kept.
+        for d in devs.iter().filter(|_| fetch) {
+            let fd = s.map_fd(d)?;
+            if wanted.get(d).is_some_and(|w| w.1) {
+                out.insert(d.clone(), fd);
             }
-            None if sock.is_some() => sessions.push((vec![dev.clone()], sock.clone())),
+        }
+        if devs.iter().any(|d| keep_open.contains(d)) {
+            open.push(OpenSession {
+                devices: devs,
+                session: s,
+            });
+        } else {
+            s.fin()?;
+        }
+    }
+    Ok((out, open))
+}
+
+/// One planned session: every device of one Allocate shares one server.
+struct PlannedSession {
+    /// The devices of the pool.
+    devices: Vec<String>,
+    /// The socket (the first one configured, else the default of the first device).
+    socket: Option<PathBuf>,
+    /// Whether the session fetches maps (false: busy polling only).
+    fetch: bool,
+}
+
+/// One session per pool. A device in no `AFXDP_DEVICES_*` variable gets a session of its own
+/// when its socket is known, else it is [`DpError::NotAllocated`].
+fn group_sessions(
+    wanted: &BTreeMap<String, (Option<PathBuf>, bool)>,
+    allocs: &[Allocation],
+) -> Result<Vec<PlannedSession>, DpError> {
+    let mut sessions: Vec<PlannedSession> = Vec::new();
+    for (dev, (socket, fetch)) in wanted {
+        let devices = match allocs.iter().find(|a| a.devices.contains(dev)) {
+            Some(a) => a.devices.clone(),
+            None if socket.is_some() => vec![dev.clone()],
             None => {
                 let known = allocs
                     .iter()
@@ -631,28 +712,22 @@ pub fn resolve_maps_open(
                     },
                 });
             }
-        }
-    }
-    for (devs, sock) in sessions {
-        let path = sock.unwrap_or_else(|| socket_path(&devs[0]));
-        tracing::info!(path = %path.display(), devices = ?devs, "AF_XDP device plugin session");
-        let mut s = DpSession::connect(&path, hostname, timeout)?;
-        for d in &devs {
-            let fd = s.map_fd(d)?;
-            if uds.contains_key(d) {
-                out.insert(d.clone(), fd);
+        };
+        match sessions.iter_mut().find(|s| s.devices == devices) {
+            Some(s) => {
+                if s.socket.is_none() {
+                    s.socket = socket.clone();
+                }
+                s.fetch |= fetch;
             }
-        }
-        if devs.iter().any(|d| keep_open.contains(d)) {
-            open.push(OpenSession {
-                devices: devs,
-                session: s,
-            });
-        } else {
-            s.fin()?;
+            None => sessions.push(PlannedSession {
+                devices,
+                socket: socket.clone(),
+                fetch: *fetch,
+            }),
         }
     }
-    Ok((out, open))
+    Ok(sessions)
 }
 
 /// SOCK_SEQPACKET messages with at most one `SCM_RIGHTS` descriptor, as the plugin speaks them.
@@ -687,6 +762,26 @@ pub mod wire {
         }
         // SAFETY: a new descriptor we own.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// A connected pair of SOCK_SEQPACKET sockets (`socketpair`): one end for a client, the
+    /// other for whoever plays the plugin (tests, the fuzz target).
+    pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: `fds` has room for the two descriptors socketpair writes; the result is checked.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: two new descriptors we own.
+        Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
     }
 
     /// A connected SOCK_SEQPACKET socket to `path`.
@@ -769,6 +864,47 @@ pub mod wire {
             }
         }
         Ok(())
+    }
+
+    /// `setsockopt(fd, SOL_SOCKET, opt, v)` for an int option (e.g. the busy-poll options the
+    /// plugin sets on a pod's socket).
+    pub fn set_int_opt(fd: BorrowedFd<'_>, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+        // SAFETY: an int option of an open descriptor, from a local of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// `getsockopt(fd, SOL_SOCKET, opt)` for an int option.
+    pub fn int_opt(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: an int option of an open descriptor, into a local of the right size.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            Ok(v)
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// Sends one datagram with the descriptors `fds` (`SCM_RIGHTS`; none when empty).

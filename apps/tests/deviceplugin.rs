@@ -5,10 +5,10 @@
 //! bpffs mounted in a temp dir as root.
 
 use cnet_apps::deviceplugin::{
-    self, allocations_from_env, map_type, open_pinned, resolve_maps, wire, Allocation, DpError,
-    DpSession, MapRequest,
+    self, allocations_from_env, map_type, open_pinned, resolve_maps, resolve_maps_open, wire,
+    Allocation, DpError, DpSession, MapRequest,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -596,4 +596,66 @@ fn pinned_xskmap_on_a_real_bpffs_and_the_pin_wins_over_the_socket() {
     );
     drop(fs2);
     drop(fs);
+}
+
+/// A pool with both UDS and pinning mounts `xsks_map` and `afxdp.sock` in one directory: the map
+/// comes from the pin, and a port that wants busy polling gets a session that asks for no map,
+/// only `/config_busy_poll`. A pin without a socket beside it gets no session.
+#[test]
+fn pinned_map_with_the_socket_beside_it_busy_polls_through_the_plugin() {
+    // SAFETY: plain call.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP pinned_map_with_the_socket_beside_it: needs root (bpffs, XSKMAP)");
+        return;
+    }
+    let mock = Mock::start(Mode::Good);
+    let fs_dir = mock.dir.join("fs");
+    std::fs::create_dir_all(&fs_dir).unwrap();
+    let Some(fs) = Bpffs::mount(&fs_dir) else {
+        eprintln!("SKIP pinned_map_with_the_socket_beside_it: mount -t bpf failed");
+        return;
+    };
+    create_pinned_xskmap(&fs.0.join("xsks_map")).expect("XSKMAP");
+    // The pin beside the socket, as the kubelet bind-mounts it into the container.
+    let shown = mock.dir.join("xsks_map");
+    std::fs::write(&shown, b"").unwrap();
+    let bound = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(fs.0.join("xsks_map"))
+        .arg(&shown)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(bound, "mount --bind of the pin");
+    let keep = BTreeSet::from(["dpa".to_string()]);
+    let env = [("AFXDP_DEVICES_POOL".to_string(), "dpa dpb".to_string())];
+    let ports = BTreeMap::from([(
+        "dpa".to_string(),
+        MapRequest::Pinned(Some(mock.dir.clone())),
+    )]);
+    let (maps, open) = resolve_maps_open(&ports, env.clone(), POD, SHORT, &keep).expect("resolved");
+    assert_eq!(
+        map_type(maps["dpa"].as_fd()),
+        Some(deviceplugin::BPF_MAP_TYPE_XSKMAP)
+    );
+    assert_eq!(open.len(), 1);
+    let mut it = open.into_iter();
+    let mut s = it.next().unwrap();
+    assert_eq!(s.devices, ["dpa", "dpb"]);
+    s.session.config_busy_poll(a_fd().as_fd(), 20, 16).unwrap();
+    s.session.fin().unwrap();
+    let _ = std::process::Command::new("umount").arg(&shown).status();
+    // The plugin's own pin directory has no socket: no session, the port sets the options.
+    let ports = BTreeMap::from([("dpa".to_string(), MapRequest::Pinned(Some(fs.0.clone())))]);
+    let (maps, open) = resolve_maps_open(&ports, env, POD, SHORT, &keep).expect("resolved");
+    assert!(maps.contains_key("dpa") && open.is_empty());
+    drop(fs);
+    assert_eq!(
+        mock.finish(),
+        [
+            "/connect,cnet-pod-0",
+            "/version",
+            "/config_busy_poll,20,16 +fd",
+            "/fin"
+        ]
+    );
 }

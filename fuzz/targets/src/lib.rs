@@ -23,6 +23,7 @@
 //! | [`stack`] | the whole stack: frame bursts, time, config, UDP, ping and TCP calls, a TCP peer | every pool frame accounted for, bounded queues and connections, no due timer left |
 //! | [`netlink`] | `cnet_netlink::Decoder::decode_bytes`, events applied to a `Stack` | state = fold of emitted events; accounting |
 //! | [`config_jsonc`] | `cnet_apps::config::Config::parse` (the JSONC loader of `cnet run`) | errors name the file; valid files translate into port and stack settings |
+//! | [`dp_handshake`] | `cnet_apps::deviceplugin::DpSession` fed with AF_XDP device-plugin replies over a socketpair | every step's result as a model of the client's rules predicts; no timeout; the exact requests sent |
 //! | [`timer`] | `timer::TimerWheel`: insert, cancel, reschedule, advance (also backwards) | every step against a list model |
 //!
 //! Inputs are decoded by hand ([`input::Input`]) rather than with the `arbitrary` crate, so that a
@@ -31,6 +32,7 @@
 #![deny(missing_docs)]
 
 mod config_target;
+mod dp_target;
 pub mod harness;
 pub mod input;
 mod model;
@@ -42,6 +44,7 @@ mod tcp_target;
 mod timer_target;
 
 pub use config_target::config_jsonc;
+pub use dp_target::{dp_handshake, encode_dp_replies, DpReply, DP_REPLIES};
 pub use model::{ipv4_frags, reassembly};
 pub use netlink_target::{datagrams, encode_datagrams, netlink};
 pub use parsers::{arp, checksum, eth, icmp, ipv4, udp};
@@ -67,4 +70,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("netlink", netlink),
     ("timer", timer),
     ("config_jsonc", config_jsonc),
+    ("dp_handshake", dp_handshake),
 ];
