@@ -515,7 +515,7 @@ fn garbage_never_panics() {
                 // Truncate, keeping the header's claimed length in step or not.
                 let keep = rng.next() as usize % (b.len() + 1);
                 b.truncate(keep);
-                if rng.next() % 2 == 0 && b.len() >= 4 {
+                if rng.next().is_multiple_of(2) && b.len() >= 4 {
                     b[..4].copy_from_slice(&(keep as u32).to_ne_bytes());
                 }
             }

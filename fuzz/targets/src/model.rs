@@ -80,7 +80,7 @@ impl Model {
     ) -> (Predicted, usize) {
         let len = data.len();
         let mut evicted = 0;
-        if (more && (len % 8 != 0 || len == 0)) || off + len > 65535 - 20 {
+        if (more && (!len.is_multiple_of(8) || len == 0)) || off + len > 65535 - 20 {
             return (Predicted::Dropped(DropReason::FragMalformed), 0);
         }
         let slot = match self.find(&key) {

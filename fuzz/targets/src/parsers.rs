@@ -288,7 +288,7 @@ pub fn checksum(data: &[u8]) {
     acc.add(&body[a..b]);
     acc.add(&body[b..]);
     assert_eq!(acc.finish(), want, "split sum at {a}/{b}");
-    if n >= 4 && n % 2 == 0 {
+    if n >= 4 && n.is_multiple_of(2) {
         // Put the checksum in the first word, change the word at an even offset, update.
         let mut pkt = body.to_vec();
         pkt[0..2].copy_from_slice(&[0, 0]);

@@ -142,7 +142,7 @@ fn config_event(inp: &mut Input<'_>) -> ConfigEvent {
             ConfigEvent::Snapshot(Box::new(InterfaceSnapshot {
                 mac: inp.bool().then_some(OUR_MAC),
                 mtu: inp.bool().then(|| usize::from(inp.u16())),
-                up: inp.u8() % 4 != 0,
+                up: !inp.u8().is_multiple_of(4),
                 addrs: (0..n).map(|_| ifaddr(inp)).collect(),
                 routes: (0..n).map(|_| route(inp)).collect(),
                 neighbors: (0..n).map(|_| neighbor(inp)).collect(),

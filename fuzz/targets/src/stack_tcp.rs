@@ -312,7 +312,7 @@ impl TcpSide {
             }
             2 => {
                 let remote = SocketAddrV4::new(
-                    if inp.u8() % 4 != 0 {
+                    if !inp.u8().is_multiple_of(4) {
                         PEER_IP
                     } else {
                         crate::stack_target::addr(inp)

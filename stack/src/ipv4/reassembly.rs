@@ -128,7 +128,7 @@ impl Reassembler {
         let len = pool.len(&frame);
         let mut evicted = 0;
         // RFC 791: every fragment but the last carries a multiple of 8 bytes; the datagram fits 64 KiB.
-        if (more && (len % 8 != 0 || len == 0)) || offset + len > 65535 - 20 {
+        if (more && (!len.is_multiple_of(8) || len == 0)) || offset + len > 65535 - 20 {
             pool.free(frame);
             return (Outcome::Dropped(DropReason::FragMalformed), evicted);
         }

@@ -167,7 +167,7 @@ fn parse_options(mut o: &[u8], syn: bool) -> Result<SegmentOptions, TcpParseErro
                 opts.timestamps = Some((v, e));
             }
             OPT_SACK => {
-                if body.is_empty() || body.len() % 8 != 0 || body.len() > 32 {
+                if body.is_empty() || !body.len().is_multiple_of(8) || body.len() > 32 {
                     return Err(TcpParseError::BadOption);
                 }
                 for c in body.chunks_exact(8) {
