@@ -62,10 +62,18 @@ impl UdpEcho {
         Ok(UdpEcho { handle, echoed: 0 })
     }
 
-    /// Echoes everything waiting.
+    /// Echoes everything waiting, each reply from the address its request was sent to (RFC 1122
+    /// 4.1.3.5; a host with several addresses); a request to a broadcast address is answered
+    /// from the route's source.
     pub fn poll(&mut self, stack: &mut Stack, now: Instant) {
         while let Some(d) = stack.udp_recv(self.handle) {
-            if stack.udp_send(self.handle, d.frame, d.src, now).is_ok() {
+            let to = *d.dst.ip();
+            let sent = if stack.is_local_addr(to) {
+                stack.udp_send_from(self.handle, d.frame, to, d.src, now)
+            } else {
+                stack.udp_send(self.handle, d.frame, d.src, now)
+            };
+            if sent.is_ok() {
                 self.echoed += 1;
             }
         }

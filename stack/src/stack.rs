@@ -30,6 +30,9 @@ pub enum SendError {
     /// The interface has no address to send from.
     #[error("no source address")]
     NoAddress,
+    /// The source address asked for is not one of the interface's (or not the socket's).
+    #[error("source address is not one of this socket's addresses")]
+    BadSource,
     /// The payload is too large for one datagram.
     #[error("message too long")]
     TooLarge,

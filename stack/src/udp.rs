@@ -282,7 +282,23 @@ impl Stack {
         dst: SocketAddrV4,
         now: Instant,
     ) -> Result<(), SendError> {
-        self.udp_send_summed(h, payload, dst, now, None)
+        self.udp_send_summed(h, payload, None, dst, now, None)
+    }
+
+    /// [`Stack::udp_send`] from source address `src` (Linux's `IP_PKTINFO` on `sendmsg`): a
+    /// socket bound to every address answers a request from the address it was sent to
+    /// ([`UdpDatagram::dst`]), as RFC 1122 4.1.3.5 asks of a reply and as a client that checks
+    /// its peer's address (QUIC) needs. `src` must be one of the interface's addresses and, for a
+    /// socket bound to one address, that address; else `BadSource` and the frame is freed.
+    pub fn udp_send_from(
+        &mut self,
+        h: UdpHandle,
+        payload: Frame,
+        src: Ipv4Addr,
+        dst: SocketAddrV4,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        self.udp_send_summed(h, payload, Some(src), dst, now, None)
     }
 
     /// [`Stack::udp_send`]; `psum`: the payload's one's-complement sum (`checksum::sum` form) when
@@ -292,14 +308,23 @@ impl Stack {
         &mut self,
         h: UdpHandle,
         payload: Frame,
+        src: Option<Ipv4Addr>,
         dst: SocketAddrV4,
         now: Instant,
         psum: Option<u64>,
     ) -> Result<(), SendError> {
-        let Some((local, opts)) = self.udp.get(h).map(|s| (s.local, s.opts)) else {
+        let Some((mut local, opts)) = self.udp.get(h).map(|s| (s.local, s.opts)) else {
             self.pool.free(payload);
             return Err(SendError::InvalidHandle);
         };
+        if let Some(src) = src {
+            let bound_elsewhere = !local.ip().is_unspecified() && *local.ip() != src;
+            if bound_elsewhere || !self.is_local_addr(src) {
+                self.pool.free(payload);
+                return Err(SendError::BadSource);
+            }
+            local.set_ip(src);
+        }
         let len = self.pool.chain_len(&payload);
         if len + UDP_HLEN + IPV4_HLEN > 65535 {
             self.pool.free(payload);
@@ -473,7 +498,7 @@ impl Stack {
             };
             if let Some(buf) = self.pool.push_back(&f, data.len()) {
                 let sum = checksum::copy_sum(buf, data);
-                return self.udp_send_summed(h, f, dst, now, Some(sum));
+                return self.udp_send_summed(h, f, None, dst, now, Some(sum));
             }
             // Not expected (the length is within the frame's room): the general path below.
             self.pool.free(f);

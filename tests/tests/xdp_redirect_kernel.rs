@@ -164,8 +164,8 @@ fn ping(lab: &Lab, ip: Ipv4Addr, count: u32) -> anyhow::Result<std::process::Out
 }
 
 /// One UDP echo exchange from the kernel side to `ip:7` (up to 5 tries); the echo's source
-/// address when it came back. (cnet's UDP echo on a wildcard socket answers from the address its
-/// route picks, the first one, not from the one the datagram was sent to.)
+/// address when it came back (cnet's UDP echo answers from the address the request was sent to,
+/// `Stack::udp_send_from`).
 fn udp_echo_from(lab: &Lab, ip: Ipv4Addr) -> Option<Ipv4Addr> {
     in_kernel(lab, || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -467,8 +467,8 @@ fn address_map_follows_netlink() {
     // The kernel has no UDP port 7 (it would answer "port unreachable"): an echo is cnet's.
     assert_eq!(
         udp_echo_from(&lab, LATE_IP),
-        Some(STACK_IP),
-        "cnet echoes what is sent to the new address"
+        Some(LATE_IP),
+        "cnet echoes what is sent to the new address, from that address"
     );
     assert_eq!(
         tap.count_for(LATE_IP),

@@ -1,7 +1,8 @@
 use super::*;
 use crate::counters::{DropReason, Event};
-use crate::stack::BindError;
+use crate::stack::{BindError, SendError};
 use crate::wire::UDP_HEADROOM;
+use core::net::SocketAddrV4;
 
 #[test]
 fn zero_copy_echo_reuses_the_received_frame() {
@@ -211,4 +212,58 @@ fn partial_checksum_is_told_apart_from_a_bad_one_and_accepted_only_when_configur
     assert_eq!(s.counters().get(Event::RxPartialChecksumAccepted), 1);
     assert_eq!(s.counters().drops(DropReason::UdpBadChecksum), 1);
     assert_eq!(s.counters().drops(DropReason::UdpPartialChecksum), 0);
+}
+
+#[test]
+fn a_wildcard_socket_answers_from_the_address_it_was_asked_at() {
+    let mut p = Pair::new();
+    let ip_b2 = Ipv4Addr::new(198, 18, 0, 3);
+    p.b.apply_config(
+        crate::ConfigEvent::AddrAdd(crate::IfAddr {
+            addr: ip_b2,
+            prefix_len: 24,
+        }),
+        p.now,
+    );
+    p.settle();
+    let hb = p.b.udp_bind("0.0.0.0:7".parse().unwrap()).unwrap();
+    let ha = p.a.udp_bind("0.0.0.0:0".parse().unwrap()).unwrap();
+    let to_b2 = SocketAddrV4::new(ip_b2, 7);
+    p.a.udp_send_slice(ha, b"ask", to_b2, p.now).unwrap();
+    p.settle();
+    let d = p.b.udp_recv(hb).unwrap();
+    assert_eq!(d.dst, to_b2, "the datagram tells where it was sent");
+    // Plain send: the route's source (the first address), not where the request went.
+    p.b.udp_send_slice(hb, b"ask", d.src, p.now).unwrap();
+    // send_from the request's destination.
+    p.b.udp_send_from(hb, d.frame, *d.dst.ip(), d.src, p.now)
+        .unwrap();
+    p.settle();
+    let first = p.a.udp_recv(ha).unwrap();
+    let second = p.a.udp_recv(ha).unwrap();
+    assert_eq!(first.src, SocketAddrV4::new(IP_B, 7));
+    assert_eq!(second.src, to_b2, "the reply comes from the address asked");
+    for f in [first.frame, second.frame] {
+        p.a.pool_mut().free(f);
+    }
+    // Not ours, or not the bound address: refused, the frame freed.
+    let f = p.b.udp_alloc().unwrap();
+    let not_ours = Ipv4Addr::new(198, 18, 0, 9);
+    assert_eq!(
+        p.b.udp_send_from(hb, f, not_ours, d.src, p.now),
+        Err(SendError::BadSource)
+    );
+    let hb1 = p.b.udp_bind(SocketAddrV4::new(IP_B, 9)).unwrap();
+    let f = p.b.udp_alloc().unwrap();
+    assert_eq!(
+        p.b.udp_send_from(hb1, f, ip_b2, d.src, p.now),
+        Err(SendError::BadSource)
+    );
+    let f = p.b.udp_alloc().unwrap();
+    assert_eq!(p.b.udp_send_from(hb1, f, IP_B, d.src, p.now), Ok(()));
+    p.settle();
+    let third = p.a.udp_recv(ha).unwrap();
+    assert_eq!(third.src, SocketAddrV4::new(IP_B, 9));
+    p.a.pool_mut().free(third.frame);
+    p.assert_no_leak();
 }
