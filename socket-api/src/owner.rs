@@ -106,11 +106,12 @@ impl Owner {
                     id,
                     frame,
                     len,
+                    src,
                     dst,
                 } => {
                     let f = self.take_lent(stack, frame, len);
                     match self.socks.get(&id) {
-                        Some(Entry::Udp(e)) => udp::send(&self.q, e, stack, f, dst, now),
+                        Some(Entry::Udp(e)) => udp::send(&self.q, e, stack, f, (src, dst), now),
                         _ => stack.pool_mut().free(f),
                     }
                 }

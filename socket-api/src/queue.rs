@@ -39,6 +39,8 @@ pub(crate) enum Cmd {
         id: SockId,
         frame: u32,
         len: u32,
+        /// Source address for a socket bound to every address (`None`: the route's).
+        src: Option<std::net::Ipv4Addr>,
         dst: SocketAddrV4,
     },
     /// Serve the socket again (its application queue has room again, or it waits for frames).

@@ -21,8 +21,9 @@
 //! - ECN both ways: a transmit's `ecn` becomes the ECN field of the IPv4 TOS (the socket's
 //!   options change, in order with the sends, only when the codepoint does), and a datagram's
 //!   received ECN field is reported in `RecvMeta::ecn`.
-//! - Not carried: the source address of a transmit on multi-address hosts (`src_ip` is ignored;
-//!   a datagram's destination is reported as `dst_ip`).
+//! - Addresses on a host with several: a datagram's destination is reported as `dst_ip`, and a
+//!   transmit's `src_ip` (quinn answers from the address the peer used) is its source
+//!   ([`crate::UdpSocket::try_send_many_from`]).
 
 use crate::{Error, UdpOptions, UdpSocket};
 use quinn::udp::{EcnCodepoint, RecvMeta, Transmit};
@@ -114,7 +115,18 @@ impl AsyncUdpSocket for QuinnSocket {
                 })
                 .map_err(io::Error::from)?;
         }
-        match self.sock.try_send_many(t.contents, seg, dst) {
+        // The address quinn answers from: the one the peer's datagrams came to (`dst_ip` below).
+        let src = match t.src_ip {
+            Some(std::net::IpAddr::V4(a)) => Some(a),
+            Some(std::net::IpAddr::V6(_)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "cnet is IPv4 only: IPv6 source address",
+                ))
+            }
+            None => None,
+        };
+        match self.sock.try_send_many_from(t.contents, seg, src, dst) {
             Ok(_) => Ok(()),
             Err(Error::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
             Err(e) => Err(e.into()),

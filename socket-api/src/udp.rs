@@ -62,16 +62,20 @@ pub(crate) fn serve(q: &Arc<QueueShared>, e: &UdpEntry, stack: &mut Stack) {
     }
 }
 
-/// Sends one datagram handed over by an application (owner thread).
+/// Sends one datagram handed over by an application (owner thread), from `src` when given.
 pub(crate) fn send(
     q: &QueueShared,
     e: &UdpEntry,
     stack: &mut Stack,
     f: Frame,
-    dst: SocketAddrV4,
+    (src, dst): (Option<Ipv4Addr>, SocketAddrV4),
     now: Instant,
 ) {
-    if let Err(err) = stack.udp_send(e.h, f, dst, now) {
+    let r = match src {
+        Some(src) => stack.udp_send_from(e.h, f, src, dst, now),
+        None => stack.udp_send(e.h, f, dst, now),
+    };
+    if let Err(err) = r {
         tracing::debug!(%dst, %err, "UDP send failed");
         q.counters.udp_send_errors.fetch_add(1, SeqCst);
     }
@@ -372,6 +376,41 @@ impl UdpSocket {
         buf: SendBuf,
         dst: SocketAddrV4,
     ) -> core::result::Result<(), (Error, Option<SendBuf>)> {
+        self.try_send_buf(buf, None, dst)
+    }
+
+    /// As [`UdpSocket::try_send_buf_to`], from source address `src` (`IP_PKTINFO` on
+    /// `sendmsg`): a socket bound to every address answers from the address a request came to
+    /// ([`Datagram::dst`]). `src` must be the socket's own address when it is bound to one
+    /// (`InvalidInput` at once); an address that is not the interface's is refused by the owner
+    /// thread, which counts it in `udp_send_errors`.
+    pub fn try_send_buf_from(
+        &self,
+        buf: SendBuf,
+        src: Ipv4Addr,
+        dst: SocketAddrV4,
+    ) -> core::result::Result<(), (Error, Option<SendBuf>)> {
+        if let Err(e) = self.check_src(src) {
+            return Err((e, Some(buf)));
+        }
+        self.try_send_buf(buf, Some(src), dst)
+    }
+
+    /// `InvalidInput` when the socket is bound to one address and `src` is another.
+    fn check_src(&self, src: Ipv4Addr) -> Result<()> {
+        let bound = *self.local.ip();
+        if !bound.is_unspecified() && bound != src {
+            return Err(Error::InvalidInput("source address is not the socket's"));
+        }
+        Ok(())
+    }
+
+    fn try_send_buf(
+        &self,
+        buf: SendBuf,
+        src: Option<Ipv4Addr>,
+        dst: SocketAddrV4,
+    ) -> core::result::Result<(), (Error, Option<SendBuf>)> {
         if !Arc::ptr_eq(buf.queue(), self.home()) {
             return Err((Error::InvalidInput("buffer of another queue"), Some(buf)));
         }
@@ -387,6 +426,7 @@ impl UdpSocket {
                 id: self.binds[0].1,
                 frame,
                 len,
+                src,
                 dst,
             })
             .map_err(|e| (e, None))
@@ -394,12 +434,23 @@ impl UdpSocket {
 
     /// Sends a filled buffer to `dst` without copying, waiting for room.
     pub fn send_buf_to(&self, buf: SendBuf, dst: SocketAddrV4) -> Result<()> {
+        self.send_buf(buf, None, dst)
+    }
+
+    /// As [`UdpSocket::send_buf_to`], from source address `src` (see
+    /// [`UdpSocket::try_send_buf_from`]).
+    pub fn send_buf_from(&self, buf: SendBuf, src: Ipv4Addr, dst: SocketAddrV4) -> Result<()> {
+        self.check_src(src)?;
+        self.send_buf(buf, Some(src), dst)
+    }
+
+    fn send_buf(&self, buf: SendBuf, src: Option<Ipv4Addr>, dst: SocketAddrV4) -> Result<()> {
         let mut buf = Some(buf);
         crate::block::block_on(None, |w| {
             let Some(b) = buf.take() else {
                 return Poll::Ready(Err(Error::Closed));
             };
-            match self.try_send_buf_to(b, dst) {
+            match self.try_send_buf(b, src, dst) {
                 Ok(()) => Poll::Ready(Ok(())),
                 Err((Error::WouldBlock, b)) => {
                     self.shared.core.register_write(w);
@@ -505,6 +556,21 @@ impl UdpSocket {
         segment_size: usize,
         dst: SocketAddrV4,
     ) -> Result<usize> {
+        self.try_send_many_from(data, segment_size, None, dst)
+    }
+
+    /// As [`UdpSocket::try_send_many`], from source address `src` when given (see
+    /// [`UdpSocket::try_send_buf_from`]): QUIC's transmits carry the address to answer from.
+    pub fn try_send_many_from(
+        &self,
+        data: &[u8],
+        segment_size: usize,
+        src: Option<Ipv4Addr>,
+        dst: SocketAddrV4,
+    ) -> Result<usize> {
+        if let Some(src) = src {
+            self.check_src(src)?;
+        }
         if segment_size == 0 || segment_size > self.max_payload {
             return Err(Error::InvalidInput("segment size"));
         }
@@ -533,6 +599,7 @@ impl UdpSocket {
                 id: self.binds[0].1,
                 frame,
                 len,
+                src,
                 dst,
             })?;
         }

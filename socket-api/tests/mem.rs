@@ -48,6 +48,54 @@ fn udp_echo_zero_copy_both_ways() {
 }
 
 #[test]
+fn udp_answers_from_the_address_it_was_asked_at() {
+    let p = Pair::new(1024);
+    let ip_b2 = std::net::Ipv4Addr::new(198, 18, 0, 3);
+    p.b.with_stack(0, move |s, now| {
+        s.apply_config(
+            cnet_stack::ConfigEvent::AddrAdd(cnet_stack::IfAddr {
+                addr: ip_b2,
+                prefix_len: 24,
+            }),
+            now,
+        )
+    })
+    .unwrap();
+    let server = UdpSocket::bind(&p.b, addr(std::net::Ipv4Addr::UNSPECIFIED, 7)).unwrap();
+    let mut client = UdpSocket::bind(&p.a, addr(IP_A, 0)).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(5)));
+    client.send_to(b"which address?", addr(ip_b2, 7)).unwrap();
+    let d = server.recv_from().unwrap();
+    assert_eq!(d.dst, addr(ip_b2, 7));
+    let mut out = server.alloc().unwrap();
+    out.put(b"this one");
+    server.send_buf_from(out, *d.dst.ip(), d.src).unwrap();
+    let back = client.recv_from().unwrap();
+    assert_eq!(
+        back.src,
+        addr(ip_b2, 7),
+        "the reply comes from the address asked"
+    );
+    // A batch, as quinn sends it.
+    server
+        .try_send_many_from(b"abcdef", 3, Some(ip_b2), d.src)
+        .unwrap();
+    for want in [&b"abc"[..], b"def"] {
+        let r = client.recv_from().unwrap();
+        assert_eq!((r.src, r.to_vec()), (addr(ip_b2, 7), want.to_vec()));
+    }
+    // A socket bound to one address cannot send from another.
+    let one = UdpSocket::bind(&p.b, addr(IP_B, 8)).unwrap();
+    let b = one.alloc().unwrap();
+    assert!(matches!(
+        one.try_send_buf_from(b, ip_b2, d.src),
+        Err((Error::InvalidInput(_), Some(_)))
+    ));
+    drop((d, back, server, client, one));
+    p.finish();
+}
+
+#[test]
 fn udp_large_datagrams_are_fragmented_and_reassembled() {
     let p = Pair::new(1024);
     let server = UdpSocket::bind(&p.b, addr(IP_B, 9)).unwrap();
