@@ -18,48 +18,57 @@
 //! `gbps` is goodput on one core: client stack, server stack, both applications and the link all
 //! run on the calling thread.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use cnet_benches::tcp_mem::{Bulk, BulkConfig, BULK_VARIANTS};
 
-const USAGE: &str = "usage: tcp_bulk [--bytes 268435456] [--warmup 16777216] [--buf 4194304] \
-[--step-us 10] [--runs 3] [--only cnet,cnet-ts,smoltcp] [--quick]";
+/// Command line (`tcp_bulk --help`).
+#[derive(clap::Parser)]
+#[command(
+    name = "tcp_bulk",
+    about = "In-memory bulk TCP, cnet against smoltcp on the same link"
+)]
+struct Args {
+    /// Bytes timed per run.
+    #[arg(long, default_value_t = 256 << 20, value_parser = cnet_benches::cli::count::<u64>)]
+    bytes: u64,
+    /// Bytes sent untimed first, on the same connection.
+    #[arg(long, default_value_t = 16 << 20, value_parser = cnet_benches::cli::count::<u64>)]
+    warmup: u64,
+    /// Send and receive buffer of every socket, bytes (64 KiB..=64 MiB).
+    #[arg(long, default_value_t = 4 << 20, value_parser = cnet_benches::cli::count::<u32>)]
+    buf: u32,
+    /// Virtual time per loop step, microseconds.
+    #[arg(long, default_value_t = 10, value_parser = cnet_benches::cli::count::<u64>)]
+    step_us: u64,
+    /// Runs per variant (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = cnet_benches::cli::count::<usize>)]
+    runs: usize,
+    /// Variants, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = BULK_VARIANTS.map(String::from),
+          value_parser = clap::builder::PossibleValuesParser::new(BULK_VARIANTS))]
+    only: Vec<String>,
+    /// A short run: 16 MiB after 1 MiB, one run (overrides --bytes, --warmup, --runs).
+    #[arg(long)]
+    quick: bool,
+}
 
 /// Longest a variant's run may take before the benchmark gives up (it never hangs).
 const RUN_LIMIT_SECS: f64 = 120.0;
 
 fn main() -> Result<()> {
-    let mut cfg = BulkConfig::default();
-    let mut runs = 3usize;
-    let mut only: Vec<String> = BULK_VARIANTS.iter().map(|s| s.to_string()).collect();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--quick" {
-            cfg.bytes = 16 << 20;
-            cfg.warmup = 1 << 20;
-            runs = 1;
-            continue;
-        }
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        let v = args
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let num = |v: &str| -> Result<u64> {
-            v.replace('_', "")
-                .parse()
-                .with_context(|| format!("{flag}: {v:?} is not a number"))
-        };
-        match flag.as_str() {
-            "--bytes" => cfg.bytes = num(&v)?,
-            "--warmup" => cfg.warmup = num(&v)?,
-            "--buf" => cfg.buf = u32::try_from(num(&v)?).context("--buf too large")?,
-            "--step-us" => cfg.step_us = num(&v)?,
-            "--runs" => runs = num(&v)? as usize,
-            "--only" => only = v.split(',').map(str::to_owned).collect(),
-            other => bail!("unknown flag {other:?}\n{USAGE}"),
-        }
+    let args = <Args as clap::Parser>::parse();
+    let mut cfg = BulkConfig {
+        bytes: args.bytes,
+        warmup: args.warmup,
+        buf: args.buf,
+        step_us: args.step_us,
+        ..BulkConfig::default()
+    };
+    let (mut runs, only) = (args.runs, args.only);
+    if args.quick {
+        cfg.bytes = 16 << 20;
+        cfg.warmup = 1 << 20;
+        runs = 1;
     }
     anyhow::ensure!(
         cfg.bytes > 0 && runs > 0,

@@ -21,7 +21,7 @@
 //! Output, one record per line: `echo conns=N ... ns_per_echo=..`, `echo_ratio ...`,
 //! `mem conns=N ... bytes_per_conn=.. goal=1024 goal_met=yes|no`.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
 use cnet_benches::tcp_scale::{Scale, ScaleConfig, CONNECT_BATCH};
 use cnet_stack::Stack;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -63,83 +63,58 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const USAGE: &str = "usage: tcp_conns [--conns 10,100000] [--echoes 200000] [--warmup 20000] \
-[--payload 64] [--window 8] [--mem-conns 10000] [--skip-mem] [--only-echo] [--quick]";
-
 /// Most connections accepted on the command line (two listeners' worth of ports is 129,024).
 const MAX_CONNS: usize = 500_000;
 
-#[derive(Debug)]
+/// Command line (`tcp_conns --help`).
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "tcp_conns",
+    about = "Per-packet cost and memory with many TCP connections"
+)]
 struct Options {
+    /// Idle connection counts to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 100_000],
+          value_parser = cnet_benches::cli::count::<usize>)]
     conns: Vec<usize>,
+    /// Echoes timed per count.
+    #[arg(long, default_value_t = 200_000, value_parser = cnet_benches::cli::count::<u64>)]
     echoes: u64,
+    /// Echoes untimed first.
+    #[arg(long, default_value_t = 20_000, value_parser = cnet_benches::cli::count::<u64>)]
     warmup: u64,
+    /// Echo payload bytes.
+    #[arg(long, default_value_t = 64, value_parser = cnet_benches::cli::count::<usize>)]
     payload: usize,
+    /// Echoes in flight.
+    #[arg(long, default_value_t = 8, value_parser = cnet_benches::cli::count::<usize>)]
     window: usize,
+    /// Connections for the memory measurement.
+    #[arg(long, default_value_t = 10_000, value_parser = cnet_benches::cli::count::<usize>)]
     mem_conns: usize,
-    mem: bool,
+    /// Skip the memory measurement.
+    #[arg(long)]
+    skip_mem: bool,
+    /// Only the echo at the first count (for callgrind); implies --skip-mem.
+    #[arg(long)]
     only_echo: bool,
+    /// A short run: 10 and 10 000 connections, 20 000 echoes (overrides those flags).
+    #[arg(long)]
+    quick: bool,
+    /// Run the memory measurement (not --skip-mem nor --only-echo).
+    #[arg(skip)]
+    mem: bool,
 }
 
 fn parse() -> Result<Options> {
-    let mut o = Options {
-        conns: vec![10, 100_000],
-        echoes: 200_000,
-        warmup: 20_000,
-        payload: 64,
-        window: 8,
-        mem_conns: 10_000,
-        mem: true,
-        only_echo: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        match flag.as_str() {
-            "--quick" => {
-                o.conns = vec![10, 10_000];
-                o.echoes = 20_000;
-                o.warmup = 2_000;
-                o.mem_conns = 2_000;
-                continue;
-            }
-            "--skip-mem" => {
-                o.mem = false;
-                continue;
-            }
-            "--only-echo" => {
-                o.only_echo = true;
-                o.mem = false;
-                continue;
-            }
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            _ => {}
-        }
-        let v = args
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let num = |v: &str| -> Result<u64> {
-            v.replace('_', "")
-                .parse()
-                .with_context(|| format!("{flag}: {v:?} is not a number"))
-        };
-        match flag.as_str() {
-            "--conns" => {
-                o.conns = v
-                    .split(',')
-                    .map(|x| num(x).map(|n| n as usize))
-                    .collect::<Result<_>>()?
-            }
-            "--echoes" => o.echoes = num(&v)?,
-            "--warmup" => o.warmup = num(&v)?,
-            "--payload" => o.payload = num(&v)? as usize,
-            "--window" => o.window = num(&v)? as usize,
-            "--mem-conns" => o.mem_conns = num(&v)? as usize,
-            other => bail!("unknown flag {other:?}\n{USAGE}"),
-        }
+    let mut o = <Options as clap::Parser>::parse();
+    if o.quick {
+        o.conns = vec![10, 10_000];
+        o.echoes = 20_000;
+        o.warmup = 2_000;
+        o.mem_conns = 2_000;
     }
+    o.mem = !o.skip_mem && !o.only_echo;
     anyhow::ensure!(
         o.conns.iter().all(|&n| n <= MAX_CONNS) && o.mem_conns <= MAX_CONNS,
         "at most {MAX_CONNS} connections"

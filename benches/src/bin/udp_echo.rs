@@ -30,90 +30,62 @@ use anyhow::Context as _;
 use cnet_benches::{build, Workload, VARIANTS};
 use std::time::Instant;
 
-/// Command-line options.
-#[derive(Debug, Clone)]
+/// Command line (`udp_echo --help`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "udp_echo",
+    about = "UDP echo in memory, cnet against smoltcp, same run"
+)]
 struct Options {
+    /// Payload sizes, comma-separated.
+    #[arg(long = "payload", value_delimiter = ',', default_values_t = [64, 1024],
+          value_parser = cnet_benches::cli::count::<usize>)]
     payloads: Vec<usize>,
+    /// Datagrams in flight.
+    #[arg(long, default_value_t = 32, value_parser = cnet_benches::cli::count::<usize>)]
     window: usize,
+    /// Echoes timed per run.
+    #[arg(long, default_value_t = 1_000_000, value_parser = cnet_benches::cli::count::<u64>)]
     count: u64,
+    /// Echoes untimed first (ARP, buffers, caches).
+    #[arg(long, default_value_t = 20_000, value_parser = cnet_benches::cli::count::<u64>)]
     warmup: u64,
+    /// Runs per variant (at least 1; the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = cnet_benches::cli::count::<usize>)]
     runs: usize,
+    /// Virtual time per loop step, microseconds.
+    #[arg(long, default_value_t = 10, value_parser = cnet_benches::cli::count::<u64>)]
     step_us: u64,
-    stacks: Vec<&'static str>,
+    /// One variant only (for callgrind).
+    #[arg(long = "only", value_parser = clap::builder::PossibleValuesParser::new(VARIANTS))]
+    only: Option<String>,
+    /// Idle UDP sockets on each side (ports 20000..).
+    #[arg(long, default_value_t = 0, value_parser = cnet_benches::cli::count::<usize>)]
     sockets: usize,
+    /// smoltcp: the idle sockets ahead of the echo socket in its set.
+    #[arg(long)]
     idle_first: bool,
+    /// A short run: 20 000 echoes after 2 000, one run (overrides those flags).
+    #[arg(long)]
+    quick: bool,
+    /// The variants to run (`--only`, else all).
+    #[arg(skip)]
+    stacks: Vec<&'static str>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            payloads: vec![64, 1024],
-            window: 32,
-            count: 1_000_000,
-            warmup: 20_000,
-            runs: 5,
-            step_us: 10,
-            stacks: VARIANTS.to_vec(),
-            sockets: 0,
-            idle_first: false,
-        }
+fn parse_args() -> Options {
+    let mut o = <Options as clap::Parser>::parse();
+    if o.quick {
+        o.count = 20_000;
+        o.warmup = 2_000;
+        o.runs = 1;
     }
-}
-
-const USAGE: &str = "usage: udp_echo [--payload 64,1024] [--window 32] [--count 1000000] \
-[--warmup 20000] [--runs 5] [--step-us 10] [--only cnet|cnet-copy|smoltcp] [--sockets 0] \
-[--idle-first] [--quick]";
-
-fn parse_args() -> anyhow::Result<Options> {
-    let mut o = Options::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        if flag == "--idle-first" {
-            o.idle_first = true;
-            continue;
-        }
-        if flag == "--quick" {
-            o.count = 20_000;
-            o.warmup = 2_000;
-            o.runs = 1;
-            continue;
-        }
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let num = |v: &str| -> anyhow::Result<u64> {
-            v.replace('_', "")
-                .parse()
-                .with_context(|| format!("{flag}: {v:?} is not a number"))
-        };
-        match flag.as_str() {
-            "--payload" => {
-                o.payloads = value
-                    .split(',')
-                    .map(|v| num(v).map(|n| n as usize))
-                    .collect::<anyhow::Result<_>>()?;
-            }
-            "--window" => o.window = num(&value)? as usize,
-            "--count" => o.count = num(&value)?,
-            "--warmup" => o.warmup = num(&value)?,
-            "--runs" => o.runs = (num(&value)? as usize).max(1),
-            "--step-us" => o.step_us = num(&value)?,
-            "--sockets" => o.sockets = num(&value)? as usize,
-            "--only" => {
-                let v = VARIANTS
-                    .iter()
-                    .find(|v| **v == value)
-                    .with_context(|| format!("--only {value:?}: one of {VARIANTS:?}"))?;
-                o.stacks = vec![v];
-            }
-            other => anyhow::bail!("unknown flag {other:?}\n{USAGE}"),
-        }
-    }
-    Ok(o)
+    o.runs = o.runs.max(1);
+    o.stacks = match &o.only {
+        Some(v) => VARIANTS.iter().copied().filter(|x| x == v).collect(),
+        None => VARIANTS.to_vec(),
+    };
+    o
 }
 
 /// One timed run on a fresh pair; returns echoed packets per second.
@@ -160,7 +132,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let o = parse_args()?;
+    let o = parse_args();
     println!(
         "# udp_echo window={} count={} warmup={} runs={} step_us={} sockets={} idle_first={} build={}",
         o.window,
