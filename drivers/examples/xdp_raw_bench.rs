@@ -273,36 +273,31 @@ fn tx_bench(port: &mut XdpPort, pool: &mut Pool, secs: u64, size: usize) {
     );
 }
 
+/// Command line (`xdp_raw_bench --help`).
+#[derive(clap::Parser)]
+#[command(
+    name = "xdp_raw_bench",
+    about = "Raw AF_XDP receive and transmit rates on veth"
+)]
+struct Args {
+    /// Seconds per direction (1..=60).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    secs: u64,
+    /// Frame size in bytes (42..=1514).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u16).range(42..=1514))]
+    size: u16,
+    /// Attach the XDP program in generic (SKB) mode.
+    #[arg(long)]
+    generic: bool,
+    /// Bind without XDP_USE_NEED_WAKEUP.
+    #[arg(long)]
+    no_need_wakeup: bool,
+}
+
 fn main() {
-    let mut secs = 5u64;
-    let mut size = 60usize;
-    let mut generic = false;
-    let mut need_wakeup = true;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--secs" => {
-                secs = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(5)
-                    .min(60)
-            }
-            "--size" => {
-                size = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(60)
-                    .clamp(42, 1514)
-            }
-            "--generic" => generic = true,
-            "--no-need-wakeup" => need_wakeup = false,
-            other => {
-                eprintln!("unknown argument {other}");
-                std::process::exit(2);
-            }
-        }
-    }
+    let args = <Args as clap::Parser>::parse();
+    let (secs, size, generic) = (args.secs, usize::from(args.size), args.generic);
+    let need_wakeup = !args.no_need_wakeup;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("xdp_raw_bench: needs root (netns, veth, AF_XDP); skipped");
