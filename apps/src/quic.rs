@@ -29,7 +29,7 @@ use ring::digest;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -107,8 +107,9 @@ fn sock_err(e: impl std::fmt::Display) -> QuicError {
     QuicError::Socket(e.to_string())
 }
 
-/// What [`DatagramIo::recv_batch`] hands each datagram to: sender, ECN codepoint, payload.
-pub type RecvFn<'a> = dyn FnMut(SocketAddr, Option<EcnCodepoint>, &[u8]) + 'a;
+/// What [`DatagramIo::recv_batch`] hands each datagram to: sender, the address it was sent to
+/// (when the socket tells), ECN codepoint, payload.
+pub type RecvFn<'a> = dyn FnMut(SocketAddr, Option<IpAddr>, Option<EcnCodepoint>, &[u8]) + 'a;
 
 /// The datagram I/O a QUIC driver runs over: a cnet UDP socket or a kernel one.
 pub trait DatagramIo {
@@ -124,12 +125,14 @@ pub trait DatagramIo {
         max: usize,
         f: &mut RecvFn<'_>,
     ) -> Result<usize, QuicError>;
-    /// Sends `data` cut into datagrams of `segment` bytes (the last may be shorter) to `dst`,
-    /// with the ECN codepoint `ecn` where the socket carries it.
+    /// Sends `data` cut into datagrams of `segment` bytes (the last may be shorter) from `src`
+    /// (where the socket can choose: a socket bound to every address answers from the one the
+    /// peer used) to `dst`, with the ECN codepoint `ecn` where the socket carries it.
     fn send(
         &mut self,
         data: &[u8],
         segment: usize,
+        src: Option<IpAddr>,
         dst: SocketAddr,
         ecn: Option<EcnCodepoint>,
     ) -> Result<(), QuicError>;
@@ -219,12 +222,13 @@ impl DatagramIo for CnetIo {
                 }
             };
             let src = SocketAddr::V4(d.src);
+            let to = Some(IpAddr::V4(*d.dst.ip()));
             let ecn = EcnCodepoint::from_bits(d.ecn());
             match d.as_slice() {
-                Some(s) => f(src, ecn, s),
+                Some(s) => f(src, to, ecn, s),
                 None => {
                     let len = d.copy_to(&mut self.scratch);
-                    f(src, ecn, &self.scratch[..len]);
+                    f(src, to, ecn, &self.scratch[..len]);
                 }
             }
             n += 1;
@@ -236,11 +240,17 @@ impl DatagramIo for CnetIo {
         &mut self,
         data: &[u8],
         segment: usize,
+        src: Option<IpAddr>,
         dst: SocketAddr,
         ecn: Option<EcnCodepoint>,
     ) -> Result<(), QuicError> {
         let SocketAddr::V4(dst) = dst else {
             return Err(QuicError::InvalidInput("cnet is IPv4 only"));
+        };
+        let src = match src {
+            Some(IpAddr::V4(a)) => Some(a),
+            Some(IpAddr::V6(_)) => return Err(QuicError::InvalidInput("cnet is IPv4 only")),
+            None => None,
         };
         let bits = ecn.map_or(0, |e| e as u8);
         let o = self.sock.options();
@@ -254,7 +264,9 @@ impl DatagramIo for CnetIo {
                 .map_err(sock_err)?;
         }
         if segment <= self.sock.max_payload() {
-            self.sock.send_many(data, segment, dst).map_err(sock_err)?;
+            self.sock
+                .send_many_from(data, segment, src, dst)
+                .map_err(sock_err)?;
         } else {
             for seg in data.chunks(segment) {
                 self.sock.send_to(seg, dst).map_err(sock_err)?;
@@ -311,7 +323,7 @@ impl DatagramIo for KernelIo {
             }
             match self.sock.recv_from(&mut self.buf) {
                 Ok((len, src)) => {
-                    f(src, None, &self.buf[..len]);
+                    f(src, None, None, &self.buf[..len]);
                     n += 1;
                 }
                 Err(e)
@@ -334,6 +346,7 @@ impl DatagramIo for KernelIo {
         &mut self,
         data: &[u8],
         segment: usize,
+        _src: Option<IpAddr>,
         dst: SocketAddr,
         _ecn: Option<EcnCodepoint>,
     ) -> Result<(), QuicError> {
@@ -564,12 +577,14 @@ impl<Io: DatagramIo, A: ConnApp> Driver<Io, A> {
             .min()
             .map_or(limit, |t| t.min(limit));
         let mut got = Vec::new();
-        self.io.recv_batch(next, 64, &mut |src, ecn, data| {
-            got.push((src, ecn, BytesMut::from(data)));
+        self.io.recv_batch(next, 64, &mut |src, to, ecn, data| {
+            got.push((src, to, ecn, BytesMut::from(data)));
         })?;
         let now = Instant::now();
-        let local_ip = Some(self.io.local_addr().ip()).filter(|ip| !ip.is_unspecified());
-        for (src, ecn, data) in got {
+        let bound_ip = Some(self.io.local_addr().ip()).filter(|ip| !ip.is_unspecified());
+        for (src, to, ecn, data) in got {
+            // The address the datagram came to: quinn-proto answers from it (`Transmit::src_ip`).
+            let local_ip = bound_ip.or(to);
             self.rx += 1;
             self.rx_ecn += u64::from(ecn.is_some());
             self.buf.clear();
@@ -642,7 +657,7 @@ impl<Io: DatagramIo, A: ConnApp> Driver<Io, A> {
                 };
                 let seg = t.segment_size.unwrap_or(t.size);
                 self.io
-                    .send(&self.buf[..t.size], seg, t.destination, t.ecn)?;
+                    .send(&self.buf[..t.size], seg, t.src_ip, t.destination, t.ecn)?;
             }
             // Events the transmits may have raised (e.g. a stream became writable).
             app.drive(c, now);
@@ -671,7 +686,8 @@ impl<Io: DatagramIo, A: ConnApp> Driver<Io, A> {
 
     fn transmit(&mut self, t: &quinn_proto::Transmit) -> Result<(), QuicError> {
         let seg = t.segment_size.unwrap_or(t.size);
-        self.io.send(&self.buf[..t.size], seg, t.destination, t.ecn)
+        self.io
+            .send(&self.buf[..t.size], seg, t.src_ip, t.destination, t.ecn)
     }
 }
 

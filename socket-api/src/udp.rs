@@ -535,12 +535,29 @@ impl UdpSocket {
     /// is cut into datagrams of `segment_size` bytes (the last may be shorter), each copied into
     /// its own frame, all to `dst`. Returns the datagrams sent.
     pub fn send_many(&self, data: &[u8], segment_size: usize, dst: SocketAddrV4) -> Result<usize> {
+        self.send_many_from(data, segment_size, None, dst)
+    }
+
+    /// As [`UdpSocket::send_many`], from source address `src` when given (see
+    /// [`UdpSocket::try_send_buf_from`]).
+    pub fn send_many_from(
+        &self,
+        data: &[u8],
+        segment_size: usize,
+        src: Option<Ipv4Addr>,
+        dst: SocketAddrV4,
+    ) -> Result<usize> {
         if segment_size == 0 || segment_size > self.max_payload {
             return Err(Error::InvalidInput("segment size"));
         }
+        if let Some(src) = src {
+            self.check_src(src)?;
+        }
         let mut n = 0;
         for seg in data.chunks(segment_size) {
-            self.send_to(seg, dst)?;
+            let mut b = self.alloc()?;
+            b.put(seg);
+            self.send_buf(b, src, dst)?;
             n += 1;
         }
         Ok(n)
