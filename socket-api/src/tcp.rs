@@ -34,6 +34,12 @@ const RD_EOF: u32 = 2;
 const WR_SHUT: u32 = 4;
 const RD_SHUT: u32 = 8;
 const GONE: u32 = 16;
+/// The owner left received data in its stack because the pool was at its receive floor: the
+/// next read kicks the owner.
+const WITHHELD: u32 = 32;
+/// Received bytes a stream's readers always may hold, whatever the pool's level
+/// (`Stack::rx_floor`); beyond them data is lent only above the floor.
+const SHALLOW_RX_BYTES: usize = 16 * 1024;
 
 /// State shared by a stream's handles and its owner thread.
 pub(crate) struct StreamShared {
@@ -126,7 +132,18 @@ pub(crate) fn serve_stream(
     }
     // 2. Received data, while the readers' queue has room (else the stack's window closes).
     let mut got = false;
+    let floor = stack.rx_floor();
     while s.rx_bytes.load(SeqCst) < s.rx_cap {
+        // Data nobody reads must not take the frames writers need: beyond a shallow queue it
+        // stays in the stack (whose window then closes) while the pool is at its receive floor.
+        if s.rx_bytes.load(SeqCst) >= SHALLOW_RX_BYTES && stack.pool().available() <= floor {
+            s.flags.fetch_or(WITHHELD, SeqCst);
+            // A reader that emptied the queue meanwhile did not see the flag: serve it now.
+            if s.rx_bytes.load(SeqCst) >= SHALLOW_RX_BYTES {
+                break;
+            }
+            s.flags.fetch_and(!WITHHELD, SeqCst);
+        }
         let Some(f) = stack.tcp_recv(e.h) else { break };
         if s.has(RD_SHUT) {
             stack.pool_mut().free(f);
@@ -565,7 +582,9 @@ fn try_recv(h: &StreamHandle) -> Result<Option<RecvBuf>> {
         }
         if let Some(b) = s.rx.pop() {
             let before = s.rx_bytes.fetch_sub(b.len(), SeqCst);
-            if before >= s.rx_cap {
+            let withheld = s.flags.load(SeqCst) & WITHHELD != 0
+                && s.flags.fetch_and(!WITHHELD, SeqCst) & WITHHELD != 0;
+            if before >= s.rx_cap || withheld {
                 // The owner stopped taking data from the stack: room again.
                 let _ = h.q.submit(Cmd::Kick { id: h.id });
             }

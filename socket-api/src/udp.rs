@@ -9,10 +9,11 @@ use crate::error::{Error, Result};
 use crate::queue::{call_blocking, Cmd, QueueShared, SockId};
 use crate::ready::{Readiness, SockCore, Source};
 use crate::runtime::Runtime;
+use cnet_stack::udp::UDP_SHALLOW_QUEUE;
 use cnet_stack::{Frame, IcmpError, Instant, Stack, UdpHandle, UdpOptions};
 use crossbeam_queue::SegQueue;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
@@ -23,6 +24,9 @@ pub(crate) struct UdpShared {
     rx: SegQueue<Datagram>,
     rx_len: AtomicUsize,
     rx_cap: usize,
+    /// An owner left datagrams in its stack because the pool was at its receive floor: the next
+    /// read kicks the owners.
+    withheld: AtomicBool,
     errors: SegQueue<IcmpError>,
     /// Datagrams senders may still hand over.
     tx_credit: AtomicIsize,
@@ -45,7 +49,23 @@ pub(crate) struct UdpEntry {
 pub(crate) fn serve(q: &Arc<QueueShared>, e: &UdpEntry, stack: &mut Stack) {
     let s = &e.shared;
     let mut got = false;
+    let floor = stack.rx_floor();
     while s.rx_len.load(SeqCst) < s.rx_cap {
+        // Beyond a shallow queue, received frames are lent only above the pool's receive floor
+        // (`Stack::rx_floor`): datagrams nobody reads must not take the frames the socket's own
+        // senders need (a QUIC endpoint that sends before it reads would wait for ever).
+        if s.rx_len.load(SeqCst) >= UDP_SHALLOW_QUEUE && stack.pool().available() <= floor {
+            if stack.udp_pending(e.h) == 0 {
+                break;
+            }
+            s.withheld.store(true, SeqCst);
+            // A reader that emptied the queue meanwhile did not see the flag: serve it now.
+            // (It reads `withheld` after taking a datagram; this reads `rx_len` after setting it.)
+            if s.rx_len.load(SeqCst) >= UDP_SHALLOW_QUEUE {
+                break;
+            }
+            s.withheld.store(false, SeqCst);
+        }
         let Some(d) = stack.udp_recv(e.h) else { break };
         q.counters.rx_bytes.fetch_add(d.len as u64, SeqCst);
         let dg = Datagram::lend(q, stack.pool_mut(), d.frame, d.src, d.dst, d.tos);
@@ -128,6 +148,7 @@ impl UdpSocket {
             rx: SegQueue::new(),
             rx_len: AtomicUsize::new(0),
             rx_cap: l.udp_rx_datagrams.max(1),
+            withheld: AtomicBool::new(false),
             errors: SegQueue::new(),
             tx_credit: AtomicIsize::new(l.udp_tx_datagrams.max(1) as isize),
             tx_want: AtomicIsize::new(0),
@@ -244,7 +265,8 @@ impl UdpSocket {
             match s.rx.pop() {
                 Some(d) => {
                     let before = s.rx_len.fetch_sub(1, SeqCst);
-                    if before >= s.rx_cap {
+                    let withheld = s.withheld.load(SeqCst) && s.withheld.swap(false, SeqCst);
+                    if before >= s.rx_cap || withheld {
                         // The owner threads stopped taking from their stacks: ask again.
                         for (q, id) in &self.binds {
                             let _ = q.submit(Cmd::Kick { id: *id });

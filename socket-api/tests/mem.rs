@@ -96,6 +96,77 @@ fn udp_answers_from_the_address_it_was_asked_at() {
 }
 
 #[test]
+fn a_flood_nobody_reads_cannot_stop_the_socket_from_sending() {
+    // A QUIC endpoint sends before it reads: if unread datagrams could take the pool, its send
+    // would wait for ever for a frame (seen in CI). They stop at the receive floor instead.
+    let p = Pair::new(1024);
+    let server = std::sync::Arc::new(UdpSocket::bind(&p.b, addr(IP_B, 7)).unwrap());
+    let client = UdpSocket::bind(&p.a, addr(IP_A, 0)).unwrap();
+    for i in 0..3000u32 {
+        client.send_to(&i.to_be_bytes(), addr(IP_B, 7)).unwrap();
+    }
+    // Let the flood land (bounded wait on B's counters).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let drops = || {
+        p.b.with_stack(0, |s, _| {
+            s.counters().drops(cnet_stack::DropReason::UdpRcvMemory)
+                + s.counters().drops(cnet_stack::DropReason::UdpQueueFull)
+        })
+        .unwrap()
+    };
+    while drops() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(drops() > 0, "the flood was not bounded");
+    let free =
+        p.b.with_stack(0, |s, _| (s.pool().available(), s.rx_floor()))
+            .unwrap();
+    assert!(
+        free.0 + 16 >= free.1,
+        "unread data went below the receive floor: {free:?}"
+    );
+    // The socket sends, though it read nothing.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let srv = server.clone();
+    let sender = std::thread::spawn(move || {
+        for i in 0..300u32 {
+            srv.send_to(&i.to_be_bytes(), addr(IP_A, 9)).unwrap();
+        }
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the server's sends waited for frames that unread datagrams held");
+    sender.join().unwrap();
+    // Reading drains what was kept, then new datagrams flow again.
+    let mut got = 0;
+    while server.try_recv_from().is_ok() {
+        got += 1;
+    }
+    assert!(got >= 16, "only {got} datagrams were kept");
+    client.send_to(b"after", addr(IP_B, 7)).unwrap();
+    let mut server = std::sync::Arc::try_unwrap(server).unwrap();
+    server.set_read_timeout(Some(Duration::from_secs(5)));
+    loop {
+        let d = server.recv_from().unwrap_or_else(|e| {
+            let look =
+                p.b.with_stack(0, |s, _| {
+                    (
+                        s.pool().available(),
+                        s.counters().nonzero().collect::<Vec<_>>(),
+                    )
+                })
+                .unwrap();
+            panic!("datagrams do not flow again after the flood ({e}): {look:?}")
+        });
+        if d.to_vec() == b"after" {
+            break;
+        }
+    }
+    drop((server, client));
+    p.finish();
+}
+
+#[test]
 fn udp_large_datagrams_are_fragmented_and_reassembled() {
     let p = Pair::new(1024);
     let server = UdpSocket::bind(&p.b, addr(IP_B, 9)).unwrap();

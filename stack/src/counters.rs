@@ -81,6 +81,10 @@ reasons! {
         UdpNoSocket => "udp_no_socket",
         /// The socket's receive queue is full.
         UdpQueueFull => "udp_queue_full",
+        /// The socket already queues [`crate::udp::UDP_SHALLOW_QUEUE`] datagrams and the pool's
+        /// free frames are at the receive floor ([`crate::Stack::rx_floor`]): queued received
+        /// datagrams may not take the frames senders and the driver need (Linux `udp_mem`).
+        UdpRcvMemory => "udp_rcv_memory",
         /// TCP segment sent to a broadcast address (RFC 1122 4.2.3.10).
         TcpBroadcast => "tcp_broadcast",
         /// TCP segment shorter than its fixed header.

@@ -28,6 +28,10 @@ pub struct UdpHandle {
     gen: u32,
 }
 
+/// Datagrams a UDP socket always may queue, whatever the pool's level ([`Stack::rx_floor`]):
+/// request/response traffic keeps working under memory pressure; only deeper queues pay.
+pub const UDP_SHALLOW_QUEUE: usize = 16;
+
 /// A received datagram: its payload is the frame's window (a chain if it was reassembled).
 #[derive(Debug)]
 pub struct UdpDatagram {
@@ -270,6 +274,16 @@ impl Stack {
             .set_window(&f, hr.max(ETH_HLEN + IPV4_HLEN + UDP_HLEN), 0);
         debug_assert!(ok);
         Some(f)
+    }
+
+    /// The free frames below which received data is no longer queued beyond a shallow queue:
+    /// 3/8 of the pool. Above it sit, in order, what senders may still take (an application
+    /// runtime lends send frames down to 1/4, cnet-socket's `refill_spare`) and TCP's reserves
+    /// (1/16, 1/32): received data that nobody reads cannot starve a sender, the driver or
+    /// TCP's control segments. UDP sockets ([`UDP_SHALLOW_QUEUE`]) and the socket runtime's
+    /// receive lending use it.
+    pub fn rx_floor(&self) -> usize {
+        self.pool.capacity() * 3 / 8
     }
 
     /// Sends `payload` (the frame's window, or a chain) to `dst`, zero copy when it fits the MTU:
@@ -597,9 +611,16 @@ impl Stack {
                 continue;
             };
             last = Some((dst, idx));
+            let floor = self.rx_floor();
             let s = &mut self.udp.sockets[idx];
             if s.rx.len() >= self.udp.queue_cap {
                 self.drop_frame(p.frame, DropReason::UdpQueueFull);
+                continue;
+            }
+            // A flood to one port must not hold the pool: beyond a shallow queue, a datagram is
+            // queued only while the pool stays above the receive floor.
+            if s.rx.len() >= UDP_SHALLOW_QUEUE && self.pool.available() <= floor {
+                self.drop_frame(p.frame, DropReason::UdpRcvMemory);
                 continue;
             }
             self.pool.pull_front(&p.frame, UDP_HLEN);

@@ -129,6 +129,49 @@ fn full_receive_queue_drops_and_counts() {
     p.assert_no_leak();
 }
 
+#[test]
+fn an_unread_socket_queues_a_shallow_queue_then_stops_at_the_receive_floor() {
+    // 64 frames: the floor is 24 free. Nobody reads port 9.
+    let mut cfg = StackConfig::new(MAC_B);
+    cfg.udp_rx_queue = 1024;
+    let mut b = Stack::new(cfg, Pool::new(64, 2048, 192).unwrap());
+    b.apply_config(
+        ConfigEvent::AddrAdd(IfAddr {
+            addr: IP_B,
+            prefix_len: 24,
+        }),
+        Instant::ZERO,
+    );
+    let mut p = Pair::new();
+    p.b = b;
+    assert_eq!(p.b.rx_floor(), 24);
+    let hb = p.b.udp_bind("0.0.0.0:9".parse().unwrap()).unwrap();
+    let ha = p.a.udp_bind("0.0.0.0:0".parse().unwrap()).unwrap();
+    for _ in 0..100 {
+        p.a.udp_send_slice(ha, b"x", "198.18.0.2:9".parse().unwrap(), p.now)
+            .unwrap();
+        p.settle();
+    }
+    let queued = p.b.udp_pending(hb);
+    assert!(
+        queued >= crate::udp::UDP_SHALLOW_QUEUE,
+        "a shallow queue always: {queued}"
+    );
+    assert!(
+        p.b.pool().available() + 1 >= p.b.rx_floor(),
+        "the floor held"
+    );
+    let dropped = p.b.counters().drops(DropReason::UdpRcvMemory);
+    assert_eq!(queued as u64 + dropped, 100);
+    assert!(dropped > 0);
+    let mut v = Vec::new();
+    p.b.udp_recv_batch(hb, &mut v, 1024);
+    for d in v {
+        p.b.pool_mut().free(d.frame);
+    }
+    p.assert_no_leak();
+}
+
 /// A UDP datagram from B:12345 to A:7 with `payload` and checksum field `csum`.
 fn udp_datagram(payload: &[u8], csum: u16) -> Vec<u8> {
     let len = (8 + payload.len()) as u16;
