@@ -155,7 +155,9 @@ impl Owner {
     /// Tops up the spare frames lent for sending, keeping a reserve of the pool for receiving;
     /// wakes the sockets that waited for one.
     pub(crate) fn refill_spare(&mut self, stack: &mut Stack) {
-        let reserve = stack.pool().capacity() / 4;
+        // Below 1/8 free, writers wait: the rest serves receiving (the driver's refills) and
+        // TCP's reserves; received data that nobody reads stops higher, at `Stack::rx_floor`.
+        let reserve = stack.pool().capacity() / 8;
         while self.q.spare.len() < self.spare_target && stack.pool().available() > reserve {
             let Some(f) = stack.pool_mut().alloc() else {
                 break;

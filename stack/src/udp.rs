@@ -277,13 +277,13 @@ impl Stack {
     }
 
     /// The free frames below which received data is no longer queued beyond a shallow queue:
-    /// 3/8 of the pool. Above it sit, in order, what senders may still take (an application
-    /// runtime lends send frames down to 1/4, cnet-socket's `refill_spare`) and TCP's reserves
+    /// 1/4 of the pool. Below it sit, in order, what senders may still take (an application
+    /// runtime lends send frames down to 1/8, cnet-socket's `refill_spare`) and TCP's reserves
     /// (1/16, 1/32): received data that nobody reads cannot starve a sender, the driver or
     /// TCP's control segments. UDP sockets ([`UDP_SHALLOW_QUEUE`]) and the socket runtime's
     /// receive lending use it.
     pub fn rx_floor(&self) -> usize {
-        self.pool.capacity() * 3 / 8
+        self.pool.capacity() / 4
     }
 
     /// Sends `payload` (the frame's window, or a chain) to `dst`, zero copy when it fits the MTU:
