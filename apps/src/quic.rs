@@ -155,18 +155,29 @@ pub struct CnetIo {
     /// Unparks the thread that last waited (made again when another thread waits).
     waker: Option<(std::thread::ThreadId, Waker)>,
     scratch: Vec<u8>,
+    /// Transmits dropped because the socket had no frame or send credit within
+    /// [`CnetIo::SEND_WAIT`].
+    pub send_timeouts: u64,
 }
 
 impl CnetIo {
+    /// The longest a transmit waits for a frame or send credit. Beyond it the rest of the
+    /// transmit is dropped (counted in `send_timeouts`, logged): QUIC's loss recovery sends it
+    /// again, and the driver goes back to its loop (its stop flag, its timers) instead of
+    /// waiting for ever on a pool that something else holds.
+    pub const SEND_WAIT: Duration = Duration::from_millis(500);
+
     /// Wraps a bound cnet UDP socket and sets DF on what it sends.
-    pub fn new(sock: cnet_socket::UdpSocket) -> Result<CnetIo, QuicError> {
+    pub fn new(mut sock: cnet_socket::UdpSocket) -> Result<CnetIo, QuicError> {
         let mut o = sock.options();
         o.dont_frag = true;
         sock.set_options(o).map_err(sock_err)?;
+        sock.set_write_timeout(Some(Self::SEND_WAIT));
         Ok(CnetIo {
             sock,
             waker: None,
             scratch: vec![0; 65_535],
+            send_timeouts: 0,
         })
     }
 
@@ -263,16 +274,25 @@ impl DatagramIo for CnetIo {
                 })
                 .map_err(sock_err)?;
         }
-        if segment <= self.sock.max_payload() {
-            self.sock
-                .send_many_from(data, segment, src, dst)
-                .map_err(sock_err)?;
+        let r = if segment <= self.sock.max_payload() {
+            self.sock.send_many_from(data, segment, src, dst).map(drop)
         } else {
-            for seg in data.chunks(segment) {
-                self.sock.send_to(seg, dst).map_err(sock_err)?;
+            data.chunks(segment)
+                .try_for_each(|seg| self.sock.send_to(seg, dst).map(drop))
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(cnet_socket::Error::TimedOut) => {
+                self.send_timeouts += 1;
+                tracing::warn!(
+                    %dst,
+                    waited = ?Self::SEND_WAIT,
+                    "QUIC transmit dropped: no frame or send credit (loss recovery resends it)"
+                );
+                Ok(())
             }
+            Err(e) => Err(sock_err(e)),
         }
-        Ok(())
     }
 }
 

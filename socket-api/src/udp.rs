@@ -113,6 +113,7 @@ pub struct UdpSocket {
     local: SocketAddrV4,
     max_payload: usize,
     read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
 }
 
 impl core::fmt::Debug for UdpSocket {
@@ -193,6 +194,7 @@ impl UdpSocket {
             local: addr,
             max_payload,
             read_timeout: None,
+            write_timeout: None,
         })
     }
 
@@ -246,6 +248,17 @@ impl UdpSocket {
     /// Timeout of the blocking receive calls (`None`: wait for ever).
     pub fn set_read_timeout(&mut self, t: Option<Duration>) {
         self.read_timeout = t;
+    }
+
+    /// Timeout of the blocking send calls (`alloc`, `send_to`, `send_buf_to`, `send_many`...):
+    /// `TimedOut` once a call waited that long for a frame or send credit (`None`: wait for
+    /// ever, as `SO_SNDTIMEO` 0).
+    pub fn set_write_timeout(&mut self, t: Option<Duration>) {
+        self.write_timeout = t;
+    }
+
+    fn write_deadline(&self) -> Option<StdInstant> {
+        self.write_timeout.map(|t| StdInstant::now() + t)
     }
 
     /// The largest payload sent without IP fragmentation (larger ones are fragmented, up to
@@ -347,7 +360,7 @@ impl UdpSocket {
     /// fill it and pass it to [`UdpSocket::send_buf_to`]), waiting while the queue has no spare
     /// frame (the pool is short: buffers held elsewhere).
     pub fn alloc(&self) -> Result<SendBuf> {
-        crate::block::block_on(None, |w| match self.try_alloc() {
+        crate::block::block_on(self.write_deadline(), |w| match self.try_alloc() {
             Err(Error::WouldBlock) => {
                 self.shared.core.register_write(w);
                 match self.try_alloc() {
@@ -468,7 +481,7 @@ impl UdpSocket {
 
     fn send_buf(&self, buf: SendBuf, src: Option<Ipv4Addr>, dst: SocketAddrV4) -> Result<()> {
         let mut buf = Some(buf);
-        crate::block::block_on(None, |w| {
+        crate::block::block_on(self.write_deadline(), |w| {
             let Some(b) = buf.take() else {
                 return Poll::Ready(Err(Error::Closed));
             };
@@ -528,7 +541,7 @@ impl UdpSocket {
     /// Sends `data` to `dst` (copied into a pool frame; fragmented above the MTU), waiting for
     /// room.
     pub fn send_to(&self, data: &[u8], dst: SocketAddrV4) -> Result<usize> {
-        crate::block::block_on(None, |w| {
+        crate::block::block_on(self.write_deadline(), |w| {
             self.poll_send_to(&mut Context::from_waker(w), data, dst)
         })
     }

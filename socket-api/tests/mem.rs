@@ -181,6 +181,43 @@ fn a_flood_nobody_reads_cannot_stop_the_socket_from_sending() {
 }
 
 #[test]
+fn udp_write_timeout_bounds_a_send_that_finds_no_frame() {
+    let p = Pair::new(1024);
+    let mut s = UdpSocket::bind(&p.b, addr(IP_B, 11)).unwrap();
+    s.set_write_timeout(Some(Duration::from_millis(50)));
+    // Hold every frame the queue lends.
+    let mut held = Vec::new();
+    let mut idle = 0;
+    while idle < 20 {
+        match s.try_alloc() {
+            Ok(b) => {
+                held.push(b);
+                idle = 0;
+                assert!(held.len() < 1024, "lending is bounded");
+            }
+            Err(_) => {
+                // The owner refills the spare queue while the pool is above the writers' floor.
+                idle += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    let t = std::time::Instant::now();
+    assert!(matches!(s.alloc(), Err(Error::TimedOut)));
+    assert!(matches!(
+        s.send_to(b"x", addr(IP_A, 9)),
+        Err(Error::TimedOut)
+    ));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    drop(held);
+    // Frames back: sends work again.
+    s.set_write_timeout(Some(Duration::from_secs(5)));
+    s.send_to(b"x", addr(IP_A, 9)).unwrap();
+    drop(s);
+    p.finish();
+}
+
+#[test]
 fn udp_large_datagrams_are_fragmented_and_reassembled() {
     let p = Pair::new(1024);
     let server = UdpSocket::bind(&p.b, addr(IP_B, 9)).unwrap();
