@@ -431,6 +431,14 @@ impl UdpSocket {
         self.try_send_buf(buf, Some(src), dst)
     }
 
+    /// The arguments of a `send_many*` call: a segment size that fits one frame, and `src`.
+    fn check_many(&self, segment_size: usize, src: Option<Ipv4Addr>) -> Result<()> {
+        if segment_size == 0 || segment_size > self.max_payload {
+            return Err(Error::InvalidInput("segment size"));
+        }
+        src.map_or(Ok(()), |src| self.check_src(src))
+    }
+
     /// `InvalidInput` when the socket is bound to one address and `src` is another.
     fn check_src(&self, src: Ipv4Addr) -> Result<()> {
         let bound = *self.local.ip();
@@ -582,12 +590,7 @@ impl UdpSocket {
         src: Option<Ipv4Addr>,
         dst: SocketAddrV4,
     ) -> Result<usize> {
-        if segment_size == 0 || segment_size > self.max_payload {
-            return Err(Error::InvalidInput("segment size"));
-        }
-        if let Some(src) = src {
-            self.check_src(src)?;
-        }
+        self.check_many(segment_size, src)?;
         let mut n = 0;
         for seg in data.chunks(segment_size) {
             let mut b = self.alloc()?;
@@ -620,12 +623,7 @@ impl UdpSocket {
         src: Option<Ipv4Addr>,
         dst: SocketAddrV4,
     ) -> Result<usize> {
-        if let Some(src) = src {
-            self.check_src(src)?;
-        }
-        if segment_size == 0 || segment_size > self.max_payload {
-            return Err(Error::InvalidInput("segment size"));
-        }
+        self.check_many(segment_size, src)?;
         let n = data.len().div_ceil(segment_size);
         let mut bufs = smallvec::SmallVec::<[SendBuf; 16]>::with_capacity(n);
         for seg in data.chunks(segment_size) {

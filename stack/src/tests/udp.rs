@@ -100,18 +100,7 @@ fn bad_checksum_is_dropped_and_zero_checksum_accepted() {
 
 #[test]
 fn full_receive_queue_drops_and_counts() {
-    let mut cfg = StackConfig::new(MAC_B);
-    cfg.udp_rx_queue = 4;
-    let mut b = Stack::new(cfg, Pool::new(64, 2048, 192).unwrap());
-    b.apply_config(
-        ConfigEvent::AddrAdd(IfAddr {
-            addr: IP_B,
-            prefix_len: 24,
-        }),
-        Instant::ZERO,
-    );
-    let mut p = Pair::new();
-    p.b = b;
+    let mut p = pair_with_small_b(4);
     let hb = p.b.udp_bind("0.0.0.0:9".parse().unwrap()).unwrap();
     let ha = p.a.udp_bind("0.0.0.0:0".parse().unwrap()).unwrap();
     for _ in 0..10 {
@@ -132,18 +121,7 @@ fn full_receive_queue_drops_and_counts() {
 #[test]
 fn an_unread_socket_queues_a_shallow_queue_then_stops_at_the_receive_floor() {
     // 64 frames: the floor is 16 free. Nobody reads port 9.
-    let mut cfg = StackConfig::new(MAC_B);
-    cfg.udp_rx_queue = 1024;
-    let mut b = Stack::new(cfg, Pool::new(64, 2048, 192).unwrap());
-    b.apply_config(
-        ConfigEvent::AddrAdd(IfAddr {
-            addr: IP_B,
-            prefix_len: 24,
-        }),
-        Instant::ZERO,
-    );
-    let mut p = Pair::new();
-    p.b = b;
+    let mut p = pair_with_small_b(1024);
     assert_eq!(p.b.rx_floor(), 16);
     let hb = p.b.udp_bind("0.0.0.0:9".parse().unwrap()).unwrap();
     let ha = p.a.udp_bind("0.0.0.0:0".parse().unwrap()).unwrap();
@@ -170,6 +148,23 @@ fn an_unread_socket_queues_a_shallow_queue_then_stops_at_the_receive_floor() {
         p.b.pool_mut().free(d.frame);
     }
     p.assert_no_leak();
+}
+
+/// A pair whose B has a pool of 64 frames and UDP queues of `udp_rx_queue` datagrams.
+fn pair_with_small_b(udp_rx_queue: usize) -> Pair {
+    let mut cfg = StackConfig::new(MAC_B);
+    cfg.udp_rx_queue = udp_rx_queue;
+    let mut b = Stack::new(cfg, Pool::new(64, 2048, 192).unwrap());
+    b.apply_config(
+        ConfigEvent::AddrAdd(IfAddr {
+            addr: IP_B,
+            prefix_len: 24,
+        }),
+        Instant::ZERO,
+    );
+    let mut p = Pair::new();
+    p.b = b;
+    p
 }
 
 /// A UDP datagram from B:12345 to A:7 with `payload` and checksum field `csum`.
