@@ -360,7 +360,12 @@ impl UdpSocket {
     /// fill it and pass it to [`UdpSocket::send_buf_to`]), waiting while the queue has no spare
     /// frame (the pool is short: buffers held elsewhere).
     pub fn alloc(&self) -> Result<SendBuf> {
-        crate::block::block_on(self.write_deadline(), |w| match self.try_alloc() {
+        self.alloc_until(self.write_deadline())
+    }
+
+    /// [`UdpSocket::alloc`], waiting until `deadline` at most.
+    fn alloc_until(&self, deadline: Option<StdInstant>) -> Result<SendBuf> {
+        crate::block::block_on(deadline, |w| match self.try_alloc() {
             Err(Error::WouldBlock) => {
                 self.shared.core.register_write(w);
                 match self.try_alloc() {
@@ -477,19 +482,26 @@ impl UdpSocket {
 
     /// Sends a filled buffer to `dst` without copying, waiting for room.
     pub fn send_buf_to(&self, buf: SendBuf, dst: SocketAddrV4) -> Result<()> {
-        self.send_buf(buf, None, dst)
+        self.send_buf_until(buf, None, dst, self.write_deadline())
     }
 
     /// As [`UdpSocket::send_buf_to`], from source address `src` (see
     /// [`UdpSocket::try_send_buf_from`]).
     pub fn send_buf_from(&self, buf: SendBuf, src: Ipv4Addr, dst: SocketAddrV4) -> Result<()> {
         self.check_src(src)?;
-        self.send_buf(buf, Some(src), dst)
+        self.send_buf_until(buf, Some(src), dst, self.write_deadline())
     }
 
-    fn send_buf(&self, buf: SendBuf, src: Option<Ipv4Addr>, dst: SocketAddrV4) -> Result<()> {
+    /// Sends `buf`, waiting for send credit until `deadline` at most.
+    fn send_buf_until(
+        &self,
+        buf: SendBuf,
+        src: Option<Ipv4Addr>,
+        dst: SocketAddrV4,
+        deadline: Option<StdInstant>,
+    ) -> Result<()> {
         let mut buf = Some(buf);
-        crate::block::block_on(self.write_deadline(), |w| {
+        crate::block::block_on(deadline, |w| {
             let Some(b) = buf.take() else {
                 return Poll::Ready(Err(Error::Closed));
             };
@@ -591,11 +603,13 @@ impl UdpSocket {
         dst: SocketAddrV4,
     ) -> Result<usize> {
         self.check_many(segment_size, src)?;
+        // One deadline for the whole call, not one per datagram.
+        let deadline = self.write_deadline();
         let mut n = 0;
         for seg in data.chunks(segment_size) {
-            let mut b = self.alloc()?;
+            let mut b = self.alloc_until(deadline)?;
             b.put(seg);
-            self.send_buf(b, src, dst)?;
+            self.send_buf_until(b, src, dst, deadline)?;
             n += 1;
         }
         Ok(n)
