@@ -675,9 +675,7 @@ impl<Io: DatagramIo, A: ConnApp> Driver<Io, A> {
                 let Some(t) = c.poll_transmit(now, MAX_BATCH, &mut self.buf) else {
                     break;
                 };
-                let seg = t.segment_size.unwrap_or(t.size);
-                self.io
-                    .send(&self.buf[..t.size], seg, t.src_ip, t.destination, t.ecn)?;
+                send_transmit(&mut self.io, &self.buf, &t)?;
             }
             // Events the transmits may have raised (e.g. a stream became writable).
             app.drive(c, now);
@@ -705,10 +703,18 @@ impl<Io: DatagramIo, A: ConnApp> Driver<Io, A> {
     }
 
     fn transmit(&mut self, t: &quinn_proto::Transmit) -> Result<(), QuicError> {
-        let seg = t.segment_size.unwrap_or(t.size);
-        self.io
-            .send(&self.buf[..t.size], seg, t.src_ip, t.destination, t.ecn)
+        send_transmit(&mut self.io, &self.buf, t)
     }
+}
+
+/// Sends quinn-proto's transmit `t` (its datagrams at the front of `buf`) through `io`.
+fn send_transmit(
+    io: &mut impl DatagramIo,
+    buf: &[u8],
+    t: &quinn_proto::Transmit,
+) -> Result<(), QuicError> {
+    let seg = t.segment_size.unwrap_or(t.size);
+    io.send(&buf[..t.size], seg, t.src_ip, t.destination, t.ecn)
 }
 
 /// One echoed stream: bytes read but not yet written back.
