@@ -13,6 +13,9 @@
 //! (`tcp_send_slice` / `send_slice`) as fast as the send buffer takes them; the server reads them
 //! with the copying receive call (`tcp_recv_slice` / `recv_slice`) into a 64 KiB buffer and
 //! discards them. So both stacks copy each byte once in and once out besides the link's copies.
+//! The `-zc` variants read with each stack's zero-copy receive call instead (cnet's `tcp_recv`
+//! lends the received frames; smoltcp's `recv` runs a closure over its receive ring): the
+//! application sees the bytes in place, and the copy out is gone on both sides.
 
 use crate::cnet_echo::CopyPort;
 use crate::smoltcp_echo::CopyDevice;
@@ -49,6 +52,10 @@ pub struct BulkConfig {
     pub cnet_timestamps: bool,
     /// Check every received byte against the pattern (tests; off when timing).
     pub verify: bool,
+    /// The receiving application reads in place instead of copying into its buffer: cnet's
+    /// `tcp_recv` (frames lent to the application, freed after reading) and smoltcp's `recv`
+    /// (a closure over its receive ring). Both stacks' zero-copy receive calls.
+    pub zero_copy_rx: bool,
 }
 
 impl Default for BulkConfig {
@@ -60,6 +67,7 @@ impl Default for BulkConfig {
             step_us: 10,
             cnet_timestamps: false,
             verify: false,
+            zero_copy_rx: false,
         }
     }
 }
@@ -237,6 +245,7 @@ pub struct CnetBulk {
     sent: u64,
     received: u64,
     verify: bool,
+    zero_copy_rx: bool,
 }
 
 impl CnetBulk {
@@ -280,15 +289,47 @@ impl CnetBulk {
             sent: 0,
             received: 0,
             verify: cfg.verify,
+            zero_copy_rx: cfg.zero_copy_rx,
         })
+    }
+
+    /// Reads what the server has received: copied into the read buffer, or lent in place
+    /// (`zero_copy_rx`). Returns the bytes read.
+    fn server_read(&mut self) -> anyhow::Result<u64> {
+        let stack = &mut self.pair.server.stack;
+        let mut n = 0u64;
+        if self.zero_copy_rx {
+            while let Some(f) = stack.tcp_recv(self.server) {
+                for part in stack.pool().chain_iter(&f) {
+                    if self.verify {
+                        check(part, self.received + n)?;
+                    }
+                    n += part.len() as u64;
+                }
+                stack.pool_mut().free(f);
+            }
+        } else {
+            loop {
+                let k = stack.tcp_recv_slice(self.server, &mut self.rbuf);
+                if k == 0 {
+                    break;
+                }
+                if self.verify {
+                    check(&self.rbuf[..k], self.received + n)?;
+                }
+                n += k as u64;
+            }
+        }
+        self.received += n;
+        Ok(n)
     }
 
     /// Transfers `n` more bytes; returns loop steps. Ends with everything received.
     pub fn transfer(&mut self, n: u64) -> anyhow::Result<u64> {
         let target = self.received + n;
         let (mut steps, mut idle) = (0u64, 0u64);
-        let p = &mut self.pair;
         while self.received < target {
+            let p = &mut self.pair;
             p.client_poll()?;
             while self.sent < target {
                 let off = (self.sent % WRITE_CHUNK as u64) as usize;
@@ -306,16 +347,8 @@ impl CnetBulk {
             p.client_flush()?;
             p.server_poll()?;
             let before = self.received;
-            loop {
-                let k = p.server.stack.tcp_recv_slice(self.server, &mut self.rbuf);
-                if k == 0 {
-                    break;
-                }
-                if self.verify {
-                    check(&self.rbuf[..k], self.received)?;
-                }
-                self.received += k as u64;
-            }
+            self.server_read()?;
+            let p = &mut self.pair;
             p.server_flush()?;
             p.tick();
             steps += 1;
@@ -457,6 +490,7 @@ pub struct SmoltcpBulk {
     sent: u64,
     received: u64,
     verify: bool,
+    zero_copy_rx: bool,
 }
 
 impl SmoltcpBulk {
@@ -475,6 +509,7 @@ impl SmoltcpBulk {
             sent: 0,
             received: 0,
             verify: cfg.verify,
+            zero_copy_rx: cfg.zero_copy_rx,
         };
         b.server
             .socket()
@@ -508,6 +543,43 @@ impl SmoltcpBulk {
         (w.pushed[1], w.small[1])
     }
 
+    /// Reads what the server has received: copied with `recv_slice`, or in place with `recv`
+    /// (`zero_copy_rx`). Returns the bytes read.
+    fn server_read(&mut self) -> anyhow::Result<u64> {
+        let (verify, zc, at) = (self.verify, self.zero_copy_rx, self.received);
+        let sock = self.server.socket();
+        let mut n = 0u64;
+        loop {
+            let k = if zc {
+                // The ring's contiguous readable part, consumed whole.
+                sock.recv(|buf| {
+                    let ok = !verify || check(buf, at + n).is_ok();
+                    let k = if ok { buf.len() } else { 0 };
+                    (k, (k, ok))
+                })
+                .map_err(|e| anyhow::anyhow!("smoltcp recv: {e}"))
+                .and_then(|(k, ok)| match ok {
+                    true => Ok(k),
+                    false => anyhow::bail!("smoltcp: wrong byte near offset {}", at + n),
+                })?
+            } else {
+                let k = sock
+                    .recv_slice(&mut self.rbuf)
+                    .map_err(|e| anyhow::anyhow!("smoltcp recv_slice: {e}"))?;
+                if verify {
+                    check(&self.rbuf[..k], at + n)?;
+                }
+                k
+            };
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+        }
+        self.received += n;
+        Ok(n)
+    }
+
     /// Transfers `n` more bytes; returns loop steps.
     pub fn transfer(&mut self, n: u64) -> anyhow::Result<u64> {
         let target = self.received + n;
@@ -529,19 +601,7 @@ impl SmoltcpBulk {
             self.client.flush(self.now);
             self.server.poll(self.now);
             let before = self.received;
-            let sock = self.server.socket();
-            loop {
-                let k = sock
-                    .recv_slice(&mut self.rbuf)
-                    .map_err(|e| anyhow::anyhow!("smoltcp recv_slice: {e}"))?;
-                if k == 0 {
-                    break;
-                }
-                if self.verify {
-                    check(&self.rbuf[..k], self.received)?;
-                }
-                self.received += k as u64;
-            }
+            self.server_read()?;
             self.server.flush(self.now);
             self.now += self.step;
             steps += 1;
@@ -556,7 +616,8 @@ impl SmoltcpBulk {
     }
 }
 
-/// Either stack's bulk transfer, by name: `cnet`, `cnet-ts` (timestamps on) or `smoltcp`.
+/// Either stack's bulk transfer, by name: `cnet`, `cnet-ts` (timestamps on), `smoltcp`, or
+/// `cnet-zc` / `smoltcp-zc` (zero-copy receive, [`BulkConfig::zero_copy_rx`]).
 pub enum Bulk {
     /// cnet.
     Cnet(Box<CnetBulk>),
@@ -565,7 +626,7 @@ pub enum Bulk {
 }
 
 /// Variants of the bulk benchmark, in run order.
-pub const BULK_VARIANTS: [&str; 3] = ["cnet", "cnet-ts", "smoltcp"];
+pub const BULK_VARIANTS: [&str; 5] = ["cnet", "cnet-ts", "smoltcp", "cnet-zc", "smoltcp-zc"];
 
 impl Bulk {
     /// Builds and connects the named variant.
@@ -577,7 +638,15 @@ impl Bulk {
                 ..*cfg
             })?))),
             "smoltcp" => Ok(Bulk::Smoltcp(Box::new(SmoltcpBulk::new(cfg)?))),
-            other => anyhow::bail!("unknown variant {other:?} (cnet, cnet-ts, smoltcp)"),
+            "cnet-zc" => Ok(Bulk::Cnet(Box::new(CnetBulk::new(&BulkConfig {
+                zero_copy_rx: true,
+                ..*cfg
+            })?))),
+            "smoltcp-zc" => Ok(Bulk::Smoltcp(Box::new(SmoltcpBulk::new(&BulkConfig {
+                zero_copy_rx: true,
+                ..*cfg
+            })?))),
+            other => anyhow::bail!("unknown variant {other:?} (one of {BULK_VARIANTS:?})"),
         }
     }
 

@@ -3,16 +3,17 @@
 //!
 //! ```text
 //! tcp_bulk [--bytes 268435456] [--warmup 16777216] [--buf 4194304] [--step-us 10] [--runs 3]
-//!          [--only cnet,cnet-ts,smoltcp] [--quick]
+//!          [--only cnet,cnet-ts,smoltcp,cnet-zc,smoltcp-zc] [--quick]
 //! ```
 //!
-//! Runs alternate between variants (cnet, cnet-ts, smoltcp, cnet, ...), each on a fresh pair:
+//! Runs alternate between variants (cnet, cnet-ts, smoltcp, cnet-zc, smoltcp-zc, cnet, ...), each
+//! on a fresh pair (`-zc`: both stacks' zero-copy receive calls, see `cnet_benches::tcp_mem`):
 //! connect, `--warmup` bytes untimed, then `--bytes` timed. Output, one record per line:
 //!
 //! ```text
 //! run variant=cnet run=1 bytes=.. secs=.. gbps=.. steps=.. acks_per_gib=.. (receiver's pure ACKs)
 //! result variant=cnet runs=3 median_gbps=..
-//! ratio cnet_over_smoltcp=.. cnet_ts_over_smoltcp=.. goal=3 goal_met=yes|no
+//! ratio cnet_over_smoltcp=.. cnet_ts_over_smoltcp=.. cnet_zc_over_smoltcp_zc=.. goal=3 goal_met=yes|no
 //! ```
 //!
 //! `gbps` is goodput on one core: client stack, server stack, both applications and the link all
@@ -124,12 +125,22 @@ fn main() -> Result<()> {
         med.push((v.as_str(), m));
     }
     let get = |n: &str| med.iter().find(|(v, _)| *v == n).map(|(_, g)| *g);
-    if let Some(s) = get("smoltcp") {
-        let c = get("cnet").map_or(f64::NAN, |c| c / s);
-        let t = get("cnet-ts").map_or(f64::NAN, |c| c / s);
+    let ratio = |a: &str, b: &str| match (get(a), get(b)) {
+        (Some(a), Some(b)) => a / b,
+        _ => f64::NAN,
+    };
+    let c = ratio("cnet", "smoltcp");
+    let t = ratio("cnet-ts", "smoltcp");
+    let z = ratio("cnet-zc", "smoltcp-zc");
+    if c.is_finite() || t.is_finite() || z.is_finite() {
+        // The goal (issue #17) is met when either API pairing reaches it.
+        let best = [c, z]
+            .into_iter()
+            .filter(|r| r.is_finite())
+            .fold(0.0, f64::max);
         println!(
-            "ratio cnet_over_smoltcp={c:.2} cnet_ts_over_smoltcp={t:.2} goal=3 goal_met={}",
-            if c >= 3.0 { "yes" } else { "no" }
+            "ratio cnet_over_smoltcp={c:.2} cnet_ts_over_smoltcp={t:.2} cnet_zc_over_smoltcp_zc={z:.2} goal=3 goal_met={}",
+            if best >= 3.0 { "yes" } else { "no" }
         );
     }
     Ok(())
