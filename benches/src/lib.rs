@@ -29,6 +29,7 @@
 
 pub mod cli;
 pub mod cnet_echo;
+pub mod cpu;
 pub mod link;
 pub mod smoltcp_echo;
 pub mod tcp_mem;

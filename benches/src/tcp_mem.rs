@@ -79,6 +79,9 @@ pub struct BulkResult {
     pub bytes: u64,
     /// Wall-clock seconds of the timed part.
     pub secs: f64,
+    /// CPU seconds of the calling thread in the timed part ([`crate::cpu`]): wall clock without
+    /// the time other jobs had the core.
+    pub cpu_secs: f64,
     /// Loop steps of the timed part.
     pub steps: u64,
     /// Frames the receiver sent in the timed part.
@@ -91,6 +94,11 @@ impl BulkResult {
     /// Goodput in Gbit/s on one core (both stacks and the link share it).
     pub fn gbps(&self) -> f64 {
         self.bytes as f64 * 8.0 / self.secs / 1e9
+    }
+
+    /// Goodput in Gbit/s per CPU second of the benchmark's thread.
+    pub fn cpu_gbps(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.cpu_secs / 1e9
     }
 
     /// Pure ACKs the receiver sent per GiB received.
@@ -673,12 +681,15 @@ impl Bulk {
         }
         let (f0, a0) = self.server_frames();
         let t = std::time::Instant::now();
+        let c = crate::cpu::thread_cpu_secs();
         let steps = self.transfer(cfg.bytes)?;
+        let cpu_secs = crate::cpu::thread_cpu_secs() - c;
         let secs = t.elapsed().as_secs_f64();
         let (f1, a1) = self.server_frames();
         Ok(BulkResult {
             bytes: cfg.bytes,
             secs,
+            cpu_secs,
             steps,
             server_frames: f1 - f0,
             acks: a1 - a0,
