@@ -17,10 +17,14 @@
 //! echoes. Output, one record per line:
 //!
 //! ```text
-//! run stack=cnet payload=64 run=1 echoed=1000000 steps=31250 secs=0.2500 pps=4000000
-//! result stack=cnet payload=64 window=32 count=1000000 runs=5 median_pps=... min_pps=... max_pps=...
+//! run stack=cnet payload=64 run=1 echoed=1000000 steps=31250 secs=0.2500 pps=4000000 cpu_secs=.. cpu_pps=..
+//! result stack=cnet payload=64 window=32 count=1000000 runs=5 median_pps=... min_pps=... max_pps=... median_cpu_pps=...
 //! ratio payload=64 cnet_pps=... cnet_copy_pps=... smoltcp_pps=... ratio=... ratio_same_link=...
+//! ratio_cpu payload=64 ratio=... ratio_same_link=...
 //! ```
+//!
+//! `cpu_*`: per CPU second of the benchmark's thread (`cnet_benches::cpu`), which leaves out the
+//! time other jobs held the core; on a shared machine `ratio_cpu` is the steadier figure.
 //!
 //! `pps` counts echoed packets per second: one request and its reply, each through both stacks.
 //! `--only S --runs 1 --count N` runs one stack, for `valgrind --tool=callgrind` (see
@@ -88,25 +92,26 @@ fn parse_args() -> Options {
     o
 }
 
-/// One timed run on a fresh pair; returns echoed packets per second.
-fn run_once(stack: &str, w: Workload, o: &Options, run: usize) -> anyhow::Result<f64> {
+/// One timed run on a fresh pair; returns echoed packets per second, by wall clock and per CPU
+/// second of this thread (`cnet_benches::cpu`).
+fn run_once(stack: &str, w: Workload, o: &Options, run: usize) -> anyhow::Result<(f64, f64)> {
     let mut pair = build(stack, w)?;
     pair.add_idle_sockets(o.sockets, o.idle_first)
         .with_context(|| format!("{stack}: {} idle sockets", o.sockets))?;
     pair.run(o.warmup)
         .with_context(|| format!("{stack} warm-up"))?;
     let t0 = Instant::now();
+    let c0 = cnet_benches::cpu::thread_cpu_secs();
     let steps = pair
         .run(o.count)
         .with_context(|| format!("{stack} measured run"))?;
+    let cpu_secs = cnet_benches::cpu::thread_cpu_secs() - c0;
     let secs = t0.elapsed().as_secs_f64();
-    let pps = if secs > 0.0 {
-        o.count as f64 / secs
-    } else {
-        0.0
-    };
+    let rate = |s: f64| if s > 0.0 { o.count as f64 / s } else { 0.0 };
+    let (pps, cpu_pps) = (rate(secs), rate(cpu_secs));
     println!(
-        "run stack={} payload={} sockets={} run={} echoed={} steps={} secs={:.4} pps={:.0}",
+        "run stack={} payload={} sockets={} run={} echoed={} steps={} secs={:.4} pps={:.0} \
+         cpu_secs={:.4} cpu_pps={:.0}",
         pair.name(),
         w.payload,
         o.sockets,
@@ -114,9 +119,11 @@ fn run_once(stack: &str, w: Workload, o: &Options, run: usize) -> anyhow::Result
         o.count,
         steps,
         secs,
-        pps
+        pps,
+        cpu_secs,
+        cpu_pps
     );
-    Ok(pps)
+    Ok((pps, cpu_pps))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -156,17 +163,22 @@ fn main() -> anyhow::Result<()> {
         };
         w.validate()?;
         let mut pps: Vec<Vec<f64>> = vec![Vec::with_capacity(o.runs); o.stacks.len()];
+        let mut cpu_pps = pps.clone();
         for run in 1..=o.runs {
             for (i, stack) in o.stacks.iter().enumerate() {
-                pps[i].push(run_once(stack, w, &o, run)?);
+                let (p, c) = run_once(stack, w, &o, run)?;
+                pps[i].push(p);
+                cpu_pps[i].push(c);
             }
         }
         let mut medians = Vec::with_capacity(o.stacks.len());
-        for (stack, v) in o.stacks.iter().zip(pps.iter_mut()) {
+        let mut cpu_medians = Vec::with_capacity(o.stacks.len());
+        for ((stack, v), c) in o.stacks.iter().zip(pps.iter_mut()).zip(cpu_pps.iter_mut()) {
             let m = median(v);
+            let mc = median(c);
             println!(
                 "result stack={} payload={} sockets={} window={} count={} runs={} median_pps={:.0} \
-                 min_pps={:.0} max_pps={:.0}",
+                 min_pps={:.0} max_pps={:.0} median_cpu_pps={:.0}",
                 stack,
                 payload,
                 o.sockets,
@@ -175,15 +187,26 @@ fn main() -> anyhow::Result<()> {
                 o.runs,
                 m,
                 v.first().copied().unwrap_or(0.0),
-                v.last().copied().unwrap_or(0.0)
+                v.last().copied().unwrap_or(0.0),
+                mc
             );
             medians.push(m);
+            cpu_medians.push(mc);
         }
         if let [cnet, copy, smol] = medians[..] {
             let ratio = |x: f64| if smol > 0.0 { x / smol } else { 0.0 };
             println!(
                 "ratio payload={payload} sockets={} cnet_pps={cnet:.0} cnet_copy_pps={copy:.0} \
                  smoltcp_pps={smol:.0} ratio={:.2} ratio_same_link={:.2}",
+                o.sockets,
+                ratio(cnet),
+                ratio(copy)
+            );
+        }
+        if let [cnet, copy, smol] = cpu_medians[..] {
+            let ratio = |x: f64| if smol > 0.0 { x / smol } else { 0.0 };
+            println!(
+                "ratio_cpu payload={payload} sockets={} ratio={:.2} ratio_same_link={:.2}",
                 o.sockets,
                 ratio(cnet),
                 ratio(copy)
