@@ -492,6 +492,40 @@ impl Pool {
         true
     }
 
+    /// Copies `len` bytes at `from_off` of `from`'s *buffer* (whatever its window: the frame may
+    /// be in a driver's hands, its window is left alone) to `to`'s window at `to_off`, summing
+    /// them on the way (`checksum::copy_sum`). `None` (copying nothing) if either range is
+    /// outside its frame or window, or both are the same frame.
+    pub fn copy_sum_from_buffer(
+        &mut self,
+        from: &Frame,
+        from_off: usize,
+        to: &Frame,
+        to_off: usize,
+        len: usize,
+    ) -> Option<u64> {
+        let fs = self.frame_size;
+        let dst = self.range(to.0);
+        if from.0 == to.0
+            || from_off.checked_add(len).is_none_or(|e| e > fs)
+            || to_off.checked_add(len).is_none_or(|e| e > dst.len())
+        {
+            return None;
+        }
+        let s = from.0 as usize * fs + from_off;
+        let d = dst.start + to_off;
+        let bytes = self.bytes_mut();
+        // Different frames: the two ranges are disjoint.
+        let (src, dst) = if s < d {
+            let (a, b) = bytes.split_at_mut(d);
+            (&a[s..s + len], &mut b[..len])
+        } else {
+            let (a, b) = bytes.split_at_mut(s);
+            (&b[..len], &mut a[d..d + len])
+        };
+        Some(crate::wire::checksum::copy_sum(dst, src))
+    }
+
     /// Per-frame flags.
     pub fn flags(&self, frame: &Frame) -> u32 {
         self.meta[frame.0 as usize].flags
