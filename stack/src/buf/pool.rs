@@ -692,6 +692,43 @@ mod tests {
     }
 
     #[test]
+    fn copy_sum_from_buffer_reads_outside_the_window_and_sums() {
+        let mut p = Pool::new(4, 2048, 192).unwrap();
+        let (a, b) = (p.alloc().unwrap(), p.alloc().unwrap());
+        for (i, x) in p.buffer_mut(&a).iter_mut().enumerate() {
+            *x = (i * 13) as u8;
+        }
+        // `a`'s window elsewhere (a driver's view): the copy reads its buffer at 1000..1301.
+        p.set_window(&a, 0, 10);
+        p.set_window(&b, 100, 400);
+        let want: Vec<u8> = p.buffer_mut(&a)[1000..1301].to_vec();
+        let sum = p.copy_sum_from_buffer(&a, 1000, &b, 50, 301);
+        assert_eq!(sum, Some(crate::wire::checksum::sum(&want)));
+        assert_eq!(&p.data(&b)[50..351], &want[..]);
+        assert_eq!(
+            (p.data_offset(&a), p.len(&a)),
+            (0, 10),
+            "source window untouched"
+        );
+        // From a higher frame to a lower one, too.
+        let s2 = p.copy_sum_from_buffer(&b, 150, &a, 0, 10);
+        assert_eq!(s2, Some(crate::wire::checksum::sum(&want[..10])));
+        assert_eq!(p.copy_sum_from_buffer(&a, 0, &a, 0, 4), None, "same frame");
+        assert_eq!(
+            p.copy_sum_from_buffer(&a, 2000, &b, 0, 49),
+            None,
+            "past the frame"
+        );
+        assert_eq!(
+            p.copy_sum_from_buffer(&a, 0, &b, 399, 2),
+            None,
+            "past the window"
+        );
+        p.free(a);
+        p.free(b);
+    }
+
+    #[test]
     fn bad_geometry_is_an_error() {
         assert_eq!(
             Pool::new(1, 1000, 0).unwrap_err(),

@@ -1,6 +1,12 @@
 //! Segment output: what to send now (RFC 9293 3.8.6 windows, RFC 5681/6675 recovery, Nagle
 //! RFC 9293 3.7.4), and how a segment is built (headers in the payload frame's headroom, or a
-//! copy into a fresh frame).
+//! copy into a fresh frame, summed while copied).
+//!
+//! Data segments of one [`Stack::tcp_send_data`] call share a [`TxTemplate`]: the window, the
+//! flow cache lookup and the Ethernet, IPv4 and TCP headers with their sums are done once per
+//! call, each segment patches its own fields (software segmentation, issue #17). Everything else
+//! (SYN, RST, FIN, pure ACKs, segments with SACK blocks, a flow not cached) takes the general
+//! path, [`Stack::tcp_emit`], which writes the same bytes (`tests/template.rs`).
 //!
 //! Every segment carrying ACK clears the pending-ACK state (delayed ACK timer, ACK-now flag).
 
