@@ -32,6 +32,8 @@ pub(crate) struct Payload {
 
 /// Longest header a [`TxTemplate`] holds: Ethernet, IPv4, TCP with timestamps.
 const TMPL_MAX: usize = ETH_IPV4_HLEN + wire::TCP_HLEN + 12;
+/// The part of every template header: Ethernet, IPv4, TCP without options.
+const T_FIXED: usize = ETH_IPV4_HLEN + wire::TCP_HLEN;
 /// Offsets of the per-segment fields in a template's header (Ethernet first).
 const T_IP_TOTAL: usize = ETH_HLEN + 2;
 const T_IP_IDENT: usize = ETH_HLEN + 4;
@@ -442,7 +444,8 @@ impl Stack {
     /// One data segment of connection `idx` from template `t`: the bytes, counters and drops of
     /// [`Stack::tcp_emit`] for a segment with ACK that fits the MTU, without building an
     /// [`Emit`], summing headers, or looking the flow up. Headers go into the payload frame's
-    /// headroom when it is ours alone, else into a copy.
+    /// headroom when it is ours alone, else into a copy. `first`: the call's first segment from
+    /// `t`, which records the ACK and window sent.
     fn tcp_emit_tmpl(
         &mut self,
         idx: u32,
@@ -450,10 +453,18 @@ impl Stack {
         seq: u32,
         fl: u8,
         p: Payload,
+        first: bool,
     ) -> Result<(), DropReason> {
-        let c = &mut self.tcp.conns[idx as usize];
-        debug_assert_eq!(Stack::tcp_window_field(c, false), (t.window, t.adv));
-        Stack::tcp_ack_sent(c, t.adv);
+        if first {
+            // Once per call: for the segments after the first it changes nothing (the ACK
+            // number is the same, and so is the window, `tcp_window_field` returning the right
+            // edge it just recorded).
+            Stack::tcp_ack_sent(&mut self.tcp.conns[idx as usize], t.adv);
+        }
+        debug_assert_eq!(
+            Stack::tcp_window_field(&self.tcp.conns[idx as usize], false),
+            (t.window, t.adv)
+        );
         let hl = t.hl();
         let src = Frame::from_index(p.frame);
         let (f, psum) =
@@ -489,16 +500,18 @@ impl Stack {
                 + u64::from(tcp_len)
                 + psum,
         );
-        let h = &mut d[..hl];
-        // Fixed lengths: a few vector stores instead of a `memcpy` call.
+        // Fixed lengths: a few vector stores instead of a `memcpy` call, and patches at constant
+        // offsets without bounds checks (every template header has the fixed part).
         if t.tcp_hl == wire::TCP_HLEN {
-            h[..ETH_IPV4_HLEN + wire::TCP_HLEN]
-                .copy_from_slice(&t.hdr[..ETH_IPV4_HLEN + wire::TCP_HLEN]);
+            d[..T_FIXED].copy_from_slice(&t.hdr[..T_FIXED]);
         } else if hl == TMPL_MAX {
-            h[..TMPL_MAX].copy_from_slice(&t.hdr);
+            d[..TMPL_MAX].copy_from_slice(&t.hdr);
         } else {
-            h.copy_from_slice(&t.hdr[..hl]);
+            d[..hl].copy_from_slice(&t.hdr[..hl]);
         }
+        let Some((h, _)) = d.split_first_chunk_mut::<T_FIXED>() else {
+            unreachable!("the window holds the headers it was set for");
+        };
         h[T_IP_TOTAL..T_IP_TOTAL + 2].copy_from_slice(&ip_total.to_be_bytes());
         h[T_IP_IDENT..T_IP_IDENT + 2].copy_from_slice(&ident.to_be_bytes());
         h[T_IP_CSUM..T_IP_CSUM + 2].copy_from_slice(&ip_ck.to_be_bytes());
@@ -819,6 +832,7 @@ impl Stack {
         // The data segments' headers, built at the first segment (none may go out).
         let mut tmpl: Option<TxTemplate> = None;
         let mut tmpl_tried = false;
+        let mut tmpl_used = false;
         loop {
             budget -= 1;
             if probe && new_segs > 0 {
@@ -924,7 +938,9 @@ impl Stack {
                 .as_ref()
                 .filter(|t| IPV4_HLEN + t.tcp_hl + p.len <= mtu)
             {
-                self.tcp_emit_tmpl(idx, t, seq, fl, p).is_ok()
+                let first = !tmpl_used;
+                tmpl_used = true;
+                self.tcp_emit_tmpl(idx, t, seq, fl, p, first).is_ok()
             } else {
                 // The general path may change what the template was built from (a route or
                 // neighbour decision, the MSS): not used again in this call.
