@@ -272,6 +272,7 @@ impl Stack {
     }
 
     /// Queues a finished frame for the driver.
+    #[inline]
     pub(crate) fn enqueue_tx(&mut self, frame: Frame) {
         if self.tx.len() >= self.cfg.tx_queue {
             self.counters.drop(DropReason::TxQueueFull);

@@ -492,6 +492,40 @@ impl Pool {
         true
     }
 
+    /// Copies `len` bytes at `from_off` of `from`'s *buffer* (whatever its window: the frame may
+    /// be in a driver's hands, its window is left alone) to `to`'s window at `to_off`, summing
+    /// them on the way (`checksum::copy_sum`). `None` (copying nothing) if either range is
+    /// outside its frame or window, or both are the same frame.
+    pub fn copy_sum_from_buffer(
+        &mut self,
+        from: &Frame,
+        from_off: usize,
+        to: &Frame,
+        to_off: usize,
+        len: usize,
+    ) -> Option<u64> {
+        let fs = self.frame_size;
+        let dst = self.range(to.0);
+        if from.0 == to.0
+            || from_off.checked_add(len).is_none_or(|e| e > fs)
+            || to_off.checked_add(len).is_none_or(|e| e > dst.len())
+        {
+            return None;
+        }
+        let s = from.0 as usize * fs + from_off;
+        let d = dst.start + to_off;
+        let bytes = self.bytes_mut();
+        // Different frames: the two ranges are disjoint.
+        let (src, dst) = if s < d {
+            let (a, b) = bytes.split_at_mut(d);
+            (&a[s..s + len], &mut b[..len])
+        } else {
+            let (a, b) = bytes.split_at_mut(s);
+            (&b[..len], &mut a[d..d + len])
+        };
+        Some(crate::wire::checksum::copy_sum(dst, src))
+    }
+
     /// Per-frame flags.
     pub fn flags(&self, frame: &Frame) -> u32 {
         self.meta[frame.0 as usize].flags
@@ -655,6 +689,43 @@ mod tests {
         assert_eq!(&out, b"abcde");
         p.free(a);
         assert_eq!(p.available(), 3);
+    }
+
+    #[test]
+    fn copy_sum_from_buffer_reads_outside_the_window_and_sums() {
+        let mut p = Pool::new(4, 2048, 192).unwrap();
+        let (a, b) = (p.alloc().unwrap(), p.alloc().unwrap());
+        for (i, x) in p.buffer_mut(&a).iter_mut().enumerate() {
+            *x = (i * 13) as u8;
+        }
+        // `a`'s window elsewhere (a driver's view): the copy reads its buffer at 1000..1301.
+        p.set_window(&a, 0, 10);
+        p.set_window(&b, 100, 400);
+        let want: Vec<u8> = p.buffer_mut(&a)[1000..1301].to_vec();
+        let sum = p.copy_sum_from_buffer(&a, 1000, &b, 50, 301);
+        assert_eq!(sum, Some(crate::wire::checksum::sum(&want)));
+        assert_eq!(&p.data(&b)[50..351], &want[..]);
+        assert_eq!(
+            (p.data_offset(&a), p.len(&a)),
+            (0, 10),
+            "source window untouched"
+        );
+        // From a higher frame to a lower one, too.
+        let s2 = p.copy_sum_from_buffer(&b, 150, &a, 0, 10);
+        assert_eq!(s2, Some(crate::wire::checksum::sum(&want[..10])));
+        assert_eq!(p.copy_sum_from_buffer(&a, 0, &a, 0, 4), None, "same frame");
+        assert_eq!(
+            p.copy_sum_from_buffer(&a, 2000, &b, 0, 49),
+            None,
+            "past the frame"
+        );
+        assert_eq!(
+            p.copy_sum_from_buffer(&a, 0, &b, 399, 2),
+            None,
+            "past the window"
+        );
+        p.free(a);
+        p.free(b);
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Segment output: what to send now (RFC 9293 3.8.6 windows, RFC 5681/6675 recovery, Nagle
 //! RFC 9293 3.7.4), and how a segment is built (headers in the payload frame's headroom, or a
-//! copy into a fresh frame).
+//! copy into a fresh frame, summed while copied).
+//!
+//! Data segments of one [`Stack::tcp_send_data`] call share a [`TxTemplate`]: the window, the
+//! flow cache lookup and the Ethernet, IPv4 and TCP headers with their sums are done once per
+//! call, each segment patches its own fields (software segmentation, issue #17). Everything else
+//! (SYN, RST, FIN, pure ACKs, segments with SACK blocks, a flow not cached) takes the general
+//! path, [`Stack::tcp_emit`], which writes the same bytes (`tests/template.rs`).
 //!
 //! Every segment carrying ACK clears the pending-ACK state (delayed ACK timer, ACK-now flag).
 
@@ -22,6 +28,76 @@ pub(crate) struct Payload {
     /// The payload's one's-complement sum when known (the whole entry, summed when it was copied
     /// in): the checksum then reads only the header.
     sum: Option<u64>,
+}
+
+/// Longest header a [`TxTemplate`] holds: Ethernet, IPv4, TCP with timestamps.
+const TMPL_MAX: usize = ETH_IPV4_HLEN + wire::TCP_HLEN + 12;
+/// The part of every template header: Ethernet, IPv4, TCP without options.
+const T_FIXED: usize = ETH_IPV4_HLEN + wire::TCP_HLEN;
+/// Offsets of the per-segment fields in a template's header (Ethernet first).
+const T_IP_TOTAL: usize = ETH_HLEN + 2;
+const T_IP_IDENT: usize = ETH_HLEN + 4;
+const T_IP_CSUM: usize = ETH_HLEN + 10;
+const T_SEQ: usize = ETH_IPV4_HLEN + 4;
+const T_FLAGS: usize = ETH_IPV4_HLEN + 13;
+const T_CSUM: usize = ETH_IPV4_HLEN + 16;
+
+/// The headers of a connection's data segments, built once per [`Stack::tcp_send_data`] call
+/// (issue #17: header templates, software segmentation). Within one call nothing that the
+/// headers carry changes but the sequence number, the flags (ACK or ACK+PSH), the lengths and
+/// the IP identification: ports, addresses, ACK number, window, timestamps and the link header
+/// are written once here, with the sums of their 16-bit words, and each segment patches six
+/// fields and adds their words to the kept sums (RFC 1071 2(B): the sum is order-free).
+///
+/// Built only where the general path ([`Stack::tcp_emit`] and [`Stack::tcp_emit_df`]) would
+/// write these very headers: a cached flow (`ipv4::flow`), the interface up, and no SACK block
+/// to send (a segment carrying one goes the general way). It lives on the stack for one call,
+/// so a connection's memory does not grow.
+pub(crate) struct TxTemplate {
+    /// Ethernet, IPv4 and TCP headers; IP length, identification and checksum, sequence
+    /// number, flags and TCP checksum are zero.
+    hdr: [u8; TMPL_MAX],
+    /// TCP header length (with options).
+    tcp_hl: usize,
+    /// Sum of the IPv4 header's words as written (the length and identification apart).
+    ip_sum: u64,
+    /// Sum of the pseudo-header's address and protocol words and the TCP header's words as
+    /// written (the TCP length apart).
+    tcp_sum: u64,
+    /// The window field written, and the right edge it advertises (RFC 9293 3.8.6.2.2).
+    window: u16,
+    adv: u32,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests (`tests/template.rs`): (templates off, data segments sent from a template).
+    pub(crate) static TMPL_TEST: core::cell::Cell<(bool, u64)> =
+        const { core::cell::Cell::new((false, 0)) };
+}
+
+impl TxTemplate {
+    /// Ethernet, IPv4 and TCP headers together.
+    #[inline]
+    fn hl(&self) -> usize {
+        ETH_IPV4_HLEN + self.tcp_hl
+    }
+}
+
+impl Payload {
+    /// Bytes `from..from + len` (sequence space) of queue entry `s`.
+    #[inline]
+    fn of(s: &SendSeg, from: u32, len: u32) -> Payload {
+        let skip = from.wrapping_sub(s.seq);
+        let whole = skip == 0 && len == u32::from(s.len);
+        Payload {
+            frame: s.frame.index(),
+            off: s.off as usize + skip as usize,
+            len: len as usize,
+            whole,
+            sum: if whole { s.payload_sum() } else { None },
+        }
+    }
 }
 
 impl Stack {
@@ -56,6 +132,18 @@ impl Stack {
         }
         let field = w.div_ceil(1 << ws).min(65535);
         (field as u16, c.rcv_nxt.wrapping_add(field << ws))
+    }
+
+    /// A segment carrying ACK goes out: the pending-ACK state is cleared and `adv` (the window's
+    /// right edge it advertises) recorded unless it would move the edge left.
+    #[inline]
+    fn tcp_ack_sent(c: &mut Conn, adv: u32) {
+        c.last_ack_sent = c.rcv_nxt;
+        c.flags &= !F_ACK_NOW;
+        c.t_delack = Instant::MAX;
+        if seq_gt(adv, c.rcv_adv) || c.rcv_adv == 0 {
+            c.rcv_adv = adv;
+        }
     }
 
     /// Builds and sends one segment of connection `idx`.
@@ -145,12 +233,7 @@ impl Stack {
         }
         let c = &mut self.tcp.conns[idx as usize];
         if fl & flags::ACK != 0 {
-            c.last_ack_sent = c.rcv_nxt;
-            c.flags &= !F_ACK_NOW;
-            c.t_delack = Instant::MAX;
-            if seq_gt(adv, c.rcv_adv) || c.rcv_adv == 0 {
-                c.rcv_adv = adv;
-            }
+            Stack::tcp_ack_sent(c, adv);
         }
         if syn {
             c.rcv_adv = adv;
@@ -213,6 +296,7 @@ impl Stack {
     ) -> Result<(), DropReason> {
         let hl = e.header_len();
         let need = hl + IPV4_HLEN + ETH_HLEN;
+        let mut payload_sum = payload.and_then(|p| p.sum);
         let frame = match payload {
             Some(p) => {
                 let src = Frame::from_index(p.frame);
@@ -220,24 +304,12 @@ impl Stack {
                     // Zero copy: headers go into the frame's own headroom; we keep our reference.
                     self.pool.set_window(&src, p.off - hl, p.len + hl);
                     Some(self.pool.share(&src))
-                } else if let Some(f) = self.tcp_reserve_alloc(true) {
-                    let hr = self.pool.headroom().max(IPV4_HLEN + ETH_HLEN);
-                    if !self.pool.set_window(&f, hr, hl + p.len) {
-                        self.pool.free(f);
-                        None
-                    } else {
-                        // Copy through scratch: the source may be in the driver's hands, so its
-                        // window is left alone.
-                        let fs = self.pool.frame_size();
-                        let end = (p.off + p.len).min(fs);
-                        let n = end - p.off.min(end);
-                        self.tcp.scratch[..n]
-                            .copy_from_slice(&self.pool.buffer_mut(&src)[p.off..end]);
-                        self.pool.data_mut(&f)[hl..hl + n].copy_from_slice(&self.tcp.scratch[..n]);
-                        Some(f)
-                    }
                 } else {
-                    None
+                    self.tcp_copy_payload(&src, p.off, p.len, 0, hl)
+                        .map(|(f, psum)| {
+                            payload_sum = Some(psum);
+                            f
+                        })
                 };
                 // `src` aliases the send queue's handle.
                 let _ = src.into_index();
@@ -254,18 +326,12 @@ impl Stack {
             }),
         };
         let Some(f) = frame else {
-            let why = if self.pool.available() == 0 {
-                DropReason::PoolEmpty
-            } else {
-                DropReason::TcpPoolReserve
-            };
-            self.counters.drop(why);
-            return Err(why);
+            return Err(self.tcp_no_frame());
         };
         let total = self.pool.len(&f);
         e.write(&mut self.pool.data_mut(&f)[..hl]);
         let pseudo = pseudo_header(*local.ip(), *remote.ip(), PROTO_TCP, total as u32);
-        let ck = match payload.and_then(|p| p.sum) {
+        let ck = match payload_sum {
             // The header is a whole number of 32-bit words: the payload's sum needs no swap.
             Some(psum) => !fold(pseudo + sum(&self.pool.data(&f)[..hl]) + psum),
             None => {
@@ -316,6 +382,188 @@ impl Stack {
             self.flow_fill(dst, next_hop, broadcast, now);
         }
         r
+    }
+
+    /// The template for connection `idx`'s data segments at `now`, or `None` where the general
+    /// path must build them (see [`TxTemplate`]).
+    fn tcp_tx_template(&self, idx: u32, now: Instant) -> Option<TxTemplate> {
+        #[cfg(test)]
+        if TMPL_TEST.with(|t| t.get().0) {
+            return None;
+        }
+        let c = &self.tcp.conns[idx as usize];
+        if !self.iface.up || (c.has(F_SACK) && (c.ooo.dsack.is_some() || !c.ooo.is_empty())) {
+            return None;
+        }
+        let (src, dst) = (*c.local.ip(), *c.remote.ip());
+        let flow = self.flows.get(dst, now)?;
+        let (window, adv) = Stack::tcp_window_field(c, false);
+        // As `tcp_emit` sets them for a segment with ACK and without SYN or SACK blocks.
+        let opts = SegmentOptions {
+            timestamps: c
+                .has(F_TS)
+                .then(|| (Stack::tcp_ts_now(c.ts_offset, now), c.ts_recent)),
+            ..SegmentOptions::default()
+        };
+        let e = Emit {
+            src_port: c.local.port(),
+            dst_port: c.remote.port(),
+            seq: 0,
+            ack: c.rcv_nxt,
+            flags: flags::ACK,
+            window,
+            opts,
+        };
+        let tcp_hl = e.header_len();
+        let mut hdr = [0u8; TMPL_MAX];
+        let ip = FastIpv4 {
+            src,
+            dst,
+            proto: PROTO_TCP,
+            total: 0,
+            ident: 0,
+            dont_frag: true,
+            tos: 0,
+        };
+        let (front, tcp) = hdr.split_at_mut(ETH_IPV4_HLEN);
+        ip.write(front.try_into().ok()?, &flow.eth);
+        e.write(&mut tcp[..tcp_hl]);
+        hdr[T_IP_CSUM..T_IP_CSUM + 2].fill(0);
+        hdr[T_FLAGS] = 0;
+        Some(TxTemplate {
+            hdr,
+            tcp_hl,
+            ip_sum: sum(&hdr[ETH_HLEN..ETH_IPV4_HLEN]),
+            tcp_sum: pseudo_header(src, dst, PROTO_TCP, 0)
+                + sum(&hdr[ETH_IPV4_HLEN..ETH_IPV4_HLEN + tcp_hl]),
+            window,
+            adv,
+        })
+    }
+
+    /// One data segment of connection `idx` from template `t`: the bytes, counters and drops of
+    /// [`Stack::tcp_emit`] for a segment with ACK that fits the MTU, without building an
+    /// [`Emit`], summing headers, or looking the flow up. Headers go into the payload frame's
+    /// headroom when it is ours alone, else into a copy. `first`: the call's first segment from
+    /// `t`, which records the ACK and window sent.
+    fn tcp_emit_tmpl(
+        &mut self,
+        idx: u32,
+        t: &TxTemplate,
+        seq: u32,
+        fl: u8,
+        p: Payload,
+        first: bool,
+    ) -> Result<(), DropReason> {
+        if first {
+            // Once per call: for the segments after the first it changes nothing (the ACK
+            // number is the same, and so is the window, `tcp_window_field` returning the right
+            // edge it just recorded).
+            Stack::tcp_ack_sent(&mut self.tcp.conns[idx as usize], t.adv);
+        }
+        debug_assert_eq!(
+            Stack::tcp_window_field(&self.tcp.conns[idx as usize], false),
+            (t.window, t.adv)
+        );
+        let hl = t.hl();
+        let src = Frame::from_index(p.frame);
+        let (f, psum) =
+            if p.whole && p.off >= hl && self.pool.refs(&src) == 1 && self.pool.is_single(&src) {
+                // Zero copy: headers go into the frame's own headroom; we keep our reference.
+                self.pool.set_window(&src, p.off - hl, p.len + hl);
+                (Some(self.pool.share(&src)), p.sum)
+            } else {
+                match self.tcp_copy_payload(&src, p.off, p.len, ETH_IPV4_HLEN, t.tcp_hl) {
+                    Some((f, s)) => (Some(f), Some(s)),
+                    None => (None, None),
+                }
+            };
+        // `src` aliases the send queue's handle.
+        let _ = src.into_index();
+        let Some(f) = f else {
+            return Err(self.tcp_no_frame());
+        };
+        let ident = self.next_ident();
+        let tcp_len = (t.tcp_hl + p.len) as u32;
+        let ip_total = tcp_len as u16 + IPV4_HLEN as u16;
+        let d = self.pool.data_mut(&f);
+        let psum = match psum {
+            Some(s) => s,
+            None => sum(&d[hl..]),
+        };
+        let ip_ck = !fold(t.ip_sum + u64::from(ip_total) + u64::from(ident));
+        let ck = !fold(
+            t.tcp_sum
+                + u64::from(seq >> 16)
+                + u64::from(seq & 0xffff)
+                + u64::from(fl)
+                + u64::from(tcp_len)
+                + psum,
+        );
+        // Fixed lengths: a few vector stores instead of a `memcpy` call, and patches at constant
+        // offsets without bounds checks (every template header has the fixed part).
+        if t.tcp_hl == wire::TCP_HLEN {
+            d[..T_FIXED].copy_from_slice(&t.hdr[..T_FIXED]);
+        } else if hl == TMPL_MAX {
+            d[..TMPL_MAX].copy_from_slice(&t.hdr);
+        } else {
+            d[..hl].copy_from_slice(&t.hdr[..hl]);
+        }
+        let Some((h, _)) = d.split_first_chunk_mut::<T_FIXED>() else {
+            unreachable!("the window holds the headers it was set for");
+        };
+        h[T_IP_TOTAL..T_IP_TOTAL + 2].copy_from_slice(&ip_total.to_be_bytes());
+        h[T_IP_IDENT..T_IP_IDENT + 2].copy_from_slice(&ident.to_be_bytes());
+        h[T_IP_CSUM..T_IP_CSUM + 2].copy_from_slice(&ip_ck.to_be_bytes());
+        h[T_SEQ..T_SEQ + 4].copy_from_slice(&seq.to_be_bytes());
+        h[T_FLAGS] = fl;
+        h[T_CSUM..T_CSUM + 2].copy_from_slice(&ck.to_be_bytes());
+        self.counters.add(Event::TcpSegsOut, 1);
+        #[cfg(test)]
+        TMPL_TEST.with(|c| c.set((c.get().0, c.get().1 + 1)));
+        self.enqueue_tx(f);
+        Ok(())
+    }
+
+    /// Counts and returns why no frame could be had for a segment.
+    fn tcp_no_frame(&mut self) -> DropReason {
+        let why = if self.pool.available() == 0 {
+            DropReason::PoolEmpty
+        } else {
+            DropReason::TcpPoolReserve
+        };
+        self.counters.drop(why);
+        why
+    }
+
+    /// A fresh frame whose window is `front` bytes (lower-layer headers written with the TCP
+    /// header), `hl` bytes (the TCP header) and a copy of bytes `off..off + len` of `src`'s
+    /// buffer, with their sum (copied and summed in one pass, so the checksum then reads only the
+    /// header). The source may be in the driver's hands: its window is left alone. `None` when
+    /// no frame can be had (the caller counts the drop).
+    fn tcp_copy_payload(
+        &mut self,
+        src: &Frame,
+        off: usize,
+        len: usize,
+        front: usize,
+        hl: usize,
+    ) -> Option<(Frame, u64)> {
+        let f = self.tcp_reserve_alloc(true)?;
+        let hr = self.pool.headroom().max(IPV4_HLEN + ETH_HLEN);
+        if self.pool.set_window(&f, hr - front, front + hl + len) {
+            // A send queue entry lies inside its frame (`tcp_queue_frame` builds it from a
+            // window), so the copy cannot fail; were it to, the segment is not sent.
+            if let Some(sum) = self
+                .pool
+                .copy_sum_from_buffer(src, off, &f, front + hl, len)
+            {
+                return Some((f, sum));
+            }
+            debug_assert!(false, "send queue entry outside its frame");
+        }
+        self.pool.free(f);
+        None
     }
 
     /// A bare RST (RFC 9293 3.10.7.1): `ack` adds the ACK flag.
@@ -447,16 +695,7 @@ impl Stack {
     }
 
     fn tcp_payload(&self, idx: u32, i: usize, from: u32, len: u32) -> Payload {
-        let s = &self.tcp.conns[idx as usize].sndq.segs[i];
-        let skip = from.wrapping_sub(s.seq);
-        let whole = skip == 0 && len == u32::from(s.len);
-        Payload {
-            frame: s.frame.index(),
-            off: s.off as usize + skip as usize,
-            len: len as usize,
-            whole,
-            sum: if whole { s.payload_sum() } else { None },
-        }
+        Payload::of(&self.tcp.conns[idx as usize].sndq.segs[i], from, len)
     }
 
     /// Retransmits entry `i` whole; `recovery`: a loss-recovery retransmission, which a D-SACK
@@ -511,10 +750,12 @@ impl Stack {
             return false;
         }
         let start = usize::from(s.off + at);
-        self.tcp.scratch[..n].copy_from_slice(&self.pool.buffer_mut(&s.frame)[start..start + n]);
-        self.pool
-            .data_mut(&f)
-            .copy_from_slice(&self.tcp.scratch[..n]);
+        // One copy, summed on the way: the tail's first transmission then reads only its header.
+        let Some(sum) = self.pool.copy_sum_from_buffer(&s.frame, start, &f, 0, n) else {
+            debug_assert!(false, "send queue entry outside its frame");
+            self.pool.free(f);
+            return false;
+        };
         let tail = SendSeg {
             frame: f,
             seq: s.seq.wrapping_add(u32::from(at)),
@@ -522,7 +763,7 @@ impl Stack {
             len: n as u16,
             sent: s.sent,
             flags: s.flags & !sack::COALESCED,
-            psum: sack::PayloadSum::NONE,
+            psum: sack::PayloadSum::new(sum, hr as u16, n as u16),
         };
         s.len = at;
         s.flags &= !sack::PUSH;
@@ -588,6 +829,10 @@ impl Stack {
         // The entry expected to hold SND.NXT: after a whole entry went out, the next one (the
         // queue is walked in order, so `find` is O(1) but for the first lookup of the call).
         let mut hint = usize::MAX;
+        // The data segments' headers, built at the first segment (none may go out).
+        let mut tmpl: Option<TxTemplate> = None;
+        let mut tmpl_tried = false;
+        let mut tmpl_used = false;
         loop {
             budget -= 1;
             if probe && new_segs > 0 {
@@ -683,8 +928,26 @@ impl Stack {
             } else {
                 flags::ACK
             };
-            let p = self.tcp_payload(idx, i, seq, n);
-            if !self.tcp_emit(idx, seq, fl, Some(p), now) {
+            let p = Payload::of(&c.sndq.segs[i], seq, n);
+            if !tmpl_tried {
+                tmpl_tried = true;
+                tmpl = self.tcp_tx_template(idx, now);
+            }
+            let mtu = self.iface.mtu;
+            let sent = if let Some(t) = tmpl
+                .as_ref()
+                .filter(|t| IPV4_HLEN + t.tcp_hl + p.len <= mtu)
+            {
+                let first = !tmpl_used;
+                tmpl_used = true;
+                self.tcp_emit_tmpl(idx, t, seq, fl, p, first).is_ok()
+            } else {
+                // The general path may change what the template was built from (a route or
+                // neighbour decision, the MSS): not used again in this call.
+                tmpl = None;
+                self.tcp_emit(idx, seq, fl, Some(p), now)
+            };
+            if !sent {
                 break;
             }
             let c = &mut self.tcp.conns[idx as usize];

@@ -14,6 +14,7 @@ mod loss;
 mod memory;
 mod reneging;
 mod rst;
+mod template;
 mod window;
 
 use super::wire::{self, flags, Emit, SegmentOptions};
