@@ -537,15 +537,8 @@ impl Stack {
         true
     }
 
-    fn udp_checksum_ok(&self, p: &L4Packet, stored: u16) -> bool {
-        if stored == 0 || !self.cfg.rx_checksum {
-            return true; // RFC 768: zero means the sender computed none.
-        }
-        if !p.chained {
-            let s = checksum::pseudo_header(p.src, p.dst, PROTO_UDP, p.len as u32)
-                + checksum::sum(self.pool.data(&p.frame));
-            return checksum::fold(s) == 0xffff;
-        }
+    /// The UDP checksum of a reassembled datagram (a frame chain) verifies.
+    fn udp_chain_checksum_ok(&self, p: &L4Packet) -> bool {
         let mut acc = Accumulator::new(checksum::pseudo_header(
             p.src,
             p.dst,
@@ -560,24 +553,39 @@ impl Stack {
 
     pub(crate) fn udp_input(&mut self, batch: &mut L4Batch, now: Instant) {
         // Per-burst work: a burst is mostly one flow, so the socket found for the previous
-        // datagram's destination is tried first (sockets cannot change within a burst).
+        // datagram's destination is tried first (sockets cannot change within a burst), and
+        // deliveries are counted once at the end.
         let mut last: Option<(SocketAddrV4, usize)> = None;
-        for p in batch.drain(..) {
+        let mut delivered = 0;
+        let verify = self.cfg.rx_checksum;
+        for mut p in batch.drain(..) {
+            // The header and, for a single frame, the checksum from one read of the window.
             let b = self.pool.data(&p.frame);
-            if p.len < UDP_HLEN || b.len() < UDP_HLEN {
+            let Some(&h) = b.first_chunk::<UDP_HLEN>() else {
                 self.drop_frame(p.frame, DropReason::UdpMalformed);
                 continue;
-            }
-            let sport = u16::from_be_bytes([b[0], b[1]]);
-            let dport = u16::from_be_bytes([b[2], b[3]]);
-            let ulen = u16::from_be_bytes([b[4], b[5]]) as usize;
-            let stored = u16::from_be_bytes([b[6], b[7]]);
+            };
+            let sport = u16::from_be_bytes([h[0], h[1]]);
+            let dport = u16::from_be_bytes([h[2], h[3]]);
+            let ulen = u16::from_be_bytes([h[4], h[5]]) as usize;
+            let stored = u16::from_be_bytes([h[6], h[7]]);
             // RFC 768: the length covers header and data; the IP payload may only be longer.
-            if ulen < UDP_HLEN || ulen > p.len {
+            if p.len < UDP_HLEN || ulen < UDP_HLEN || ulen > p.len {
                 self.drop_frame(p.frame, DropReason::UdpMalformed);
                 continue;
             }
-            let mut p = p;
+            // RFC 768: zero means the sender computed no checksum. A single frame's window is the
+            // whole IP payload, so its first `ulen` bytes are the datagram.
+            let sum_ok = if stored == 0 || !verify {
+                true
+            } else if !p.chained {
+                let s = checksum::pseudo_header(p.src, p.dst, PROTO_UDP, ulen as u32)
+                    + checksum::sum(&b[..ulen.min(b.len())]);
+                checksum::fold(s) == 0xffff
+            } else {
+                // Verified below, once the length is settled.
+                false
+            };
             if ulen < p.len {
                 if p.chained {
                     self.drop_frame(p.frame, DropReason::UdpMalformed);
@@ -586,7 +594,8 @@ impl Stack {
                 self.pool.truncate(&p.frame, ulen);
                 p.len = ulen;
             }
-            if !self.udp_checksum_ok(&p, stored) {
+            let sum_ok = sum_ok || (p.chained && stored != 0 && self.udp_chain_checksum_ok(&p));
+            if !sum_ok {
                 // Verification failed; a field that is exactly the pseudo-header sum is a
                 // sender's unfinished offload, told apart (and accepted only if configured).
                 if stored == checksum::partial(p.src, p.dst, PROTO_UDP, p.len as u32) {
@@ -623,20 +632,29 @@ impl Stack {
                 self.drop_frame(p.frame, DropReason::UdpRcvMemory);
                 continue;
             }
-            self.pool.pull_front(&p.frame, UDP_HLEN);
+            // The window becomes the payload (one update for a single frame; a chain's head
+            // loses the header).
+            let len = p.len - UDP_HLEN;
+            if p.chained {
+                self.pool.pull_front(&p.frame, UDP_HLEN);
+            } else {
+                let ok = self.pool.narrow(&p.frame, UDP_HLEN, len);
+                debug_assert!(ok, "the window is the datagram");
+            }
             s.rx.push_back(UdpDatagram {
                 frame: p.frame,
                 src: SocketAddrV4::new(p.src, sport),
                 dst,
-                len: p.len - UDP_HLEN,
+                len,
                 tos: p.tos,
             });
             if !s.notified {
                 s.notified = true;
                 self.udp.ready.push(idx as u32);
             }
-            self.counters.add(Event::UdpDelivered, 1);
+            delivered += 1;
         }
+        self.counters.add(Event::UdpDelivered, delivered);
     }
 }
 

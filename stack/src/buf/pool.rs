@@ -451,6 +451,23 @@ impl Pool {
         Some(&mut self.bytes_mut()[r.end - n..r.end])
     }
 
+    /// Narrows the window to `len` bytes starting `skip` bytes in (headers consumed and padding
+    /// cut in one update: what `pull_front(skip)` then `truncate(len)` do, with one metadata
+    /// access). `false` (and nothing changed) if that is not inside the window.
+    #[inline]
+    pub fn narrow(&mut self, frame: &Frame, skip: usize, len: usize) -> bool {
+        let Some(m) = self.meta.get_mut(frame.0 as usize) else {
+            return false;
+        };
+        // Inside the old window keeps `off + len <= frame_size`.
+        if skip.checked_add(len).is_none_or(|end| end > m.len as usize) {
+            return false;
+        }
+        m.off += skip as u32;
+        m.len = len as u32;
+        true
+    }
+
     /// Cuts the window to `len` bytes (no-op if already shorter).
     pub fn truncate(&mut self, frame: &Frame, len: usize) {
         let m = &mut self.meta[frame.0 as usize];
@@ -625,6 +642,13 @@ mod tests {
         assert!(!p.set_window(&f, 250, 7));
         p.truncate(&f, 3);
         assert_eq!(p.data(&f), &[7; 3]);
+        p.data_mut(&f).copy_from_slice(&[1, 2, 3]);
+        assert!(!p.narrow(&f, 2, 2), "past the window");
+        assert!(!p.narrow(&f, usize::MAX, 2), "overflow");
+        assert!(!p.narrow(&Frame(7), 0, 0), "no such frame");
+        assert_eq!(p.data(&f), &[1, 2, 3], "unchanged");
+        assert!(p.narrow(&f, 1, 1));
+        assert_eq!((p.data(&f), p.headroom_of(&f)), (&[2u8][..], 17));
         p.free(f);
     }
 

@@ -208,6 +208,19 @@ pub fn fold(s: u64) -> u16 {
     lo + c as u16
 }
 
+/// True if an option-less IPv4 header's checksum verifies (RFC 791 3.1, RFC 1071): its ten words
+/// add up to all ones. Three wide additions with end-around carry, inlined into the receive loop
+/// (the same answer as `checksum(h) == 0`, which the unit tests compare).
+#[inline(always)]
+pub fn ipv4_header_ok(h: &[u8; 20]) -> bool {
+    let (a, rest) = h.split_first_chunk::<8>().expect("20 bytes");
+    let (b, c) = rest.split_first_chunk::<8>().expect("12 bytes");
+    let c = u32::from_ne_bytes(*c.first_chunk::<4>().expect("4 bytes"));
+    let s = add_carry(u64::from_ne_bytes(*a), u64::from_ne_bytes(*b));
+    // Either byte order: all ones is its own byte swap.
+    fold(add_carry(s, u64::from(c))) == 0xffff
+}
+
 /// The checksum field value for `data`: the inverted folded sum.
 #[inline]
 pub fn checksum(data: &[u8]) -> u16 {
@@ -301,6 +314,26 @@ mod tests {
         }
         assert_eq!(checksum(&data), reference(&data));
         assert_eq!(checksum(&[0xff; 1499]), reference(&[0xff; 1499]));
+    }
+
+    /// The inlined IPv4 header check agrees with `checksum(h) == 0` on valid, corrupted and
+    /// extreme headers.
+    #[test]
+    fn ipv4_header_ok_agrees_with_the_checksum() {
+        let bytes = noise(20 * 500, 0x9e37);
+        for (i, c) in bytes.chunks_exact(20).enumerate() {
+            let mut h: [u8; 20] = c.try_into().unwrap();
+            assert_eq!(ipv4_header_ok(&h), checksum(&h) == 0, "random {i}");
+            h[10..12].fill(0);
+            let sum = checksum(&h);
+            h[10..12].copy_from_slice(&sum.to_be_bytes());
+            assert!(ipv4_header_ok(&h), "fixed {i}");
+            h[i % 20] ^= 1 << (i % 8);
+            assert_eq!(ipv4_header_ok(&h), checksum(&h) == 0, "flipped {i}");
+        }
+        for h in [[0u8; 20], [0xff; 20]] {
+            assert_eq!(ipv4_header_ok(&h), checksum(&h) == 0);
+        }
     }
 
     /// A xorshift byte stream (deterministic, no dependency).
