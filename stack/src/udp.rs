@@ -339,33 +339,55 @@ impl Stack {
             }
             local.set_ip(src);
         }
-        let len = self.pool.chain_len(&payload);
+        // One metadata access for the checks (a handle the pool does not know reads as a frame
+        // without headroom: refused, and its free counted as a double free).
+        let (headroom, first_len, single) = self.pool.shape(&payload).unwrap_or((0, 0, true));
+        let len = if single {
+            first_len
+        } else {
+            self.pool.chain_len(&payload)
+        };
         if len + UDP_HLEN + IPV4_HLEN > 65535 {
             self.pool.free(payload);
             return Err(SendError::TooLarge);
         }
-        if self.pool.headroom_of(&payload) < UDP_HLEN + IPV4_HLEN + ETH_HLEN {
+        if headroom < UDP_HLEN + IPV4_HLEN + ETH_HLEN {
             self.pool.free(payload);
             return Err(SendError::NoHeadroom);
         }
-        let dst_ip = *dst.ip();
         // Fast path: a known flow, one frame that fits the MTU. Same bytes, counters and drops as
-        // the path below (which fills the cache).
-        if self.iface.up && len + UDP_HLEN + IPV4_HLEN <= self.iface.mtu {
-            if let Some(flow) = self.flows.get(dst_ip, now) {
-                if self.pool.is_single(&payload) {
-                    let (eth, src_wild) = (flow.eth, flow.src_wild);
-                    let src_ip = if local.ip().is_unspecified() {
-                        src_wild
-                    } else {
-                        *local.ip()
-                    };
-                    self.udp_emit(payload, len, local.port(), src_ip, dst, &eth, opts, psum);
-                    return Ok(());
-                }
+        // the routed path (which fills the cache).
+        if single && self.iface.up && len + UDP_HLEN + IPV4_HLEN <= self.iface.mtu {
+            if let Some(flow) = self.flows.get(*dst.ip(), now) {
+                let (eth, src_wild) = (flow.eth, flow.src_wild);
+                let src_ip = if local.ip().is_unspecified() {
+                    src_wild
+                } else {
+                    *local.ip()
+                };
+                self.udp_emit(payload, len, local.port(), src_ip, dst, &eth, opts, psum);
+                return Ok(());
             }
         }
-        let (next_hop, broadcast) = match self.route_to(*dst.ip()) {
+        self.udp_send_routed(payload, len, local, opts, dst, now, psum)
+    }
+
+    /// [`Stack::udp_send_summed`] through routing, source choice and neighbour resolution (then
+    /// the flow cache is filled): out of line, so that the fast path's frame stays small.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn udp_send_routed(
+        &mut self,
+        payload: Frame,
+        len: usize,
+        local: SocketAddrV4,
+        opts: UdpOptions,
+        dst: SocketAddrV4,
+        now: Instant,
+        psum: Option<u64>,
+    ) -> Result<(), SendError> {
+        let dst_ip = *dst.ip();
+        let (next_hop, broadcast) = match self.route_to(dst_ip) {
             Ok(r) => r,
             Err(r) => {
                 self.drop_frame(payload, r);
@@ -457,24 +479,22 @@ impl Stack {
             dont_frag: opts.dont_frag,
             tos: opts.tos,
         };
+        // Headers in front of the payload, and the payload to sum, from one pool access.
+        let Some((h, data)) = self.pool.push_front_split::<HDRS>(&payload) else {
+            // Unreachable: the caller checked the headroom.
+            self.drop_frame(payload, DropReason::PoolEmpty);
+            return;
+        };
         // Pseudo-header (addresses, protocol, length), UDP header words, payload.
         let udp_sum = ip.addr_sum()
             + PROTO_UDP as u64
             + 2 * ulen as u64
             + sport as u64
             + dport as u64
-            + psum.unwrap_or_else(|| checksum::sum(self.pool.data(&payload)));
+            + psum.unwrap_or_else(|| checksum::sum(data));
         let c = !checksum::fold(udp_sum);
         // RFC 768: a computed zero is sent as all ones.
         let c = if c == 0 { 0xffff } else { c };
-        let Some(h) = self.pool.push_front(&payload, HDRS) else {
-            // Unreachable: the caller checked the headroom.
-            self.drop_frame(payload, DropReason::PoolEmpty);
-            return;
-        };
-        let Ok(h) = <&mut [u8; HDRS]>::try_from(h) else {
-            unreachable!("push_front returns exactly the bytes asked for");
-        };
         let (hdrs, u) = h.split_at_mut(ETH_IPV4_HLEN);
         let Ok(hdrs) = <&mut [u8; ETH_IPV4_HLEN]>::try_from(hdrs) else {
             unreachable!("split at ETH_IPV4_HLEN");

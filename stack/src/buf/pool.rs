@@ -432,6 +432,39 @@ impl Pool {
         Some(&mut self.bytes_mut()[r.start..r.start + n])
     }
 
+    /// Grows a frame's window by `N` bytes at the front and returns them together with the rest
+    /// of the window (the payload they will head), from one metadata access: a send path sums the
+    /// payload and writes the headers in front without looking the frame up again. `None` (and
+    /// nothing changed) if the headroom is shorter than `N` or there is no such frame.
+    #[inline]
+    pub fn push_front_split<const N: usize>(
+        &mut self,
+        frame: &Frame,
+    ) -> Option<(&mut [u8; N], &mut [u8])> {
+        let i = frame.0 as usize;
+        let m = self.meta.get_mut(i)?;
+        if N > m.off as usize {
+            return None;
+        }
+        // `off + len` is unchanged, so the window invariant holds.
+        m.off -= N as u32;
+        m.len += N as u32;
+        let (start, len) = (i * self.frame_size + m.off as usize, m.len as usize);
+        // SAFETY: `i` indexed `meta`, so the frame exists, and its window `start..start + len`
+        // keeps `off + len <= frame_size` (just above): it lies inside `base..base + len` of the
+        // region, valid for the pool's life (see `bytes`); `&mut self` gives exclusive access.
+        let w = unsafe { core::slice::from_raw_parts_mut(self.base.add(start), len) };
+        w.split_first_chunk_mut::<N>()
+    }
+
+    /// Headroom, window length and whether the frame is the last of its chain, from one metadata
+    /// access (a send path's checks). `None` if there is no such frame.
+    #[inline]
+    pub fn shape(&self, frame: &Frame) -> Option<(usize, usize, bool)> {
+        let m = self.meta.get(frame.0 as usize)?;
+        Some((m.off as usize, m.len as usize, m.next == NONE))
+    }
+
     /// Shrinks the window by `n` bytes at the front (header consumed). `false` if shorter than `n`.
     pub fn pull_front(&mut self, frame: &Frame, n: usize) -> bool {
         let m = self.meta[frame.0 as usize];
@@ -648,7 +681,14 @@ mod tests {
         assert!(!p.narrow(&Frame(7), 0, 0), "no such frame");
         assert_eq!(p.data(&f), &[1, 2, 3], "unchanged");
         assert!(p.narrow(&f, 1, 1));
-        assert_eq!((p.data(&f), p.headroom_of(&f)), (&[2u8][..], 17));
+        assert_eq!(p.shape(&f), Some((17, 1, true)));
+        assert!(p.push_front_split::<18>(&f).is_none(), "past the headroom");
+        let (h, rest) = p.push_front_split::<2>(&f).unwrap();
+        assert_eq!(rest, &[2]);
+        h.copy_from_slice(&[8, 9]);
+        assert_eq!(p.data(&f), &[8, 9, 2]);
+        assert_eq!(p.shape(&f), Some((15, 3, true)));
+        assert!(p.shape(&Frame(7)).is_none() && p.push_front_split::<1>(&Frame(7)).is_none());
         p.free(f);
     }
 
