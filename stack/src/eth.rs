@@ -8,7 +8,7 @@
 
 use crate::buf::Batch;
 use crate::counters::{DropReason, Event};
-use crate::ipv4::{AddrMemo, L4Bursts};
+use crate::ipv4::L4Bursts;
 use crate::stack::Stack;
 use crate::time::Instant;
 use crate::wire::{parse_ipv4, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HLEN};
@@ -17,7 +17,9 @@ impl Stack {
     pub(crate) fn eth_input(&mut self, batch: &mut Batch, now: Instant) {
         let mut arp = Batch::new();
         let mut l4 = L4Bursts::default();
-        let mut memo = AddrMemo::default();
+        // Address decisions of earlier bursts still valid (see `AddrMemo`).
+        let gen = self.flows.generation();
+        let mut memo = self.flows.rx_memo();
         let mac = self.iface.mac.0;
         let verify = self.cfg.rx_checksum;
         for f in batch.drain() {
@@ -48,6 +50,7 @@ impl Stack {
                 _ => self.drop_frame(f, DropReason::EthUnknownType),
             }
         }
+        self.flows.keep_rx_memo(gen, memo);
         if !arp.is_empty() {
             self.arp_input(&mut arp, now);
         }

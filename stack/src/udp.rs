@@ -85,6 +85,9 @@ pub(crate) struct UdpTable {
     queue_cap: usize,
     /// Sockets that received a datagram or an error since the last `udp_take_ready`, each once.
     ready: Vec<u32>,
+    /// The destination the last datagram was delivered to and its socket: tried before the hash
+    /// lookup (a flow's datagrams find their socket once). Forgotten on every bind and close.
+    last: Option<(SocketAddrV4, usize)>,
 }
 
 impl UdpTable {
@@ -95,6 +98,7 @@ impl UdpTable {
             next_gen: 1,
             queue_cap: queue_cap.max(1),
             ready: Vec::new(),
+            last: None,
         }
     }
 
@@ -178,6 +182,8 @@ impl Stack {
             opts: UdpOptions::default(),
         });
         self.udp.by_addr.insert(local, idx);
+        // A wildcard socket's destination may now have a more specific one.
+        self.udp.last = None;
         Ok(UdpHandle {
             idx: idx as u32,
             gen,
@@ -191,6 +197,7 @@ impl Stack {
         }
         let s = self.udp.sockets.remove(h.idx as usize);
         self.udp.by_addr.remove(&s.local);
+        self.udp.last = None;
         for d in s.rx {
             self.pool.free(d.frame);
         }
@@ -572,10 +579,10 @@ impl Stack {
     }
 
     pub(crate) fn udp_input(&mut self, batch: &mut L4Batch, now: Instant) {
-        // Per-burst work: a burst is mostly one flow, so the socket found for the previous
-        // datagram's destination is tried first (sockets cannot change within a burst), and
-        // deliveries are counted once at the end.
-        let mut last: Option<(SocketAddrV4, usize)> = None;
+        // Per-flow work: traffic is mostly one flow, so the socket found for the previous
+        // datagram's destination (in this burst or an earlier one: `UdpTable::last`) is tried
+        // first; deliveries are counted once per burst.
+        let mut last = self.udp.last;
         let mut delivered = 0;
         let verify = self.cfg.rx_checksum;
         for mut p in batch.drain(..) {
@@ -674,6 +681,7 @@ impl Stack {
             }
             delivered += 1;
         }
+        self.udp.last = last;
         self.counters.add(Event::UdpDelivered, delivered);
     }
 }

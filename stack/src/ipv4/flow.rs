@@ -99,11 +99,23 @@ impl Flow {
     };
 }
 
+/// Receive-side address decisions: the last source that passed the RFC 1122 3.2.1.3 checks
+/// and the last destination accepted, with whether it is a broadcast address. They depend on
+/// the interface's addresses only, which change by configuration only, which bumps the
+/// generation: kept across bursts while it holds, so that a flow's packets are checked once.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AddrMemo {
+    pub src_ok: Option<Ipv4Addr>,
+    pub dst: Option<(Ipv4Addr, bool)>,
+}
+
 /// The cache. See the module docs.
 #[derive(Debug)]
 pub(crate) struct FlowCache {
     slots: [Flow; FLOW_SLOTS],
     gen: u32,
+    /// The receive memo and the generation it was filled in.
+    rx: (u32, AddrMemo),
 }
 
 impl Default for FlowCache {
@@ -111,6 +123,7 @@ impl Default for FlowCache {
         FlowCache {
             slots: [Flow::EMPTY; FLOW_SLOTS],
             gen: 1,
+            rx: (0, AddrMemo::default()),
         }
     }
 }
@@ -132,6 +145,29 @@ impl FlowCache {
     pub fn get(&self, dst: Ipv4Addr, now: Instant) -> Option<&Flow> {
         let f = &self.slots[slot(dst)];
         (f.gen == self.gen && f.dst == dst && now < f.valid_until).then_some(f)
+    }
+
+    /// The receive memo for a burst: the stored one if still valid, else an empty one.
+    #[inline]
+    pub fn rx_memo(&self) -> AddrMemo {
+        if self.rx.0 == self.gen {
+            self.rx.1
+        } else {
+            AddrMemo::default()
+        }
+    }
+
+    /// Keeps the memo a burst filled in, valid until the generation changes. `gen` is the
+    /// generation when the burst started: a memo filled under an older one is never used.
+    #[inline]
+    pub fn keep_rx_memo(&mut self, gen: u32, memo: AddrMemo) {
+        self.rx = (gen, memo);
+    }
+
+    /// The current generation.
+    #[inline]
+    pub fn generation(&self) -> u32 {
+        self.gen
     }
 
     /// Caches a decision for `dst` (replacing whatever shared its slot).
@@ -170,5 +206,33 @@ mod tests {
         assert!(c.get(Ipv4Addr::new(198, 18, 0, 3), Instant::ZERO).is_none());
         c.invalidate();
         assert!(c.get(d, Instant::ZERO).is_none());
+    }
+
+    #[test]
+    fn the_receive_memo_lasts_for_its_generation() {
+        let mut c = FlowCache::default();
+        let a = Ipv4Addr::new(198, 18, 0, 2);
+        assert!(c.rx_memo().src_ok.is_none());
+        let gen = c.generation();
+        c.keep_rx_memo(
+            gen,
+            AddrMemo {
+                src_ok: Some(a),
+                dst: Some((a, true)),
+            },
+        );
+        assert_eq!(c.rx_memo().src_ok, Some(a));
+        assert_eq!(c.rx_memo().dst, Some((a, true)));
+        c.invalidate();
+        assert!(c.rx_memo().src_ok.is_none() && c.rx_memo().dst.is_none());
+        // Filled under an older generation (invalidated during its burst): never used.
+        c.keep_rx_memo(
+            gen,
+            AddrMemo {
+                src_ok: Some(a),
+                dst: None,
+            },
+        );
+        assert!(c.rx_memo().src_ok.is_none());
     }
 }

@@ -20,6 +20,7 @@ use crate::wire::{
 };
 use arrayvec::ArrayVec;
 use core::net::Ipv4Addr;
+pub(crate) use flow::AddrMemo;
 use reassembly::{Key, Outcome};
 
 /// TTL of packets we originate (RFC 1700 default, as Linux).
@@ -55,15 +56,6 @@ pub(crate) struct L4Bursts {
     icmp: L4Batch,
     udp: L4Batch,
     tcp: L4Batch,
-}
-
-/// What a burst learnt about its addresses (they cannot change within a burst): the last source
-/// accepted and the last destination with its class, so that a burst of one flow checks them once.
-#[derive(Default)]
-pub(crate) struct AddrMemo {
-    src_ok: Option<Ipv4Addr>,
-    /// A destination we accept, and whether it is a broadcast address.
-    dst: Option<(Ipv4Addr, bool)>,
 }
 
 impl Stack {
