@@ -492,15 +492,19 @@ impl Stack {
             self.drop_frame(payload, DropReason::PoolEmpty);
             return;
         };
-        // Pseudo-header (addresses, protocol, length), UDP header words, payload.
-        let udp_sum = ip.addr_sum()
-            + PROTO_UDP as u64
-            + 2 * ulen as u64
-            + sport as u64
-            + dport as u64
-            + psum.unwrap_or_else(|| checksum::sum(data));
+        // Pseudo-header (addresses, protocol, length), UDP header words, payload, all in the
+        // CPU's byte order (RFC 1071 2(B)): one fold, and the field stored in that order.
+        let payload_sum = match psum {
+            Some(s) => checksum::network_to_native(s),
+            None => checksum::sum_native(data),
+        };
+        let udp_sum = checksum::pseudo_native(src, *dst.ip(), PROTO_UDP, ulen)
+            + u64::from(ulen.to_be())
+            + u64::from(sport.to_be())
+            + u64::from(dport.to_be())
+            + payload_sum;
         let c = !checksum::fold(udp_sum);
-        // RFC 768: a computed zero is sent as all ones.
+        // RFC 768: a computed zero is sent as all ones (either byte order).
         let c = if c == 0 { 0xffff } else { c };
         let (hdrs, u) = h.split_at_mut(ETH_IPV4_HLEN);
         let Ok(hdrs) = <&mut [u8; ETH_IPV4_HLEN]>::try_from(hdrs) else {
@@ -510,7 +514,7 @@ impl Stack {
         u[0..2].copy_from_slice(&sport.to_be_bytes());
         u[2..4].copy_from_slice(&dport.to_be_bytes());
         u[4..6].copy_from_slice(&ulen.to_be_bytes());
-        u[6..8].copy_from_slice(&c.to_be_bytes());
+        u[6..8].copy_from_slice(&c.to_ne_bytes());
         self.counters.add(Event::UdpSent, 1);
         self.enqueue_tx(payload);
     }
@@ -606,8 +610,9 @@ impl Stack {
             let sum_ok = if stored == 0 || !verify {
                 true
             } else if !p.chained {
-                let s = checksum::pseudo_header(p.src, p.dst, PROTO_UDP, ulen as u32)
-                    + checksum::sum(&b[..ulen.min(b.len())]);
+                // In the CPU's byte order (all ones is its own byte swap): one fold, no swaps.
+                let s = checksum::pseudo_native(p.src, p.dst, PROTO_UDP, ulen as u16)
+                    + checksum::sum_native(&b[..ulen.min(b.len())]);
                 checksum::fold(s) == 0xffff
             } else {
                 // Verified below, once the length is settled.
