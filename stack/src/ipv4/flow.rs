@@ -103,10 +103,51 @@ impl Flow {
 /// and the last destination accepted, with whether it is a broadcast address. They depend on
 /// the interface's addresses only, which change by configuration only, which bumps the
 /// generation: kept across bursts while it holds, so that a flow's packets are checked once.
-#[derive(Debug, Clone, Copy, Default)]
+///
+/// Each entry is one word (an address, and above it 1 for a source that passed, 1 or 2 for a
+/// unicast or broadcast destination; 0: empty), so that a burst copies it in and out cheaply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct AddrMemo {
-    pub src_ok: Option<Ipv4Addr>,
-    pub dst: Option<(Ipv4Addr, bool)>,
+    src: u64,
+    dst: u64,
+}
+
+impl AddrMemo {
+    #[inline]
+    fn word(addr: Ipv4Addr, tag: u64) -> u64 {
+        tag << 32 | u64::from(u32::from_ne_bytes(addr.octets()))
+    }
+
+    /// True if `src` passed the source checks.
+    #[inline]
+    pub fn src_ok(&self, src: Ipv4Addr) -> bool {
+        self.src == Self::word(src, 1)
+    }
+
+    /// Remembers that `src` passed the source checks.
+    #[inline]
+    pub fn set_src_ok(&mut self, src: Ipv4Addr) {
+        self.src = Self::word(src, 1);
+    }
+
+    /// Whether `dst` is a broadcast address, if it is the destination remembered.
+    #[inline]
+    pub fn dst(&self, dst: Ipv4Addr) -> Option<bool> {
+        if self.dst as u32 != u32::from_ne_bytes(dst.octets()) {
+            return None;
+        }
+        match self.dst >> 32 {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Remembers that `dst` is accepted, and whether it is a broadcast address.
+    #[inline]
+    pub fn set_dst(&mut self, dst: Ipv4Addr, broadcast: bool) {
+        self.dst = Self::word(dst, 1 + u64::from(broadcast));
+    }
 }
 
 /// The cache. See the module docs.
@@ -211,28 +252,25 @@ mod tests {
     #[test]
     fn the_receive_memo_lasts_for_its_generation() {
         let mut c = FlowCache::default();
-        let a = Ipv4Addr::new(198, 18, 0, 2);
-        assert!(c.rx_memo().src_ok.is_none());
+        let (a, b) = (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::UNSPECIFIED);
+        // Empty: nothing passes, not even the address whose word is all zeros.
+        let m = c.rx_memo();
+        assert!(!m.src_ok(a) && !m.src_ok(b) && m.dst(a).is_none() && m.dst(b).is_none());
         let gen = c.generation();
-        c.keep_rx_memo(
-            gen,
-            AddrMemo {
-                src_ok: Some(a),
-                dst: Some((a, true)),
-            },
-        );
-        assert_eq!(c.rx_memo().src_ok, Some(a));
-        assert_eq!(c.rx_memo().dst, Some((a, true)));
+        let mut m = AddrMemo::default();
+        m.set_src_ok(a);
+        m.set_dst(b, true);
+        c.keep_rx_memo(gen, m);
+        let m = c.rx_memo();
+        assert!(m.src_ok(a) && !m.src_ok(b));
+        assert_eq!((m.dst(b), m.dst(a)), (Some(true), None));
+        let mut m2 = m;
+        m2.set_dst(a, false);
+        assert_eq!((m2.dst(a), m2.dst(b)), (Some(false), None));
         c.invalidate();
-        assert!(c.rx_memo().src_ok.is_none() && c.rx_memo().dst.is_none());
+        assert_eq!(c.rx_memo(), AddrMemo::default());
         // Filled under an older generation (invalidated during its burst): never used.
-        c.keep_rx_memo(
-            gen,
-            AddrMemo {
-                src_ok: Some(a),
-                dst: None,
-            },
-        );
-        assert!(c.rx_memo().src_ok.is_none());
+        c.keep_rx_memo(gen, m);
+        assert_eq!(c.rx_memo(), AddrMemo::default());
     }
 }

@@ -92,7 +92,7 @@ impl Stack {
         // RFC 1122 3.2.1.3: silently discard packets from broadcast, multicast, loopback,
         // "this network" or our own addresses.
         let src = info.src;
-        if memo.src_ok != Some(src) {
+        if !memo.src_ok(src) {
             if src.is_broadcast()
                 || src.is_multicast()
                 || src.is_loopback()
@@ -103,11 +103,11 @@ impl Stack {
                 self.drop_frame(f, DropReason::Ipv4BadSource);
                 return;
             }
-            memo.src_ok = Some(src);
+            memo.set_src_ok(src);
         }
-        let broadcast = match memo.dst {
-            Some((d, b)) if d == info.dst => b,
-            _ => {
+        let broadcast = match memo.dst(info.dst) {
+            Some(b) => b,
+            None => {
                 let b = if self.is_local_addr(info.dst) {
                     false
                 } else if self.is_broadcast(info.dst) {
@@ -117,7 +117,7 @@ impl Stack {
                     self.drop_frame(f, DropReason::Ipv4NotForUs);
                     return;
                 };
-                memo.dst = Some((info.dst, b));
+                memo.set_dst(info.dst, b);
                 b
             }
         };
@@ -191,8 +191,10 @@ impl Stack {
     /// Hands a burst's L4 packets to their protocols, after its ARP input: unknown protocols
     /// first (RFC 1122 3.2.2.1: protocol unreachable), then ICMP, UDP and TCP.
     pub(crate) fn l4_input(&mut self, l4: &mut L4Bursts, now: Instant) {
-        for p in l4.other.drain(..) {
-            self.proto_unreachable(p, now);
+        if !l4.other.is_empty() {
+            for p in l4.other.drain(..) {
+                self.proto_unreachable(p, now);
+            }
         }
         if !l4.icmp.is_empty() {
             self.icmp_input(&mut l4.icmp, now);
