@@ -474,14 +474,25 @@ impl Pool {
         self.set_window(frame, m.off as usize + n, m.len as usize - n)
     }
 
-    /// Grows the window by `n` bytes at the back and returns them.
+    /// Grows the window by `n` bytes at the back and returns them. `None` (and nothing
+    /// changed) if they do not fit the frame, or there is no such frame. One metadata access and
+    /// one bounds check (a driver's receive copy and a sender's payload copy go through here).
+    #[inline]
     pub fn push_back(&mut self, frame: &Frame, n: usize) -> Option<&mut [u8]> {
-        let m = self.meta[frame.0 as usize];
-        if !self.set_window(frame, m.off as usize, m.len as usize + n) {
+        let i = frame.0 as usize;
+        let m = self.meta.get_mut(i)?;
+        // `off + len <= frame_size` (invariant), so only `n` can overflow.
+        let end = (m.off as usize + m.len as usize).checked_add(n)?;
+        if end > self.frame_size {
             return None;
         }
-        let r = self.range(frame.0);
-        Some(&mut self.bytes_mut()[r.end - n..r.end])
+        m.len += n as u32;
+        let start = i * self.frame_size + end - n;
+        // SAFETY: `i` indexed `meta`, so the frame exists; `start..start + n` ends at the
+        // window's new end, at most `frame_size` into frame `i` (checked just above), so it lies
+        // inside `base..base + len`, valid for the pool's life (see `bytes`); `&mut self` gives
+        // exclusive access.
+        Some(unsafe { core::slice::from_raw_parts_mut(self.base.add(start), n) })
     }
 
     /// Narrows the window to `len` bytes starting `skip` bytes in (headers consumed and padding
@@ -669,6 +680,13 @@ mod tests {
         assert_eq!(p.len(&f), 14);
         assert!(p.push_front(&f, 13).is_none());
         assert!(p.push_back(&f, 1000).is_none());
+        assert!(p.push_back(&f, usize::MAX).is_none(), "overflow");
+        assert!(p.push_back(&Frame(3), 1).is_none(), "no such frame");
+        assert_eq!(p.len(&f), 14, "unchanged");
+        p.push_back(&f, 256 - 26).expect("up to the frame's end").fill(9);
+        assert_eq!((p.data(&f).len(), p.data(&f)[243]), (244, 9));
+        assert!(p.push_back(&f, 1).is_none(), "past the frame's end");
+        p.truncate(&f, 14);
         assert!(p.pull_front(&f, 4));
         assert_eq!(p.data(&f), &[7; 10]);
         assert!(!p.pull_front(&f, 11));
