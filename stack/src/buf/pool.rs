@@ -422,14 +422,13 @@ impl Pool {
     }
 
     /// Grows the window by `n` bytes at the front (to write a header) and returns the new front.
+    /// `None` (and nothing changed) if the headroom is shorter than `n` or there is no such frame.
+    #[inline]
     pub fn push_front(&mut self, frame: &Frame, n: usize) -> Option<&mut [u8]> {
-        let m = self.meta[frame.0 as usize];
-        if n > m.off as usize {
-            return None;
-        }
-        self.set_window(frame, m.off as usize - n, m.len as usize + n);
-        let r = self.range(frame.0);
-        Some(&mut self.bytes_mut()[r.start..r.start + n])
+        let (start, _) = self.grow_front(frame, n)?;
+        // SAFETY: `grow_front` returns the frame's new window, inside the region, and `n` is at
+        // most its length (it grew by `n`); `&mut self` gives exclusive access.
+        Some(unsafe { core::slice::from_raw_parts_mut(self.base.add(start), n) })
     }
 
     /// Grows a frame's window by `N` bytes at the front and returns them together with the rest
@@ -441,20 +440,27 @@ impl Pool {
         &mut self,
         frame: &Frame,
     ) -> Option<(&mut [u8; N], &mut [u8])> {
-        let i = frame.0 as usize;
-        let m = self.meta.get_mut(i)?;
-        if N > m.off as usize {
-            return None;
-        }
-        // `off + len` is unchanged, so the window invariant holds.
-        m.off -= N as u32;
-        m.len += N as u32;
-        let (start, len) = (i * self.frame_size + m.off as usize, m.len as usize);
-        // SAFETY: `i` indexed `meta`, so the frame exists, and its window `start..start + len`
-        // keeps `off + len <= frame_size` (just above): it lies inside `base..base + len` of the
-        // region, valid for the pool's life (see `bytes`); `&mut self` gives exclusive access.
+        let (start, len) = self.grow_front(frame, N)?;
+        // SAFETY: `grow_front` returns the frame's new window, inside the region (its contract).
         let w = unsafe { core::slice::from_raw_parts_mut(self.base.add(start), len) };
         w.split_first_chunk_mut::<N>()
+    }
+
+    /// Moves the window's start `n` bytes back (into the headroom) and returns where the new
+    /// window starts in the region and its length: one metadata access. `None` (and nothing
+    /// changed) if the headroom is shorter than `n` or there is no such frame. The range returned
+    /// lies inside `base..base + len`: the frame exists and `off + len <= frame_size` holds
+    /// (unchanged by the move).
+    #[inline]
+    fn grow_front(&mut self, frame: &Frame, n: usize) -> Option<(usize, usize)> {
+        let i = frame.0 as usize;
+        let m = self.meta.get_mut(i)?;
+        if n > m.off as usize {
+            return None;
+        }
+        m.off -= n as u32;
+        m.len += n as u32;
+        Some((i * self.frame_size + m.off as usize, m.len as usize))
     }
 
     /// Headroom, window length and whether the frame is the last of its chain, from one metadata
@@ -465,13 +471,20 @@ impl Pool {
         Some((m.off as usize, m.len as usize, m.next == NONE))
     }
 
-    /// Shrinks the window by `n` bytes at the front (header consumed). `false` if shorter than `n`.
+    /// Shrinks the window by `n` bytes at the front (header consumed). `false` (and nothing
+    /// changed) if shorter than `n` or there is no such frame.
+    #[inline]
     pub fn pull_front(&mut self, frame: &Frame, n: usize) -> bool {
-        let m = self.meta[frame.0 as usize];
+        let Some(m) = self.meta.get_mut(frame.0 as usize) else {
+            return false;
+        };
         if n > m.len as usize {
             return false;
         }
-        self.set_window(frame, m.off as usize + n, m.len as usize - n)
+        // `off + len` is unchanged: the window invariant holds.
+        m.off += n as u32;
+        m.len -= n as u32;
+        true
     }
 
     /// Grows the window by `n` bytes at the back and returns them. `None` (and nothing
@@ -682,8 +695,11 @@ mod tests {
         assert!(p.push_back(&f, 1000).is_none());
         assert!(p.push_back(&f, usize::MAX).is_none(), "overflow");
         assert!(p.push_back(&Frame(3), 1).is_none(), "no such frame");
+        assert!(p.push_front(&Frame(3), 1).is_none() && !p.pull_front(&Frame(3), 1));
         assert_eq!(p.len(&f), 14, "unchanged");
-        p.push_back(&f, 256 - 26).expect("up to the frame's end").fill(9);
+        p.push_back(&f, 256 - 26)
+            .expect("up to the frame's end")
+            .fill(9);
         assert_eq!((p.data(&f).len(), p.data(&f)[243]), (244, 9));
         assert!(p.push_back(&f, 1).is_none(), "past the frame's end");
         p.truncate(&f, 14);
