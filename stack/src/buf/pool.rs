@@ -334,8 +334,22 @@ impl Pool {
     }
 
     /// Gives a frame (and, when the last owner lets go, the rest of its chain) back.
+    #[inline]
     pub fn free(&mut self, frame: Frame) {
-        let mut i = frame.0;
+        let i = frame.0;
+        // The common case first: the last owner of a single frame.
+        if let Some(m) = self.meta.get_mut(i as usize) {
+            if m.refs == 1 && m.next == NONE {
+                m.refs = 0;
+                self.free.push(i);
+                return;
+            }
+        }
+        self.free_chain(i);
+    }
+
+    /// [`Pool::free`] of a shared frame or a chain (and the accounting of bad frees).
+    fn free_chain(&mut self, mut i: u32) {
         while i != NONE {
             let Some(m) = self.meta.get_mut(i as usize) else {
                 self.double_frees += 1;
