@@ -449,7 +449,7 @@ impl Pool {
     /// of the window (the payload they will head), from one metadata access: a send path sums the
     /// payload and writes the headers in front without looking the frame up again. `None` (and
     /// nothing changed) if the headroom is shorter than `N` or there is no such frame.
-    #[inline]
+    #[inline(always)]
     pub fn push_front_split<const N: usize>(
         &mut self,
         frame: &Frame,
