@@ -182,7 +182,7 @@ impl Stack {
             opts: UdpOptions::default(),
         });
         self.udp.by_addr.insert(local, idx);
-        // A wildcard socket's destination may now have a more specific one.
+        // What a destination finds may change with any bind or close: the remembered socket goes.
         self.udp.last = None;
         Ok(UdpHandle {
             idx: idx as u32,
