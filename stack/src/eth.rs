@@ -1,42 +1,48 @@
 //! Ethernet II input: the first stage of every burst.
 //!
-//! Splits a burst by EtherType into an ARP sub-burst and an IPv4 sub-burst (Ethernet header pulled
-//! off), dropping frames that are too short, not addressed to us, or of another EtherType.
+//! Reads each frame's window once: drops frames that are too short, not addressed to us, or of
+//! another EtherType; ARP frames form a sub-burst; an IPv4 frame's header is parsed from the same
+//! read and the frame goes straight to its L4 sub-burst ([`Stack::ipv4_frame`]). ARP input runs
+//! after the loop, then the L4 sub-bursts ([`Stack::l4_input`]), in the order the stages always
+//! had.
 
 use crate::buf::Batch;
 use crate::counters::{DropReason, Event};
+use crate::ipv4::L4Bursts;
 use crate::stack::Stack;
 use crate::time::Instant;
-use crate::wire::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HLEN};
+use crate::wire::{parse_ipv4, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HLEN};
 
 impl Stack {
     pub(crate) fn eth_input(&mut self, batch: &mut Batch, now: Instant) {
         let mut arp = Batch::new();
-        let mut ipv4 = Batch::new();
+        let mut l4 = L4Bursts::default();
+        // Address decisions of earlier bursts still valid (see `AddrMemo`).
+        let gen = self.flows.generation();
+        let mut memo = self.flows.rx_memo();
         let mac = self.iface.mac.0;
+        let verify = self.cfg.rx_checksum;
         for f in batch.drain() {
             let data = self.pool.data(&f);
             self.counters.add(Event::RxFrames, 1);
             self.counters.add(Event::RxBytes, data.len() as u64);
-            if data.len() < ETH_HLEN {
+            let Some(h) = data.first_chunk::<ETH_HLEN>() else {
                 self.drop_frame(f, DropReason::EthTruncated);
                 continue;
-            }
-            let dst = &data[0..6];
+            };
+            let dst = &h[0..6];
             // Unicast to us or broadcast; we join no multicast group.
             if dst != mac && dst != [0xff; 6] {
                 self.drop_frame(f, DropReason::EthOtherHost);
                 continue;
             }
-            match u16::from_be_bytes([data[12], data[13]]) {
+            match u16::from_be_bytes([h[12], h[13]]) {
                 ETHERTYPE_IPV4 => {
-                    self.pool.pull_front(&f, ETH_HLEN);
-                    // Cannot fail: `ipv4` receives at most as many frames as `batch` held.
-                    let _ = ipv4
-                        .push(f)
-                        .map_err(|f| self.drop_frame(f, DropReason::TxQueueFull));
+                    let parsed = parse_ipv4(&data[ETH_HLEN..], verify);
+                    self.ipv4_frame(f, parsed, &mut l4, &mut memo, now);
                 }
                 ETHERTYPE_ARP => {
+                    // Cannot fail: `arp` receives at most as many frames as `batch` held.
                     let _ = arp
                         .push(f)
                         .map_err(|f| self.drop_frame(f, DropReason::TxQueueFull));
@@ -44,11 +50,10 @@ impl Stack {
                 _ => self.drop_frame(f, DropReason::EthUnknownType),
             }
         }
+        self.flows.keep_rx_memo(gen, memo);
         if !arp.is_empty() {
             self.arp_input(&mut arp, now);
         }
-        if !ipv4.is_empty() {
-            self.ipv4_input(&mut ipv4, now);
-        }
+        self.l4_input(&mut l4, now);
     }
 }

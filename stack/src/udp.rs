@@ -85,6 +85,9 @@ pub(crate) struct UdpTable {
     queue_cap: usize,
     /// Sockets that received a datagram or an error since the last `udp_take_ready`, each once.
     ready: Vec<u32>,
+    /// The destination the last datagram was delivered to and its socket: tried before the hash
+    /// lookup (a flow's datagrams find their socket once). Forgotten on every bind and close.
+    last: Option<(SocketAddrV4, usize)>,
 }
 
 impl UdpTable {
@@ -95,6 +98,7 @@ impl UdpTable {
             next_gen: 1,
             queue_cap: queue_cap.max(1),
             ready: Vec::new(),
+            last: None,
         }
     }
 
@@ -178,6 +182,8 @@ impl Stack {
             opts: UdpOptions::default(),
         });
         self.udp.by_addr.insert(local, idx);
+        // What a destination finds may change with any bind or close: the remembered socket goes.
+        self.udp.last = None;
         Ok(UdpHandle {
             idx: idx as u32,
             gen,
@@ -191,6 +197,7 @@ impl Stack {
         }
         let s = self.udp.sockets.remove(h.idx as usize);
         self.udp.by_addr.remove(&s.local);
+        self.udp.last = None;
         for d in s.rx {
             self.pool.free(d.frame);
         }
@@ -339,33 +346,55 @@ impl Stack {
             }
             local.set_ip(src);
         }
-        let len = self.pool.chain_len(&payload);
+        // One metadata access for the checks (a handle the pool does not know reads as a frame
+        // without headroom: refused, and its free counted as a double free).
+        let (headroom, first_len, single) = self.pool.shape(&payload).unwrap_or((0, 0, true));
+        let len = if single {
+            first_len
+        } else {
+            self.pool.chain_len(&payload)
+        };
         if len + UDP_HLEN + IPV4_HLEN > 65535 {
             self.pool.free(payload);
             return Err(SendError::TooLarge);
         }
-        if self.pool.headroom_of(&payload) < UDP_HLEN + IPV4_HLEN + ETH_HLEN {
+        if headroom < UDP_HLEN + IPV4_HLEN + ETH_HLEN {
             self.pool.free(payload);
             return Err(SendError::NoHeadroom);
         }
-        let dst_ip = *dst.ip();
         // Fast path: a known flow, one frame that fits the MTU. Same bytes, counters and drops as
-        // the path below (which fills the cache).
-        if self.iface.up && len + UDP_HLEN + IPV4_HLEN <= self.iface.mtu {
-            if let Some(flow) = self.flows.get(dst_ip, now) {
-                if self.pool.is_single(&payload) {
-                    let (eth, src_wild) = (flow.eth, flow.src_wild);
-                    let src_ip = if local.ip().is_unspecified() {
-                        src_wild
-                    } else {
-                        *local.ip()
-                    };
-                    self.udp_emit(payload, len, local.port(), src_ip, dst, &eth, opts, psum);
-                    return Ok(());
-                }
+        // the routed path (which fills the cache).
+        if single && self.iface.up && len + UDP_HLEN + IPV4_HLEN <= self.iface.mtu {
+            if let Some(flow) = self.flows.get(*dst.ip(), now) {
+                let (eth, src_wild) = (flow.eth, flow.src_wild);
+                let src_ip = if local.ip().is_unspecified() {
+                    src_wild
+                } else {
+                    *local.ip()
+                };
+                self.udp_emit(payload, len, local.port(), src_ip, dst, &eth, opts, psum);
+                return Ok(());
             }
         }
-        let (next_hop, broadcast) = match self.route_to(*dst.ip()) {
+        self.udp_send_routed(payload, len, local, opts, dst, now, psum)
+    }
+
+    /// [`Stack::udp_send_summed`] through routing, source choice and neighbour resolution (then
+    /// the flow cache is filled): out of line, so that the fast path's frame stays small.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn udp_send_routed(
+        &mut self,
+        payload: Frame,
+        len: usize,
+        local: SocketAddrV4,
+        opts: UdpOptions,
+        dst: SocketAddrV4,
+        now: Instant,
+        psum: Option<u64>,
+    ) -> Result<(), SendError> {
+        let dst_ip = *dst.ip();
+        let (next_hop, broadcast) = match self.route_to(dst_ip) {
             Ok(r) => r,
             Err(r) => {
                 self.drop_frame(payload, r);
@@ -431,8 +460,9 @@ impl Stack {
 
     /// The fast path's output: Ethernet, IPv4 and UDP headers (42 bytes) written in one go in
     /// front of a single-frame payload of `len` bytes (whose sum is `psum` when known), then
-    /// queued. The caller checked the headroom, the MTU and the link.
-    #[inline]
+    /// queued. The caller checked the headroom, the MTU and the link. Inlined into its two
+    /// callers (its arguments are most of its inputs).
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn udp_emit(
         &mut self,
@@ -457,24 +487,26 @@ impl Stack {
             dont_frag: opts.dont_frag,
             tos: opts.tos,
         };
-        // Pseudo-header (addresses, protocol, length), UDP header words, payload.
-        let udp_sum = ip.addr_sum()
-            + PROTO_UDP as u64
-            + 2 * ulen as u64
-            + sport as u64
-            + dport as u64
-            + psum.unwrap_or_else(|| checksum::sum(self.pool.data(&payload)));
-        let c = !checksum::fold(udp_sum);
-        // RFC 768: a computed zero is sent as all ones.
-        let c = if c == 0 { 0xffff } else { c };
-        let Some(h) = self.pool.push_front(&payload, HDRS) else {
+        // Headers in front of the payload, and the payload to sum, from one pool access.
+        let Some((h, data)) = self.pool.push_front_split::<HDRS>(&payload) else {
             // Unreachable: the caller checked the headroom.
             self.drop_frame(payload, DropReason::PoolEmpty);
             return;
         };
-        let Ok(h) = <&mut [u8; HDRS]>::try_from(h) else {
-            unreachable!("push_front returns exactly the bytes asked for");
+        // Pseudo-header (addresses, protocol, length), UDP header words, payload, all in the
+        // CPU's byte order (RFC 1071 2(B)): one fold, and the field stored in that order.
+        let payload_sum = match psum {
+            Some(s) => checksum::network_to_native(s),
+            None => checksum::sum_native(data),
         };
+        let udp_sum = checksum::pseudo_native(src, *dst.ip(), PROTO_UDP, ulen)
+            + u64::from(ulen.to_be())
+            + u64::from(sport.to_be())
+            + u64::from(dport.to_be())
+            + payload_sum;
+        let c = !checksum::fold(udp_sum);
+        // RFC 768: a computed zero is sent as all ones (either byte order).
+        let c = if c == 0 { 0xffff } else { c };
         let (hdrs, u) = h.split_at_mut(ETH_IPV4_HLEN);
         let Ok(hdrs) = <&mut [u8; ETH_IPV4_HLEN]>::try_from(hdrs) else {
             unreachable!("split at ETH_IPV4_HLEN");
@@ -483,7 +515,7 @@ impl Stack {
         u[0..2].copy_from_slice(&sport.to_be_bytes());
         u[2..4].copy_from_slice(&dport.to_be_bytes());
         u[4..6].copy_from_slice(&ulen.to_be_bytes());
-        u[6..8].copy_from_slice(&c.to_be_bytes());
+        u[6..8].copy_from_slice(&c.to_ne_bytes());
         self.counters.add(Event::UdpSent, 1);
         self.enqueue_tx(payload);
     }
@@ -537,15 +569,8 @@ impl Stack {
         true
     }
 
-    fn udp_checksum_ok(&self, p: &L4Packet, stored: u16) -> bool {
-        if stored == 0 || !self.cfg.rx_checksum {
-            return true; // RFC 768: zero means the sender computed none.
-        }
-        if !p.chained {
-            let s = checksum::pseudo_header(p.src, p.dst, PROTO_UDP, p.len as u32)
-                + checksum::sum(self.pool.data(&p.frame));
-            return checksum::fold(s) == 0xffff;
-        }
+    /// The UDP checksum of a reassembled datagram (a frame chain) verifies.
+    fn udp_chain_checksum_ok(&self, p: &L4Packet) -> bool {
         let mut acc = Accumulator::new(checksum::pseudo_header(
             p.src,
             p.dst,
@@ -559,25 +584,41 @@ impl Stack {
     }
 
     pub(crate) fn udp_input(&mut self, batch: &mut L4Batch, now: Instant) {
-        // Per-burst work: a burst is mostly one flow, so the socket found for the previous
-        // datagram's destination is tried first (sockets cannot change within a burst).
-        let mut last: Option<(SocketAddrV4, usize)> = None;
-        for p in batch.drain(..) {
+        // Per-flow work: traffic is mostly one flow, so the socket found for the previous
+        // datagram's destination (in this burst or an earlier one: `UdpTable::last`) is tried
+        // first; deliveries are counted once per burst.
+        let mut last = self.udp.last;
+        let mut delivered = 0;
+        let verify = self.cfg.rx_checksum;
+        for mut p in batch.drain(..) {
+            // The header and, for a single frame, the checksum from one read of the window.
             let b = self.pool.data(&p.frame);
-            if p.len < UDP_HLEN || b.len() < UDP_HLEN {
+            let Some(&h) = b.first_chunk::<UDP_HLEN>() else {
                 self.drop_frame(p.frame, DropReason::UdpMalformed);
                 continue;
-            }
-            let sport = u16::from_be_bytes([b[0], b[1]]);
-            let dport = u16::from_be_bytes([b[2], b[3]]);
-            let ulen = u16::from_be_bytes([b[4], b[5]]) as usize;
-            let stored = u16::from_be_bytes([b[6], b[7]]);
+            };
+            let sport = u16::from_be_bytes([h[0], h[1]]);
+            let dport = u16::from_be_bytes([h[2], h[3]]);
+            let ulen = u16::from_be_bytes([h[4], h[5]]) as usize;
+            let stored = u16::from_be_bytes([h[6], h[7]]);
             // RFC 768: the length covers header and data; the IP payload may only be longer.
-            if ulen < UDP_HLEN || ulen > p.len {
+            if p.len < UDP_HLEN || ulen < UDP_HLEN || ulen > p.len {
                 self.drop_frame(p.frame, DropReason::UdpMalformed);
                 continue;
             }
-            let mut p = p;
+            // RFC 768: zero means the sender computed no checksum. A single frame's window is the
+            // whole IP payload, so its first `ulen` bytes are the datagram.
+            let sum_ok = if stored == 0 || !verify {
+                true
+            } else if !p.chained {
+                // In the CPU's byte order (all ones is its own byte swap): one fold, no swaps.
+                let s = checksum::pseudo_native(p.src, p.dst, PROTO_UDP, ulen as u16)
+                    + checksum::sum_native(&b[..ulen.min(b.len())]);
+                checksum::fold(s) == 0xffff
+            } else {
+                // Verified below, once the length is settled.
+                false
+            };
             if ulen < p.len {
                 if p.chained {
                     self.drop_frame(p.frame, DropReason::UdpMalformed);
@@ -586,7 +627,8 @@ impl Stack {
                 self.pool.truncate(&p.frame, ulen);
                 p.len = ulen;
             }
-            if !self.udp_checksum_ok(&p, stored) {
+            let sum_ok = sum_ok || (p.chained && stored != 0 && self.udp_chain_checksum_ok(&p));
+            if !sum_ok {
                 // Verification failed; a field that is exactly the pseudo-header sum is a
                 // sender's unfinished offload, told apart (and accepted only if configured).
                 if stored == checksum::partial(p.src, p.dst, PROTO_UDP, p.len as u32) {
@@ -623,20 +665,30 @@ impl Stack {
                 self.drop_frame(p.frame, DropReason::UdpRcvMemory);
                 continue;
             }
-            self.pool.pull_front(&p.frame, UDP_HLEN);
+            // The window becomes the payload (one update for a single frame; a chain's head
+            // loses the header).
+            let len = p.len - UDP_HLEN;
+            if p.chained {
+                self.pool.pull_front(&p.frame, UDP_HLEN);
+            } else {
+                let ok = self.pool.narrow(&p.frame, UDP_HLEN, len);
+                debug_assert!(ok, "the window is the datagram");
+            }
             s.rx.push_back(UdpDatagram {
                 frame: p.frame,
                 src: SocketAddrV4::new(p.src, sport),
                 dst,
-                len: p.len - UDP_HLEN,
+                len,
                 tos: p.tos,
             });
             if !s.notified {
                 s.notified = true;
                 self.udp.ready.push(idx as u32);
             }
-            self.counters.add(Event::UdpDelivered, 1);
+            delivered += 1;
         }
+        self.udp.last = last;
+        self.counters.add(Event::UdpDelivered, delivered);
     }
 }
 

@@ -334,8 +334,22 @@ impl Pool {
     }
 
     /// Gives a frame (and, when the last owner lets go, the rest of its chain) back.
+    #[inline]
     pub fn free(&mut self, frame: Frame) {
-        let mut i = frame.0;
+        let i = frame.0;
+        // The common case first: the last owner of a single frame.
+        if let Some(m) = self.meta.get_mut(i as usize) {
+            if m.refs == 1 && m.next == NONE {
+                m.refs = 0;
+                self.free.push(i);
+                return;
+            }
+        }
+        self.free_chain(i);
+    }
+
+    /// [`Pool::free`] of a shared frame or a chain (and the accounting of bad frees).
+    fn free_chain(&mut self, mut i: u32) {
         while i != NONE {
             let Some(m) = self.meta.get_mut(i as usize) else {
                 self.double_frees += 1;
@@ -422,33 +436,107 @@ impl Pool {
     }
 
     /// Grows the window by `n` bytes at the front (to write a header) and returns the new front.
+    /// `None` (and nothing changed) if the headroom is shorter than `n` or there is no such frame.
+    #[inline]
     pub fn push_front(&mut self, frame: &Frame, n: usize) -> Option<&mut [u8]> {
-        let m = self.meta[frame.0 as usize];
+        let (start, _) = self.grow_front(frame, n)?;
+        // SAFETY: `grow_front` returns the frame's new window, inside the region, and `n` is at
+        // most its length (it grew by `n`); `&mut self` gives exclusive access.
+        Some(unsafe { core::slice::from_raw_parts_mut(self.base.add(start), n) })
+    }
+
+    /// Grows a frame's window by `N` bytes at the front and returns them together with the rest
+    /// of the window (the payload they will head), from one metadata access: a send path sums the
+    /// payload and writes the headers in front without looking the frame up again. `None` (and
+    /// nothing changed) if the headroom is shorter than `N` or there is no such frame.
+    #[inline(always)]
+    pub fn push_front_split<const N: usize>(
+        &mut self,
+        frame: &Frame,
+    ) -> Option<(&mut [u8; N], &mut [u8])> {
+        let (start, len) = self.grow_front(frame, N)?;
+        // SAFETY: `grow_front` returns the frame's new window, inside the region (its contract).
+        let w = unsafe { core::slice::from_raw_parts_mut(self.base.add(start), len) };
+        w.split_first_chunk_mut::<N>()
+    }
+
+    /// Moves the window's start `n` bytes back (into the headroom) and returns where the new
+    /// window starts in the region and its length: one metadata access. `None` (and nothing
+    /// changed) if the headroom is shorter than `n` or there is no such frame. The range returned
+    /// lies inside `base..base + len`: the frame exists and `off + len <= frame_size` holds
+    /// (unchanged by the move).
+    #[inline]
+    fn grow_front(&mut self, frame: &Frame, n: usize) -> Option<(usize, usize)> {
+        let i = frame.0 as usize;
+        let m = self.meta.get_mut(i)?;
         if n > m.off as usize {
             return None;
         }
-        self.set_window(frame, m.off as usize - n, m.len as usize + n);
-        let r = self.range(frame.0);
-        Some(&mut self.bytes_mut()[r.start..r.start + n])
+        m.off -= n as u32;
+        m.len += n as u32;
+        Some((i * self.frame_size + m.off as usize, m.len as usize))
     }
 
-    /// Shrinks the window by `n` bytes at the front (header consumed). `false` if shorter than `n`.
+    /// Headroom, window length and whether the frame is the last of its chain, from one metadata
+    /// access (a send path's checks). `None` if there is no such frame.
+    #[inline]
+    pub fn shape(&self, frame: &Frame) -> Option<(usize, usize, bool)> {
+        let m = self.meta.get(frame.0 as usize)?;
+        Some((m.off as usize, m.len as usize, m.next == NONE))
+    }
+
+    /// Shrinks the window by `n` bytes at the front (header consumed). `false` (and nothing
+    /// changed) if shorter than `n` or there is no such frame.
+    #[inline]
     pub fn pull_front(&mut self, frame: &Frame, n: usize) -> bool {
-        let m = self.meta[frame.0 as usize];
+        let Some(m) = self.meta.get_mut(frame.0 as usize) else {
+            return false;
+        };
         if n > m.len as usize {
             return false;
         }
-        self.set_window(frame, m.off as usize + n, m.len as usize - n)
+        // `off + len` is unchanged: the window invariant holds.
+        m.off += n as u32;
+        m.len -= n as u32;
+        true
     }
 
-    /// Grows the window by `n` bytes at the back and returns them.
+    /// Grows the window by `n` bytes at the back and returns them. `None` (and nothing
+    /// changed) if they do not fit the frame, or there is no such frame. One metadata access and
+    /// one bounds check (a driver's receive copy and a sender's payload copy go through here).
+    #[inline]
     pub fn push_back(&mut self, frame: &Frame, n: usize) -> Option<&mut [u8]> {
-        let m = self.meta[frame.0 as usize];
-        if !self.set_window(frame, m.off as usize, m.len as usize + n) {
+        let i = frame.0 as usize;
+        let m = self.meta.get_mut(i)?;
+        // `off + len <= frame_size` (invariant), so only `n` can overflow.
+        let end = (m.off as usize + m.len as usize).checked_add(n)?;
+        if end > self.frame_size {
             return None;
         }
-        let r = self.range(frame.0);
-        Some(&mut self.bytes_mut()[r.end - n..r.end])
+        m.len += n as u32;
+        let start = i * self.frame_size + end - n;
+        // SAFETY: `i` indexed `meta`, so the frame exists; `start..start + n` ends at the
+        // window's new end, at most `frame_size` into frame `i` (checked just above), so it lies
+        // inside `base..base + len`, valid for the pool's life (see `bytes`); `&mut self` gives
+        // exclusive access.
+        Some(unsafe { core::slice::from_raw_parts_mut(self.base.add(start), n) })
+    }
+
+    /// Narrows the window to `len` bytes starting `skip` bytes in (headers consumed and padding
+    /// cut in one update: what `pull_front(skip)` then `truncate(len)` do, with one metadata
+    /// access). `false` (and nothing changed) if that is not inside the window.
+    #[inline]
+    pub fn narrow(&mut self, frame: &Frame, skip: usize, len: usize) -> bool {
+        let Some(m) = self.meta.get_mut(frame.0 as usize) else {
+            return false;
+        };
+        // Inside the old window keeps `off + len <= frame_size`.
+        if skip.checked_add(len).is_none_or(|end| end > m.len as usize) {
+            return false;
+        }
+        m.off += skip as u32;
+        m.len = len as u32;
+        true
     }
 
     /// Cuts the window to `len` bytes (no-op if already shorter).
@@ -653,12 +741,36 @@ mod tests {
         assert_eq!(p.len(&f), 14);
         assert!(p.push_front(&f, 13).is_none());
         assert!(p.push_back(&f, 1000).is_none());
+        assert!(p.push_back(&f, usize::MAX).is_none(), "overflow");
+        assert!(p.push_back(&Frame(3), 1).is_none(), "no such frame");
+        assert!(p.push_front(&Frame(3), 1).is_none() && !p.pull_front(&Frame(3), 1));
+        assert_eq!(p.len(&f), 14, "unchanged");
+        p.push_back(&f, 256 - 26)
+            .expect("up to the frame's end")
+            .fill(9);
+        assert_eq!((p.data(&f).len(), p.data(&f)[243]), (244, 9));
+        assert!(p.push_back(&f, 1).is_none(), "past the frame's end");
+        p.truncate(&f, 14);
         assert!(p.pull_front(&f, 4));
         assert_eq!(p.data(&f), &[7; 10]);
         assert!(!p.pull_front(&f, 11));
         assert!(!p.set_window(&f, 250, 7));
         p.truncate(&f, 3);
         assert_eq!(p.data(&f), &[7; 3]);
+        p.data_mut(&f).copy_from_slice(&[1, 2, 3]);
+        assert!(!p.narrow(&f, 2, 2), "past the window");
+        assert!(!p.narrow(&f, usize::MAX, 2), "overflow");
+        assert!(!p.narrow(&Frame(7), 0, 0), "no such frame");
+        assert_eq!(p.data(&f), &[1, 2, 3], "unchanged");
+        assert!(p.narrow(&f, 1, 1));
+        assert_eq!(p.shape(&f), Some((17, 1, true)));
+        assert!(p.push_front_split::<18>(&f).is_none(), "past the headroom");
+        let (h, rest) = p.push_front_split::<2>(&f).unwrap();
+        assert_eq!(rest, &[2]);
+        h.copy_from_slice(&[8, 9]);
+        assert_eq!(p.data(&f), &[8, 9, 2]);
+        assert_eq!(p.shape(&f), Some((15, 3, true)));
+        assert!(p.shape(&Frame(7)).is_none() && p.push_front_split::<1>(&Frame(7)).is_none());
         p.free(f);
     }
 

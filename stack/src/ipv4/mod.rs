@@ -2,6 +2,8 @@
 //!
 //! Input validates each header, drops what is not for us, hands fragments to [`reassembly`], and
 //! splits the burst by protocol into L4 sub-bursts whose frames' windows start at the L4 header.
+//! It runs frame by frame inside the Ethernet stage's loop (one read of the frame's window for
+//! both headers); the sub-bursts go up after the burst's ARP input.
 //! Output prepends a 20-byte header into headroom, or fragments to the path MTU (copying: this is
 //! the slow path; payloads up to the MTU leave from the frame they were written in).
 
@@ -9,13 +11,16 @@ pub(crate) mod flow;
 pub mod reassembly;
 pub mod route;
 
-use crate::buf::{Batch, Frame, BURST};
+use crate::buf::{Frame, BURST};
 use crate::counters::{DropReason, Event};
 use crate::stack::Stack;
 use crate::time::Instant;
-use crate::wire::{parse_ipv4, Ipv4Error, Ipv4Header, IPV4_HLEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::wire::{
+    Ipv4Error, Ipv4Header, Ipv4Info, ETH_HLEN, IPV4_HLEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+};
 use arrayvec::ArrayVec;
 use core::net::Ipv4Addr;
+pub(crate) use flow::AddrMemo;
 use reassembly::{Key, Outcome};
 
 /// TTL of packets we originate (RFC 1700 default, as Linux).
@@ -41,36 +46,53 @@ pub(crate) struct L4Packet {
 
 pub(crate) type L4Batch = ArrayVec<L4Packet, BURST>;
 
+/// The L4 sub-bursts a receive burst is split into, filled frame by frame as the Ethernet stage
+/// reads them (each packet's descriptor is written once, here) and handed on by
+/// [`Stack::l4_input`] after the burst's ARP input, in a fixed order: unknown protocols (answered
+/// with an ICMP error), ICMP, UDP, TCP.
+#[derive(Default)]
+pub(crate) struct L4Bursts {
+    other: L4Batch,
+    icmp: L4Batch,
+    udp: L4Batch,
+    tcp: L4Batch,
+}
+
 impl Stack {
-    pub(crate) fn ipv4_input(&mut self, batch: &mut Batch, now: Instant) {
-        let mut icmp = L4Batch::new();
-        let mut udp = L4Batch::new();
-        let mut tcp = L4Batch::new();
-        let verify = self.cfg.rx_checksum;
-        for f in batch.drain() {
-            let info = match parse_ipv4(self.pool.data(&f), verify) {
-                Ok(i) => i,
-                Err(e) => {
-                    let r = match e {
-                        Ipv4Error::Truncated => DropReason::Ipv4Truncated,
-                        Ipv4Error::BadVersion => DropReason::Ipv4BadVersion,
-                        Ipv4Error::BadHeaderLen => DropReason::Ipv4BadHeaderLen,
-                        Ipv4Error::BadTotalLen => DropReason::Ipv4BadTotalLen,
-                        Ipv4Error::BadChecksum => DropReason::Ipv4BadChecksum,
-                    };
-                    self.drop_frame(f, r);
-                    continue;
-                }
-            };
-            // Ethernet may pad short packets: the IP total length is authoritative.
-            self.pool.truncate(&f, info.total_len);
-            if info.ttl == 0 {
-                self.drop_frame(f, DropReason::Ipv4TtlZero);
-                continue;
+    /// IPv4 input of one frame whose window still starts at its Ethernet header: `parsed` is
+    /// `parse_ipv4` of what follows. Validates the addresses (RFC 1122 3.2.1.3), hands fragments
+    /// to reassembly, and adds the L4 packet (window narrowed to the L4 header and payload in one
+    /// update) to its sub-burst in `l4`.
+    pub(crate) fn ipv4_frame(
+        &mut self,
+        f: Frame,
+        parsed: Result<Ipv4Info, Ipv4Error>,
+        l4: &mut L4Bursts,
+        memo: &mut AddrMemo,
+        now: Instant,
+    ) {
+        let info = match parsed {
+            Ok(i) => i,
+            Err(e) => {
+                let r = match e {
+                    Ipv4Error::Truncated => DropReason::Ipv4Truncated,
+                    Ipv4Error::BadVersion => DropReason::Ipv4BadVersion,
+                    Ipv4Error::BadHeaderLen => DropReason::Ipv4BadHeaderLen,
+                    Ipv4Error::BadTotalLen => DropReason::Ipv4BadTotalLen,
+                    Ipv4Error::BadChecksum => DropReason::Ipv4BadChecksum,
+                };
+                self.drop_frame(f, r);
+                return;
             }
-            // RFC 1122 3.2.1.3: silently discard packets from broadcast, multicast, loopback,
-            // "this network" or our own addresses.
-            let src = info.src;
+        };
+        if info.ttl == 0 {
+            self.drop_frame(f, DropReason::Ipv4TtlZero);
+            return;
+        }
+        // RFC 1122 3.2.1.3: silently discard packets from broadcast, multicast, loopback,
+        // "this network" or our own addresses.
+        let src = info.src;
+        if !memo.src_ok(src) {
             if src.is_broadcast()
                 || src.is_multicast()
                 || src.is_loopback()
@@ -79,89 +101,109 @@ impl Stack {
                 || self.is_broadcast(src)
             {
                 self.drop_frame(f, DropReason::Ipv4BadSource);
-                continue;
+                return;
             }
-            let broadcast = if self.is_local_addr(info.dst) {
-                false
-            } else if self.is_broadcast(info.dst) {
-                true
-            } else {
-                // We are a host, not a router (RFC 1122 3.3.1: forwarding is off).
-                self.drop_frame(f, DropReason::Ipv4NotForUs);
-                continue;
-            };
-            self.counters.add(Event::Ipv4Delivered, 1);
-            let (frame, len, chained, ip_hdr_len) = if info.is_fragment() {
-                // Each fragment remembers its own header length: the first fragment's is the one
-                // an ICMP error about the datagram quotes (options may differ between fragments).
-                self.pool.set_flags(&f, info.hdr_len as u32);
-                self.pool.pull_front(&f, info.hdr_len);
-                let key = Key {
-                    src,
-                    dst: info.dst,
-                    proto: info.proto,
-                    ident: info.ident,
+            memo.set_src_ok(src);
+        }
+        let broadcast = match memo.dst(info.dst) {
+            Some(b) => b,
+            None => {
+                let b = if self.is_local_addr(info.dst) {
+                    false
+                } else if self.is_broadcast(info.dst) {
+                    true
+                } else {
+                    // We are a host, not a router (RFC 1122 3.3.1: forwarding is off).
+                    self.drop_frame(f, DropReason::Ipv4NotForUs);
+                    return;
                 };
-                let (outcome, evicted) = self.reassembly.insert(
-                    &mut self.pool,
-                    key,
-                    info.frag_offset,
-                    info.more_frags,
-                    f,
-                    now,
-                );
-                for _ in 0..evicted {
-                    self.counters.drop(DropReason::FragNoMemory);
-                }
-                match outcome {
-                    Outcome::Held => continue,
-                    Outcome::Dropped(r) => {
-                        self.counters.drop(r);
-                        continue;
-                    }
-                    Outcome::Complete(head, len) => {
-                        self.counters.add(Event::FragReassembled, 1);
-                        let first_hdr_len = self.pool.flags(&head) as usize;
-                        (head, len, true, first_hdr_len)
-                    }
-                }
-            } else {
-                self.pool.pull_front(&f, info.hdr_len);
-                let len = info.total_len - info.hdr_len;
-                (f, len, false, info.hdr_len)
-            };
-            let pkt = L4Packet {
-                frame,
+                memo.set_dst(info.dst, b);
+                b
+            }
+        };
+        // The window becomes the L4 header and payload: Ethernet and IP headers consumed, and
+        // Ethernet padding cut (the IP total length is authoritative). `parse_ipv4` checked that
+        // this lies inside the window.
+        let l4_len = info.total_len - info.hdr_len;
+        if !self.pool.narrow(&f, ETH_HLEN + info.hdr_len, l4_len) {
+            self.drop_frame(f, DropReason::Ipv4Truncated);
+            return;
+        }
+        self.counters.add(Event::Ipv4Delivered, 1);
+        let (frame, len, chained, ip_hdr_len) = if info.is_fragment() {
+            // Each fragment remembers its own header length: the first fragment's is the one
+            // an ICMP error about the datagram quotes (options may differ between fragments).
+            self.pool.set_flags(&f, info.hdr_len as u32);
+            let key = Key {
                 src,
                 dst: info.dst,
-                ip_hdr_len,
-                len,
-                broadcast,
-                chained,
-                tos: info.tos,
+                proto: info.proto,
+                ident: info.ident,
             };
-            let sub = match info.proto {
-                PROTO_UDP => &mut udp,
-                PROTO_ICMP => &mut icmp,
-                PROTO_TCP => &mut tcp,
-                _ => {
-                    self.proto_unreachable(pkt, now);
-                    continue;
+            let (outcome, evicted) = self.reassembly.insert(
+                &mut self.pool,
+                key,
+                info.frag_offset,
+                info.more_frags,
+                f,
+                now,
+            );
+            for _ in 0..evicted {
+                self.counters.drop(DropReason::FragNoMemory);
+            }
+            match outcome {
+                Outcome::Held => return,
+                Outcome::Dropped(r) => {
+                    self.counters.drop(r);
+                    return;
                 }
-            };
-            // Cannot overflow: a sub-burst holds at most as many packets as the burst.
-            if let Err(e) = sub.try_push(pkt) {
-                self.drop_frame(e.element().frame, DropReason::TxQueueFull);
+                Outcome::Complete(head, len) => {
+                    self.counters.add(Event::FragReassembled, 1);
+                    let first_hdr_len = self.pool.flags(&head) as usize;
+                    (head, len, true, first_hdr_len)
+                }
+            }
+        } else {
+            (f, l4_len, false, info.hdr_len)
+        };
+        let pkt = L4Packet {
+            frame,
+            src,
+            dst: info.dst,
+            ip_hdr_len,
+            len,
+            broadcast,
+            chained,
+            tos: info.tos,
+        };
+        let sub = match info.proto {
+            PROTO_UDP => &mut l4.udp,
+            PROTO_ICMP => &mut l4.icmp,
+            PROTO_TCP => &mut l4.tcp,
+            _ => &mut l4.other,
+        };
+        // Cannot overflow: a sub-burst holds at most as many packets as the burst.
+        if let Err(e) = sub.try_push(pkt) {
+            self.drop_frame(e.element().frame, DropReason::TxQueueFull);
+        }
+    }
+
+    /// Hands a burst's L4 packets to their protocols, after its ARP input: unknown protocols
+    /// first (RFC 1122 3.2.2.1: protocol unreachable), then ICMP, UDP and TCP.
+    pub(crate) fn l4_input(&mut self, l4: &mut L4Bursts, now: Instant) {
+        if !l4.other.is_empty() {
+            for p in l4.other.drain(..) {
+                self.proto_unreachable(p, now);
             }
         }
-        if !icmp.is_empty() {
-            self.icmp_input(&mut icmp, now);
+        if !l4.icmp.is_empty() {
+            self.icmp_input(&mut l4.icmp, now);
         }
-        if !udp.is_empty() {
-            self.udp_input(&mut udp, now);
+        if !l4.udp.is_empty() {
+            self.udp_input(&mut l4.udp, now);
         }
-        if !tcp.is_empty() {
-            self.tcp_input(&mut tcp, now);
+        if !l4.tcp.is_empty() {
+            self.tcp_input(&mut l4.tcp, now);
         }
     }
 

@@ -305,3 +305,39 @@ fn a_wildcard_socket_answers_from_the_address_it_was_asked_at() {
     p.a.pool_mut().free(third.frame);
     p.assert_no_leak();
 }
+
+/// The receive side remembers the last destination's socket across bursts; a close or a bind
+/// forgets it, so a datagram never reaches a socket that was closed, or one that took a closed
+/// socket's slot on another port.
+#[test]
+fn the_remembered_socket_never_outlives_a_close() {
+    let datagram = |port: u16| {
+        let mut l4 = vec![0, 9, 0, 0, 0, 12, 0, 0, b'p', b'i', b'n', b'g'];
+        l4[2..4].copy_from_slice(&port.to_be_bytes());
+        ipv4_frame(crate::wire::PROTO_UDP, &l4, IP_B, IP_A)
+    };
+    let mut s = stack(MAC_A, IP_A, 64);
+    let _ = feed(&mut s, &[], Instant::ZERO);
+    let h1 = s.udp_bind("0.0.0.0:7".parse().unwrap()).unwrap();
+    for _ in 0..2 {
+        assert!(feed(&mut s, &[datagram(7)], Instant::ZERO).is_empty());
+        let d = s.udp_recv(h1).expect("delivered to the wildcard socket");
+        s.pool_mut().free(d.frame);
+    }
+    s.udp_close(h1);
+    let out = feed(&mut s, &[datagram(7)], Instant::ZERO);
+    assert_eq!(out.len(), 1, "port unreachable after the close");
+    assert_eq!(s.counters().drops(DropReason::UdpNoSocket), 1);
+    // A socket on another port takes the closed one's slot: port 7 stays unreachable.
+    let h2 = s.udp_bind("198.18.0.1:9".parse().unwrap()).unwrap();
+    let _ = feed(&mut s, &[datagram(7)], Instant::ZERO);
+    assert_eq!(s.udp_pending(h2), 0);
+    assert_eq!(s.counters().drops(DropReason::UdpNoSocket), 2);
+    // A specific socket on port 7 gets the next one.
+    let h3 = s.udp_bind("198.18.0.1:7".parse().unwrap()).unwrap();
+    let _ = feed(&mut s, &[datagram(7)], Instant::ZERO);
+    let d = s.udp_recv(h3).expect("delivered to the new socket");
+    assert_eq!(d.dst, "198.18.0.1:7".parse::<SocketAddrV4>().unwrap());
+    s.pool_mut().free(d.frame);
+    assert_eq!(s.counters().get(Event::UdpDelivered), 3);
+}

@@ -140,26 +140,35 @@ impl Ipv4Info {
 /// Validates an IPv4 header at the start of `buf` (RFC 1122 3.2.1.1-3.2.1.2: version, header
 /// length, total length, checksum). Options are skipped, not interpreted.
 pub fn parse_ipv4(buf: &[u8], verify_checksum: bool) -> Result<Ipv4Info, Ipv4Error> {
-    if buf.len() < IPV4_HLEN {
+    // The fixed 20 bytes once, then fields without further bounds checks.
+    let Some(h) = buf.first_chunk::<IPV4_HLEN>() else {
         return Err(Ipv4Error::Truncated);
-    }
-    if buf[0] >> 4 != 4 {
+    };
+    if h[0] >> 4 != 4 {
         return Err(Ipv4Error::BadVersion);
     }
-    let hdr_len = ((buf[0] & 0x0f) as usize) * 4;
+    let hdr_len = ((h[0] & 0x0f) as usize) * 4;
     if hdr_len < IPV4_HLEN || hdr_len > buf.len() {
         return Err(Ipv4Error::BadHeaderLen);
     }
-    let total_len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+    let total_len = u16::from_be_bytes([h[2], h[3]]) as usize;
     if total_len < hdr_len {
         return Err(Ipv4Error::BadTotalLen);
     }
     if total_len > buf.len() {
         return Err(Ipv4Error::Truncated);
     }
-    if verify_checksum && checksum::checksum(&buf[..hdr_len]) != 0 {
-        return Err(Ipv4Error::BadChecksum);
+    if verify_checksum {
+        let ok = if hdr_len == IPV4_HLEN {
+            checksum::ipv4_header_ok(h)
+        } else {
+            checksum::checksum(&buf[..hdr_len]) == 0
+        };
+        if !ok {
+            return Err(Ipv4Error::BadChecksum);
+        }
     }
+    let buf = h;
     let ff = u16::from_be_bytes([buf[6], buf[7]]);
     Ok(Ipv4Info {
         hdr_len,
