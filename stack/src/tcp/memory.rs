@@ -224,22 +224,37 @@ impl Stack {
 
     /// Linux `tcp_collapse`: copies small in-order segments into the frame of the segment
     /// before them when it has room, freeing theirs. In place, bounded by the receive queue.
+    /// The segment before may be the last frame of a chain of coalesced segments (GRO, which
+    /// links only segments larger than [`COALESCE_MAX`]): the same frame it would be without.
     pub(crate) fn tcp_collapse_rxq(&mut self, idx: u32) {
         let c = &mut self.tcp.conns[idx as usize];
         let mut collapsed = 0u32;
         let mut i = 0;
         while i + 1 < c.rxq.len() {
-            let (a, b) = (&c.rxq[i], &c.rxq[i + 1]);
+            // The frame the bytes would go to: the entry, or its last frame for a GRO chain.
+            let head = &c.rxq[i];
+            let ai = if self.pool.flags(head) & RX_GRO != 0 {
+                chain_last(&mut self.pool, head)
+            } else {
+                head.index()
+            };
+            let (a, b) = (Frame::from_index(ai), &c.rxq[i + 1]);
             let single = |f: &Frame| self.pool.chain_count(f) == 1 && self.pool.refs(f) == 1;
-            let (la, lb) = (self.pool.len(a), self.pool.len(b));
-            if single(a) && single(b) && lb <= COALESCE_MAX && self.pool.push_back(a, lb).is_some()
-            {
-                let ok = self.pool.copy_between(b, 0, a, la, lb);
+            let (la, lb) = (self.pool.len(&a), self.pool.len(b));
+            let fits = single(&a)
+                && single(b)
+                && lb <= COALESCE_MAX
+                && self.pool.push_back(&a, lb).is_some();
+            if fits {
+                let ok = self.pool.copy_between(b, 0, &a, la, lb);
                 debug_assert!(ok, "both ranges are inside their windows");
+                // `a` aliases a frame the queue owns.
+                let _ = a.into_index();
                 let b = c.rxq.remove(i + 1).expect("index checked");
                 self.pool.free(b);
                 collapsed += 1;
             } else {
+                let _ = a.into_index();
                 i += 1;
             }
         }

@@ -117,6 +117,19 @@ pub(crate) fn trim_front(pool: &mut Pool, head: &Frame, mut n: usize) {
     let _ = cur.into_index();
 }
 
+/// Index of the last frame of a chain (the head's own for a single frame); O(chain length).
+pub(crate) fn chain_last(pool: &mut Pool, head: &Frame) -> u32 {
+    let mut cur = Frame::from_index(head.index());
+    while let Some(next) = pool.chain_split(&cur) {
+        // Peek only: the link is put back at once (`chain_append` from a chain's last frame).
+        let idx = next.index();
+        pool.chain_append(&cur, next);
+        let _ = cur.into_index();
+        cur = Frame::from_index(idx);
+    }
+    cur.into_index()
+}
+
 /// Keeps the first `keep` bytes of a frame or chain, freeing frames that end up empty.
 pub(crate) fn trim_back(pool: &mut Pool, head: &Frame, keep: usize) {
     let mut cur = Frame::from_index(head.index());
@@ -387,6 +400,11 @@ pub(crate) const F_ACK_DEFER: u32 = 1 << 19;
 
 const NONE: u32 = u32::MAX;
 
+/// Pool flag of a receive-queue entry that is a chain of coalesced segments (software GRO, see
+/// `input::tcp_rcv_in_order`), as opposed to one segment reassembled from IPv4 fragments (whose
+/// head's flags hold a header length, below this bit). Cleared when the frame is handed out.
+pub(crate) const RX_GRO: u32 = 1 << 31;
+
 /// One connection. Compact on purpose: an idle established connection is this struct, its map
 /// entry and one wheel node (buffers apart).
 #[derive(Debug)]
@@ -569,6 +587,25 @@ pub(crate) struct TcpTable {
     pub rx_full: bool,
     /// Connections with `F_ACK_DEFER`, each at most once per pass (see `rx_full`).
     pub ack_deferred: Vec<u32>,
+    /// Per-burst receive state (reset at the start and end of each TCP sub-burst).
+    pub rx_burst: RxBurst,
+    /// Tests: every segment takes the full receive path (the fast path's reference).
+    #[cfg(test)]
+    pub rx_fast_off: bool,
+}
+
+/// What the receive fast path remembers within one TCP sub-burst (`input`). Both entries are set
+/// by the fast path only and the whole struct is reset before any segment takes the full path,
+/// which is the only one that can change the 4-tuple map, free a connection or touch a receive
+/// queue other than by appending.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RxBurst {
+    /// The last connection a segment went to, with its tuple (one hash probe per run of
+    /// segments of one flow).
+    pub last: Option<(Tuple, u32)>,
+    /// (connection, frame index): the last frame of the chain at the back of that connection's
+    /// receive queue, which the next large in-order segment is linked to (software GRO).
+    pub tail: Option<(u32, u32)>,
 }
 
 impl TcpTable {
@@ -595,6 +632,9 @@ impl TcpTable {
             orphans: 0,
             rx_full: false,
             ack_deferred: Vec::new(),
+            rx_burst: RxBurst::default(),
+            #[cfg(test)]
+            rx_fast_off: false,
         }
     }
 
@@ -660,6 +700,7 @@ impl TcpTable {
         self.orphans = 0;
         self.rx_full = false;
         self.ack_deferred.clear();
+        self.rx_burst = RxBurst::default();
         self.by_tuple.clear();
         self.listeners.clear();
         self.by_local.clear();
@@ -1331,11 +1372,37 @@ impl Stack {
         Ok(taken)
     }
 
-    /// Takes the next received in-order data: a frame whose window (or chain) is payload only.
+    /// Takes the next received in-order data: a frame whose window is payload only (a chain for
+    /// a segment that came in IPv4 fragments). Segments coalesced on receive (software GRO, see
+    /// [`Stack::tcp_recv_chain`]) are handed out one frame at a time, as they arrived.
     pub fn tcp_recv(&mut self, h: TcpHandle) -> Option<Frame> {
+        self.tcp_recv_take(h, false)
+    }
+
+    /// Takes the next received in-order data whole: a frame or a chain whose windows are payload
+    /// only. In-order segments of one connection that arrived in one burst come as one chain
+    /// (software GRO), so a reader takes them in one call.
+    pub fn tcp_recv_chain(&mut self, h: TcpHandle) -> Option<Frame> {
+        self.tcp_recv_take(h, true)
+    }
+
+    fn tcp_recv_take(&mut self, h: TcpHandle, whole: bool) -> Option<Frame> {
         let idx = self.conn_of(h)?;
         let c = &mut self.tcp.conns[idx as usize];
-        let f = c.rxq.pop_front()?;
+        let front = c.rxq.front_mut()?;
+        // A coalesced chain's frames are segments of their own; a segment reassembled from
+        // fragments is never coalesced, so it stays whole.
+        let rest = (!whole && self.pool.flags(front) & RX_GRO != 0)
+            .then(|| self.pool.chain_split(front))
+            .flatten();
+        let f = match rest {
+            Some(rest) => {
+                self.pool.set_flags(&rest, RX_GRO);
+                core::mem::replace(front, rest)
+            }
+            None => c.rxq.pop_front().expect("front exists"),
+        };
+        self.pool.set_flags(&f, 0);
         c.rcv_queued -= self.pool.chain_len(&f) as u32;
         c.rx_frames -= self.pool.chain_count(&f) as u32;
         self.tcp_mem_sync(idx);
@@ -1343,29 +1410,38 @@ impl Stack {
         Some(f)
     }
 
-    /// Copies received data into `buf`; returns the bytes copied.
+    /// Copies received data into `buf`; returns the bytes copied. Frames are freed as soon as
+    /// they are read whole, one at a time, also from the middle of a coalesced chain.
     pub fn tcp_recv_slice(&mut self, h: TcpHandle, buf: &mut [u8]) -> usize {
         let Some(idx) = self.conn_of(h) else { return 0 };
+        let c = &mut self.tcp.conns[idx as usize];
         let mut n = 0;
-        loop {
-            let c = &mut self.tcp.conns[idx as usize];
-            if n == buf.len() {
-                break;
-            }
-            let Some(f) = c.rxq.front() else { break };
-            let got = self.pool.chain_copy_to(f, &mut buf[n..]);
-            let total = self.pool.chain_len(f);
+        let mut freed = 0u32;
+        while n < buf.len() {
+            let Some(f) = c.rxq.front_mut() else { break };
+            let d = self.pool.data(f);
+            let got = d.len().min(buf.len() - n);
+            buf[n..n + got].copy_from_slice(&d[..got]);
             n += got;
-            c.rcv_queued -= got as u32;
-            if got == total {
-                let f = c.rxq.pop_front().expect("front exists");
-                c.rx_frames -= self.pool.chain_count(&f) as u32;
-                self.pool.free(f);
-            } else {
-                trim_front(&mut self.pool, f, got);
+            if got < d.len() {
+                self.pool.pull_front(f, got);
                 break;
             }
+            // The first frame is read: unlink it and free it alone.
+            let head = match self.pool.chain_split(f) {
+                Some(rest) => {
+                    let fl = self.pool.flags(f);
+                    self.pool.set_flags(&rest, fl);
+                    core::mem::replace(f, rest)
+                }
+                None => c.rxq.pop_front().expect("front exists"),
+            };
+            self.pool.set_flags(&head, 0);
+            self.pool.free(head);
+            freed += 1;
         }
+        c.rcv_queued -= n as u32;
+        c.rx_frames -= freed;
         if n > 0 {
             self.tcp_mem_sync(idx);
             self.tcp_after_read(idx);
