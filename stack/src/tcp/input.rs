@@ -169,16 +169,13 @@ impl Stack {
             _ => None,
         };
         let found = cached.or_else(|| self.tcp.by_tuple.get(&tuple).copied());
-        let seg = match found {
-            Some(idx) => match self.tcp_fast_input(idx, seg, now) {
-                Ok(()) => {
-                    self.tcp.rx_burst.last = Some((tuple, idx));
-                    return;
-                }
-                Err(seg) => seg,
-            },
-            None => seg,
-        };
+        let mut seg = seg;
+        if let Some(idx) = found {
+            if self.tcp_fast_input(idx, &mut seg, now) {
+                self.tcp.rx_burst.last = Some((tuple, idx));
+                return;
+            }
+        }
         self.tcp.rx_burst = RxBurst::default();
         if let Some(idx) = found {
             self.tcp_conn_input(idx, seg, now);
@@ -950,10 +947,10 @@ impl Stack {
     /// down to what is done here, in the same order and with the same helpers: TS.Recent, the
     /// window update, the in-order queueing with its accounting and the ACK decision. Anything
     /// else goes back to the caller for the full path ([`Stack::tcp_conn_input`]).
-    fn tcp_fast_input(&mut self, idx: u32, seg: Seg, now: Instant) -> Result<(), Seg> {
+    fn tcp_fast_input(&mut self, idx: u32, seg: &mut Seg, now: Instant) -> bool {
         #[cfg(test)]
         if self.tcp.rx_fast_off {
-            return Err(seg);
+            return false;
         }
         let c = &self.tcp.conns[idx as usize];
         let single = seg.frame.as_ref().is_some_and(|f| self.pool.is_single(f));
@@ -970,25 +967,33 @@ impl Stack {
             || !seq_gt(c.rcv_adv, c.rcv_nxt)
             || seq_gt(end, c.rcv_adv)
             || !paws_ok
-            || !Self::tcp_ack_predicted(c, &seg)
+            || !Self::tcp_ack_predicted(c, seg)
             || !c.ooo.is_empty()
             || (c.rx_frames + c.ooo.frames()) as usize >= rcv_frame_budget(c.rcv_buf)
-            || self.tcp_mem_admit(idx, 1) != memory::Admit::Yes
         {
-            return Err(seg);
+            return false;
         }
-        let mut seg = seg;
-        let frame = seg.frame.take().expect("checked above");
-        self.tcp.touch(idx);
+        let limits = self.tcp_mem_limits();
+        if self.tcp_mem_admit_in(idx, 1, &limits) != memory::Admit::Yes {
+            return false;
+        }
+        let Some(frame) = seg.frame.take() else {
+            return false;
+        };
+        // `touch` does nothing more for a connection already marked both ways.
+        let c = &self.tcp.conns[idx as usize];
+        if c.flags & (F_TOUCHED | F_APP_EV) != F_TOUCHED | F_APP_EV {
+            self.tcp.touch(idx);
+        }
         let c = &mut self.tcp.conns[idx as usize];
-        Self::tcp_note_ts_recent(c, &seg, seg.len);
-        Self::tcp_snd_wnd_update(c, &seg);
+        Self::tcp_note_ts_recent(c, seg, seg.len);
+        Self::tcp_snd_wnd_update(c, seg);
         self.tcp_rcv_in_order(idx, frame, 1, seg.len, now, true);
-        self.tcp_mem_sync(idx);
+        self.tcp_mem_sync_in(idx, &limits);
         if self.tcp.conns[idx as usize].has(F_KEEPALIVE) {
             self.tcp_keepalive_touch(idx, now);
         }
-        Ok(())
+        true
     }
 
     /// A D-SACK from the peer (RFC 2883): widens RACK's reordering window (RFC 8985 6.2 step

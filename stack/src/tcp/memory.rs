@@ -115,6 +115,12 @@ impl Stack {
 
     /// Brings the stack-wide totals up to date with a connection's queues; O(1).
     pub(crate) fn tcp_mem_sync(&mut self, idx: u32) {
+        let l = self.tcp_mem_limits();
+        self.tcp_mem_sync_in(idx, &l);
+    }
+
+    /// [`Stack::tcp_mem_sync`] with the thresholds in force (`l`, from `tcp_mem_limits`).
+    pub(crate) fn tcp_mem_sync_in(&mut self, idx: u32, l: &TcpMemLimits) {
         let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
             return;
         };
@@ -132,8 +138,8 @@ impl Stack {
             (false, true) => m.holders -= 1,
             _ => {}
         }
-        self.tcp_mem_level_changed();
-        if clamped && (!self.tcp.mem.pressure || now as usize <= self.tcp_mem_fair_share()) {
+        self.tcp_mem_level_changed_in(l);
+        if clamped && (!self.tcp.mem.pressure || now as usize <= self.tcp_mem_share_in(l)) {
             self.tcp.conns[idx as usize].flags &= !F_MEM_CLAMP;
         }
     }
@@ -151,6 +157,10 @@ impl Stack {
 
     fn tcp_mem_level_changed(&mut self) {
         let l = self.tcp_mem_limits();
+        self.tcp_mem_level_changed_in(&l);
+    }
+
+    fn tcp_mem_level_changed_in(&mut self, l: &TcpMemLimits) {
         let m = &mut self.tcp.mem;
         if !m.pressure && m.frames >= l.pressure {
             m.pressure = true;
@@ -164,14 +174,22 @@ impl Stack {
     /// The fair share of a connection under pressure: `high` over the connections holding
     /// frames, at least [`MIN_SHARE`].
     pub(crate) fn tcp_mem_fair_share(&self) -> usize {
-        (self.tcp_mem_limits().high / self.tcp.mem.holders.max(1)).max(MIN_SHARE)
+        self.tcp_mem_share_in(&self.tcp_mem_limits())
+    }
+
+    fn tcp_mem_share_in(&self, l: &TcpMemLimits) -> usize {
+        (l.high / self.tcp.mem.holders.max(1)).max(MIN_SHARE)
     }
 
     /// May connection `idx` take `n` more frames?
     pub(crate) fn tcp_mem_admit(&self, idx: u32, n: usize) -> Admit {
+        self.tcp_mem_admit_in(idx, n, &self.tcp_mem_limits())
+    }
+
+    /// [`Stack::tcp_mem_admit`] with the thresholds in force (`l`, from `tcp_mem_limits`).
+    pub(crate) fn tcp_mem_admit_in(&self, idx: u32, n: usize, l: &TcpMemLimits) -> Admit {
         let c = &self.tcp.conns[idx as usize];
         let m = &self.tcp.mem;
-        let l = self.tcp_mem_limits();
         let held = c.mem as usize;
         // The pool's own reserve, for everything that is not TCP (and the driver's fill
         // ring): never taken.
@@ -188,7 +206,7 @@ impl Stack {
                 Admit::OverShare
             };
         }
-        if !m.pressure || held + n <= self.tcp_mem_fair_share() {
+        if !m.pressure || held + n <= self.tcp_mem_share_in(l) {
             Admit::Yes
         } else {
             Admit::OverShare
