@@ -1269,7 +1269,11 @@ impl Stack {
         c.rcv_queued += len;
         c.rcv_nxt = c.rcv_nxt.wrapping_add(len);
         c.stats.bytes_received += u64::from(len);
-        while let Some((f, l)) = c.ooo.pop_ready(&mut self.pool, c.rcv_nxt) {
+        // What the out-of-order queue held and this segment made contiguous.
+        while let Some((f, l)) = had_ooo
+            .then(|| c.ooo.pop_ready(&mut self.pool, c.rcv_nxt))
+            .flatten()
+        {
             c.rx_frames += self.pool.chain_count(&f) as u32;
             c.rxq.push_back(f);
             c.rcv_queued += l;

@@ -1436,7 +1436,7 @@ impl Stack {
                 }
                 None => c.rxq.pop_front().expect("front exists"),
             };
-            self.pool.set_flags(&head, 0);
+            // (A freed frame's flags are reset when it is allocated again.)
             self.pool.free(head);
             freed += 1;
         }
