@@ -167,11 +167,12 @@ impl Rng {
 }
 
 /// The fast path against the full path: the same scripted peer (in-order runs, gaps, duplicates,
-/// segments beyond the window, old timestamps, pure ACKs, a FIN) against two stacks, one with the
-/// fast path off. Every segment A emits, every counter, the connection's state and the bytes
-/// read must be equal.
+/// segments beyond the window, old timestamps, pure ACKs, full bursts, ends of receive passes,
+/// a FIN) against two stacks, one with the fast path off. Every segment A emits, every counter,
+/// the connection's state and the bytes read must be equal.
 #[test]
 fn the_fast_path_does_exactly_what_the_full_path_does() {
+    let mut any_deferred = false;
     for seed in 1..=12u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let opts = SegmentOptions {
@@ -188,9 +189,17 @@ fn the_fast_path_does_exactly_what_the_full_path_does() {
         let (hs, _) = full.accept_with(opts.clone());
         let (mut tsval, mut seq) = (200u32, fast.seq);
         let (mut read_f, mut read_s) = (Vec::new(), Vec::new());
+        let mut deferred = false;
         for step in 0..150 {
             let mut burst = Vec::new();
-            for _ in 0..1 + rng.next(12) {
+            // Now and then a full burst (`BURST` segments): ACKs of in-order data wait for the
+            // end of the receive pass (`F_ACK_DEFER`), which the fast path must keep too.
+            let n = if rng.next(6) == 0 {
+                crate::BURST as u64
+            } else {
+                1 + rng.next(12)
+            };
+            for _ in 0..n {
                 let len = match rng.next(4) {
                     0 => 1 + rng.next(256) as usize,
                     _ => 257 + rng.next(1204) as usize,
@@ -221,11 +230,23 @@ fn the_fast_path_does_exactly_what_the_full_path_does() {
             if step == 149 {
                 let mut f = fast.seg(ACK | FIN, b"");
                 f.seq = seq;
+                burst.truncate(crate::BURST - 1);
                 burst.push(f);
             }
             let out_f = fast.send(&burst);
             let out_s = full.send(&burst);
             assert_eq!(out_f, out_s, "seed {seed} step {step}: A's segments");
+            deferred |= conn(&fast, hf).has(F_ACK_DEFER);
+            if rng.next(4) == 0 {
+                // The end of a receive pass.
+                fast.s.tcp_rx_done();
+                full.s.tcp_rx_done();
+                assert_eq!(
+                    fast.poll(),
+                    full.poll(),
+                    "seed {seed} step {step}: end of pass"
+                );
+            }
             if rng.next(3) == 0 {
                 let mut b = vec![0u8; rng.next(9000) as usize];
                 let n = fast.s.tcp_recv_slice(hf, &mut b);
@@ -272,5 +293,7 @@ fn the_fast_path_does_exactly_what_the_full_path_does() {
             "seed {seed}: every counter"
         );
         assert!(fast.s.tcp_recv_finished(hf) == full.s.tcp_recv_finished(hs));
+        any_deferred |= deferred;
     }
+    assert!(any_deferred, "some full burst deferred its ACK");
 }
