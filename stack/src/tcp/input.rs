@@ -5,6 +5,11 @@
 //! 5.3), RST (RFC 5961 3), SYN (RFC 5961 4), ACK (RFC 5961 5), text, FIN. Output is not sent
 //! here: touched connections are flushed once at the end of the burst.
 //!
+//! Per burst: a run of segments of one flow is demultiplexed once (`RxBurst::last`); in-order
+//! data of an established connection with nothing to acknowledge takes a fast path that does
+//! exactly what the steps above do for it (`tcp_fast_input`, header prediction), and large
+//! ones of a burst share one receive-queue entry (software GRO, `tcp_rcv_in_order`).
+//!
 //! ACK policy (RFC 9293 3.8.6.3, RFC 1122 4.2.3.2, RFC 5681 4.2): out-of-order, gap-filling,
 //! duplicate and out-of-window segments are acknowledged at once (at the end of their burst);
 //! in-order data at least every second full-sized segment, i.e. once per burst that carries two

@@ -17,9 +17,9 @@
 //! | `memory` | stack-wide memory accounting and pressure (Linux `tcp_mem`), shared frames for small payloads; see `docs/HARDENING.md` |
 //! | `syncookie`, `isn` | SYN cookies; RFC 6528 ISNs with a keyed PRF |
 //!
-//! Costs: a segment costs one hash probe (two more for a listener), work on its own connection,
-//! and O(1) timer-wheel updates; nothing walks the connection table on a per-packet or per-poll
-//! path. Segments of one burst are processed first and each touched connection emits output
+//! Costs: a segment costs one hash probe (none after a segment of the same flow in its burst;
+//! two more for a listener), work on its own connection, and O(1) timer-wheel updates; nothing
+//! walks the connection table on a per-packet or per-poll path. Segments of one burst are processed first and each touched connection emits output
 //! once at the end of the burst (one ACK can cover several segments).
 //!
 //! Frame ownership: a frame handed to `tcp_send` stays in the send queue until acknowledged. A
