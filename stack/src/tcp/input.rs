@@ -586,7 +586,7 @@ impl Stack {
 
     /// RFC 7323 4.3 (3): TS.Recent from an acceptable segment with SEG.SEQ =< Last.ACK.sent <
     /// SEG.SEQ + SEG.LEN (or = for SEG.LEN 0). `len` is SEG.LEN.
-    #[inline]
+    #[inline(always)]
     fn tcp_note_ts_recent(c: &mut Conn, seg: &Seg, len: u32) {
         if let (true, Some((tsval, _))) = (c.has(F_TS), seg.opts.timestamps) {
             if seq_le(seg.seq, c.last_ack_sent)
@@ -912,7 +912,7 @@ impl Stack {
     /// RFC 9293 3.10.7.4 fifth: window update if newer (SND.WL1/WL2 rule), and only when
     /// SND.UNA =< SEG.ACK: the window is an offset from SEG.ACK, so one carried by an ACK below
     /// SND.UNA would move the right edge beyond what the peer offered.
-    #[inline]
+    #[inline(always)]
     fn tcp_snd_wnd_update(c: &mut Conn, seg: &Seg) {
         if seq_ge(seg.ack, c.snd_una)
             && (seq_lt(c.snd_wl1, seg.seq) || (c.snd_wl1 == seg.seq && seq_le(c.snd_wl2, seg.ack)))
@@ -1239,6 +1239,7 @@ impl Stack {
     /// (`rx_frames`, `rcv_queued`, the memory totals), so budgets and admissions are what they
     /// are without it; small segments keep entries of their own so that `tcp_collapse_rxq` can
     /// still copy them together.
+    #[inline(always)]
     fn tcp_rcv_in_order(
         &mut self,
         idx: u32,
