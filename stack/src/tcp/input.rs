@@ -1306,6 +1306,7 @@ impl Stack {
 
     /// Delayed ACK (RFC 9293 3.8.6.3, RFC 5681 4.2): at least every second full-sized segment,
     /// at most `tcp_delack_ms` later; quick-ack mode acknowledges the first segments at once.
+    #[inline(always)]
     fn tcp_schedule_ack(&mut self, idx: u32, now: Instant) {
         let delack_ms = self.cfg.tcp_delack_ms;
         let c = &mut self.tcp.conns[idx as usize];

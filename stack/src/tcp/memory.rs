@@ -120,6 +120,7 @@ impl Stack {
     }
 
     /// [`Stack::tcp_mem_sync`] with the thresholds in force (`l`, from `tcp_mem_limits`).
+    #[inline(always)]
     pub(crate) fn tcp_mem_sync_in(&mut self, idx: u32, l: &TcpMemLimits) {
         let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
             return;
@@ -187,6 +188,7 @@ impl Stack {
     }
 
     /// [`Stack::tcp_mem_admit`] with the thresholds in force (`l`, from `tcp_mem_limits`).
+    #[inline(always)]
     pub(crate) fn tcp_mem_admit_in(&self, idx: u32, n: usize, l: &TcpMemLimits) -> Admit {
         let c = &self.tcp.conns[idx as usize];
         let m = &self.tcp.mem;
