@@ -58,11 +58,11 @@ impl Stack {
     /// TCP input for a sub-burst; touched connections emit their output at the end.
     pub(crate) fn tcp_input(&mut self, batch: &mut L4Batch, now: Instant) {
         self.tcp.rx_full = batch.is_full();
-        self.tcp.rx_burst = RxBurst::default();
+        self.tcp.rx_burst = RxBurst::new(self.tcp_mem_limits());
         for p in batch.drain(..) {
             self.tcp_segment(p, now);
         }
-        self.tcp.rx_burst = RxBurst::default();
+        self.tcp.rx_burst.forget();
         if !self.tcp.rx_full {
             self.tcp_release_acks();
         }
@@ -177,11 +177,13 @@ impl Stack {
         let mut seg = seg;
         if let Some(idx) = found {
             if self.tcp_fast_input(idx, &mut seg, now) {
-                self.tcp.rx_burst.last = Some((tuple, idx));
+                if cached.is_none() {
+                    self.tcp.rx_burst.last = Some((tuple, idx));
+                }
                 return;
             }
         }
-        self.tcp.rx_burst = RxBurst::default();
+        self.tcp.rx_burst.forget();
         if let Some(idx) = found {
             self.tcp_conn_input(idx, seg, now);
         } else if let Some(l) = self.tcp.lookup_listener(seg.local) {
@@ -978,7 +980,7 @@ impl Stack {
         {
             return false;
         }
-        let limits = self.tcp_mem_limits();
+        let limits = self.tcp.rx_burst.limits;
         if self.tcp_mem_admit_in(idx, 1, &limits) != memory::Admit::Yes {
             return false;
         }

@@ -594,11 +594,11 @@ pub(crate) struct TcpTable {
     pub rx_fast_off: bool,
 }
 
-/// What the receive fast path remembers within one TCP sub-burst (`input`). Both entries are set
-/// by the fast path only and the whole struct is reset before any segment takes the full path,
-/// which is the only one that can change the 4-tuple map, free a connection or touch a receive
-/// queue other than by appending.
-#[derive(Debug, Default, Clone, Copy)]
+/// What the receive fast path remembers within one TCP sub-burst (`input`). `last` and `tail`
+/// are set by the fast path only and forgotten before any segment takes the full path, which is
+/// the only one that can change the 4-tuple map, free a connection or touch a receive queue
+/// other than by appending.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct RxBurst {
     /// The last connection a segment went to, with its tuple (one hash probe per run of
     /// segments of one flow).
@@ -606,6 +606,25 @@ pub(crate) struct RxBurst {
     /// (connection, frame index): the last frame of the chain at the back of that connection's
     /// receive queue, which the next large in-order segment is linked to (software GRO).
     pub tail: Option<(u32, u32)>,
+    /// The memory thresholds in force, computed once per sub-burst (configuration and pool do
+    /// not change within one).
+    pub limits: TcpMemLimits,
+}
+
+impl RxBurst {
+    pub fn new(limits: TcpMemLimits) -> RxBurst {
+        RxBurst {
+            last: None,
+            tail: None,
+            limits,
+        }
+    }
+
+    /// Forgets the connection and the chain remembered (see the type's doc).
+    pub fn forget(&mut self) {
+        self.last = None;
+        self.tail = None;
+    }
 }
 
 impl TcpTable {
@@ -632,7 +651,7 @@ impl TcpTable {
             orphans: 0,
             rx_full: false,
             ack_deferred: Vec::new(),
-            rx_burst: RxBurst::default(),
+            rx_burst: RxBurst::new(TcpMemLimits::for_pool(0)),
             #[cfg(test)]
             rx_fast_off: false,
         }
@@ -700,7 +719,7 @@ impl TcpTable {
         self.orphans = 0;
         self.rx_full = false;
         self.ack_deferred.clear();
-        self.rx_burst = RxBurst::default();
+        self.rx_burst.forget();
         self.by_tuple.clear();
         self.listeners.clear();
         self.by_local.clear();
