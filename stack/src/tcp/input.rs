@@ -7,8 +7,8 @@
 //!
 //! Per burst: a run of segments of one flow is demultiplexed once (`RxBurst::last`); in-order
 //! data of an established connection with nothing to acknowledge takes a fast path that does
-//! exactly what the steps above do for it (`tcp_fast_input`, header prediction), and, with
-//! software GRO on, large ones of a burst share one receive-queue entry (`tcp_rcv_in_order`).
+//! exactly what the steps above do for it (`tcp_fast_input`, header prediction), and large
+//! ones of a burst share one receive-queue entry (software GRO, `tcp_rcv_in_order`).
 //!
 //! ACK policy (RFC 9293 3.8.6.3, RFC 1122 4.2.3.2, RFC 5681 4.2): out-of-order, gap-filling,
 //! duplicate and out-of-window segments are acknowledged at once (at the end of their burst);
@@ -1234,7 +1234,7 @@ impl Stack {
     /// In-order data at RCV.NXT (`len` bytes in `nf` frames, admitted) to the receive queue,
     /// then what the out-of-order queue holds from there on; the ACK decision.
     ///
-    /// Software GRO (when on, `Stack::tcp_set_rx_coalesce`): on the fast path (`fast`), a segment
+    /// Software GRO (unless turned off, `Stack::tcp_set_rx_coalesce`): on the fast path (`fast`), a segment
     /// of more than [`memory::COALESCE_MAX`] bytes that follows another such segment of the same
     /// connection in the same burst is linked to the end of that segment's receive-queue entry
     /// (one chain, one entry) instead of taking an entry of its own. The accounting stays per frame

@@ -589,7 +589,7 @@ pub(crate) struct TcpTable {
     pub ack_deferred: Vec<u32>,
     /// Per-burst receive state (reset at the start and end of each TCP sub-burst).
     pub rx_burst: RxBurst,
-    /// Software GRO on (see [`Stack::tcp_set_rx_coalesce`]).
+    /// Software GRO on (the default; see [`Stack::tcp_set_rx_coalesce`]).
     pub rx_coalesce: bool,
     /// Tests: every segment takes the full receive path (the fast path's reference).
     #[cfg(test)]
@@ -654,7 +654,7 @@ impl TcpTable {
             rx_full: false,
             ack_deferred: Vec::new(),
             rx_burst: RxBurst::new(TcpMemLimits::for_pool(0)),
-            rx_coalesce: false,
+            rx_coalesce: true,
             #[cfg(test)]
             rx_fast_off: false,
         }
@@ -1402,19 +1402,18 @@ impl Stack {
     }
 
     /// Takes the next received in-order data whole: a frame or a chain whose windows are payload
-    /// only. With [`Stack::tcp_set_rx_coalesce`] on, in-order segments of one connection that
-    /// arrived in one burst come as one chain (software GRO), so a reader takes them in one call.
+    /// only. With software GRO ([`Stack::tcp_set_rx_coalesce`], on by default), in-order
+    /// segments of one connection that arrived in one burst come as one chain, so a reader takes
+    /// them in one call.
     pub fn tcp_recv_chain(&mut self, h: TcpHandle) -> Option<Frame> {
         self.tcp_recv_take(h, true)
     }
 
-    /// Software GRO on or off (off by default): in-order segments of more than 256 bytes of one
+    /// Software GRO on (the default) or off: in-order segments of more than 256 bytes of one
     /// connection that arrive in one burst are linked into one receive-queue entry, which
     /// [`Stack::tcp_recv_chain`] hands out whole (`tcp_recv` still one segment per call,
-    /// `tcp_recv_slice` is unaffected). Accounting, budgets and ACKs are the same either way.
-    /// Off by default because it saves nothing measurable for readers that copy
-    /// (`tcp_recv_slice`: 0.1 % of the instructions of the bulk benchmark) while the bulk
-    /// benchmark ran slower with it on this project's machines (docs: issue #17, round 4).
+    /// `tcp_recv_slice` reads the same bytes either way). Accounting, budgets and ACKs are the
+    /// same either way; off, every segment keeps an entry of its own, as before GRO.
     pub fn tcp_set_rx_coalesce(&mut self, on: bool) {
         self.tcp.rx_coalesce = on;
     }
