@@ -5,6 +5,11 @@
 //! 5.3), RST (RFC 5961 3), SYN (RFC 5961 4), ACK (RFC 5961 5), text, FIN. Output is not sent
 //! here: touched connections are flushed once at the end of the burst.
 //!
+//! Per burst: a run of segments of one flow is demultiplexed once (`RxBurst::last`); in-order
+//! data of an established connection with nothing to acknowledge takes a fast path that does
+//! exactly what the steps above do for it (`tcp_fast_input`, header prediction), and large
+//! ones of a burst share one receive-queue entry (software GRO, `tcp_rcv_in_order`).
+//!
 //! ACK policy (RFC 9293 3.8.6.3, RFC 1122 4.2.3.2, RFC 5681 4.2): out-of-order, gap-filling,
 //! duplicate and out-of-window segments are acknowledged at once (at the end of their burst);
 //! in-order data at least every second full-sized segment, i.e. once per burst that carries two
@@ -53,9 +58,11 @@ impl Stack {
     /// TCP input for a sub-burst; touched connections emit their output at the end.
     pub(crate) fn tcp_input(&mut self, batch: &mut L4Batch, now: Instant) {
         self.tcp.rx_full = batch.is_full();
+        self.tcp.rx_burst = RxBurst::new(self.tcp_mem_limits());
         for p in batch.drain(..) {
             self.tcp_segment(p, now);
         }
+        self.tcp.rx_burst.forget();
         if !self.tcp.rx_full {
             self.tcp_release_acks();
         }
@@ -159,7 +166,25 @@ impl Stack {
             local: seg.local,
             remote: seg.remote,
         };
-        if let Some(&idx) = self.tcp.by_tuple.get(&tuple) {
+        // The burst's last connection first: segments of one flow come in runs. The cache is
+        // only set by the fast path, which never changes the 4-tuple map, and cleared before
+        // any other processing, so it always names the map's entry for its tuple.
+        let cached = match self.tcp.rx_burst.last {
+            Some((t, idx)) if t == tuple => Some(idx),
+            _ => None,
+        };
+        let found = cached.or_else(|| self.tcp.by_tuple.get(&tuple).copied());
+        let mut seg = seg;
+        if let Some(idx) = found {
+            if self.tcp_fast_input(idx, &mut seg, now) {
+                if cached.is_none() {
+                    self.tcp.rx_burst.last = Some((tuple, idx));
+                }
+                return;
+            }
+        }
+        self.tcp.rx_burst.forget();
+        if let Some(idx) = found {
             self.tcp_conn_input(idx, seg, now);
         } else if let Some(l) = self.tcp.lookup_listener(seg.local) {
             self.tcp_listen_input(l, seg, now);
@@ -556,17 +581,23 @@ impl Stack {
             _ => in_wnd(seq) || in_wnd(seq.wrapping_add(len - 1)),
         };
         if ok {
-            if let (true, Some((tsval, _))) = (c.has(F_TS), seg.opts.timestamps) {
-                // RFC 7323 4.3 (3): SEG.SEQ =< Last.ACK.sent < SEG.SEQ + SEG.LEN (or = for 0).
-                if seq_le(seq, c.last_ack_sent)
-                    && (seq_lt(c.last_ack_sent, seq.wrapping_add(len.max(1))))
-                    && seq_ge(tsval, c.ts_recent)
-                {
-                    c.ts_recent = tsval;
-                }
-            }
+            Self::tcp_note_ts_recent(c, seg, len);
         }
         ok
+    }
+
+    /// RFC 7323 4.3 (3): TS.Recent from an acceptable segment with SEG.SEQ =< Last.ACK.sent <
+    /// SEG.SEQ + SEG.LEN (or = for SEG.LEN 0). `len` is SEG.LEN.
+    #[inline(always)]
+    fn tcp_note_ts_recent(c: &mut Conn, seg: &Seg, len: u32) {
+        if let (true, Some((tsval, _))) = (c.has(F_TS), seg.opts.timestamps) {
+            if seq_le(seg.seq, c.last_ack_sent)
+                && (seq_lt(c.last_ack_sent, seg.seq.wrapping_add(len.max(1))))
+                && seq_ge(tsval, c.ts_recent)
+            {
+                c.ts_recent = tsval;
+            }
+        }
     }
 
     /// RFC 5961 3.2: a RST exactly at RCV.NXT resets; elsewhere in the window it gets a
@@ -736,34 +767,8 @@ impl Stack {
         let flight_before = c.snd_max.wrapping_sub(c.snd_una);
         let advanced = seq_gt(seg.ack, c.snd_una);
         let pto = c.has(F_TLP).then_some(c.t_rack);
-        // RFC 9293 3.10.7.4 fifth: window update if newer (SND.WL1/WL2 rule), and only when
-        // SND.UNA =< SEG.ACK: the window is an offset from SEG.ACK, so one carried by an ACK
-        // below SND.UNA would move the right edge beyond what the peer offered.
-        if seq_ge(seg.ack, c.snd_una)
-            && (seq_lt(c.snd_wl1, seg.seq) || (c.snd_wl1 == seg.seq && seq_le(c.snd_wl2, seg.ack)))
-        {
-            c.snd_wnd = u32::from(seg.wnd) << c.snd_wscale;
-            c.max_snd_wnd = c.max_snd_wnd.max(c.snd_wnd);
-            c.snd_wl1 = seg.seq;
-            c.snd_wl2 = seg.ack;
-            if c.snd_wnd > 0 && c.has(F_PERSIST) {
-                c.flags &= !F_PERSIST;
-                c.t_rtx = Instant::MAX;
-                c.rtt.backoff = 0;
-                c.probes = 0;
-            }
-        }
-        // Header prediction for the receiver of a one-way transfer: nothing outstanding, the
-        // segment repeats SND.UNA and carries no SACK blocks, no recovery, loss probe or RACK
-        // timer pending. Everything below would find nothing to do (no duplicate ACK without
-        // flight, no blocks, RACK and recovery return at once with SND.UNA = SND.MAX).
-        if seg.ack == c.snd_una
-            && c.snd_una == c.snd_max
-            && seg.opts.sack.is_empty()
-            && c.flags & (F_RECOVERY | F_TLP) == 0
-            && c.t_rack == Instant::MAX
-            && c.rack.tlp_end_seq.is_none()
-        {
+        Self::tcp_snd_wnd_update(c, seg);
+        if Self::tcp_ack_predicted(c, seg) {
             return;
         }
         // RFC 2883 4: the first block is a D-SACK when it lies below the cumulative ACK or
@@ -904,6 +909,98 @@ impl Stack {
         } else if let Some(at) = pto {
             self.tcp_tlp_schedule(idx, now, Some(at));
         }
+    }
+
+    /// RFC 9293 3.10.7.4 fifth: window update if newer (SND.WL1/WL2 rule), and only when
+    /// SND.UNA =< SEG.ACK: the window is an offset from SEG.ACK, so one carried by an ACK below
+    /// SND.UNA would move the right edge beyond what the peer offered.
+    #[inline(always)]
+    fn tcp_snd_wnd_update(c: &mut Conn, seg: &Seg) {
+        if seq_ge(seg.ack, c.snd_una)
+            && (seq_lt(c.snd_wl1, seg.seq) || (c.snd_wl1 == seg.seq && seq_le(c.snd_wl2, seg.ack)))
+        {
+            c.snd_wnd = u32::from(seg.wnd) << c.snd_wscale;
+            c.max_snd_wnd = c.max_snd_wnd.max(c.snd_wnd);
+            c.snd_wl1 = seg.seq;
+            c.snd_wl2 = seg.ack;
+            if c.snd_wnd > 0 && c.has(F_PERSIST) {
+                c.flags &= !F_PERSIST;
+                c.t_rtx = Instant::MAX;
+                c.rtt.backoff = 0;
+                c.probes = 0;
+            }
+        }
+    }
+
+    /// Header prediction for the receiver of a one-way transfer: nothing outstanding, the
+    /// segment repeats SND.UNA and carries no SACK blocks, no recovery, loss probe or RACK timer
+    /// pending. The rest of ACK processing would find nothing to do (no duplicate ACK without
+    /// flight, no blocks, RACK and recovery return at once with SND.UNA = SND.MAX).
+    #[inline]
+    fn tcp_ack_predicted(c: &Conn, seg: &Seg) -> bool {
+        seg.ack == c.snd_una
+            && c.snd_una == c.snd_max
+            && seg.opts.sack.is_empty()
+            && c.flags & (F_RECOVERY | F_TLP) == 0
+            && c.t_rack == Instant::MAX
+            && c.rack.tlp_end_seq.is_none()
+    }
+
+    /// The receiver's fast path (header prediction, as BSD's `tcp_input` and Linux's
+    /// `tcp_rcv_established` have it): an in-order data segment of an ESTABLISHED connection,
+    /// inside the window, that acknowledges nothing new (nothing outstanding), carries no flag but
+    /// ACK (and PSH) and passes PAWS, on a connection with no out-of-order data and within its
+    /// frame budget and memory share. For such a segment every step of RFC 9293 3.10.7.4 comes
+    /// down to what is done here, in the same order and with the same helpers: TS.Recent, the
+    /// window update, the in-order queueing with its accounting and the ACK decision. Anything
+    /// else goes back to the caller for the full path ([`Stack::tcp_conn_input`]).
+    fn tcp_fast_input(&mut self, idx: u32, seg: &mut Seg, now: Instant) -> bool {
+        #[cfg(test)]
+        if self.tcp.rx_fast_off {
+            return false;
+        }
+        let c = &self.tcp.conns[idx as usize];
+        let single = seg.frame.as_ref().is_some_and(|f| self.pool.is_single(f));
+        let end = seg.seq.wrapping_add(seg.len);
+        let paws_ok = match (c.has(F_TS), seg.opts.timestamps) {
+            (true, Some((tsval, _))) => seq_ge(tsval, c.ts_recent),
+            _ => true,
+        };
+        if !single
+            || c.state != TcpState::Established
+            || seg.flags & !flags::PSH != flags::ACK
+            || seg.len == 0
+            || seg.seq != c.rcv_nxt
+            || !seq_gt(c.rcv_adv, c.rcv_nxt)
+            || seq_gt(end, c.rcv_adv)
+            || !paws_ok
+            || !Self::tcp_ack_predicted(c, seg)
+            || !c.ooo.is_empty()
+            || (c.rx_frames + c.ooo.frames()) as usize >= rcv_frame_budget(c.rcv_buf)
+        {
+            return false;
+        }
+        let limits = self.tcp.rx_burst.limits;
+        if self.tcp_mem_admit_in(idx, 1, &limits) != memory::Admit::Yes {
+            return false;
+        }
+        let Some(frame) = seg.frame.take() else {
+            return false;
+        };
+        // `touch` does nothing more for a connection already marked both ways.
+        let c = &self.tcp.conns[idx as usize];
+        if c.flags & (F_TOUCHED | F_APP_EV) != F_TOUCHED | F_APP_EV {
+            self.tcp.touch(idx);
+        }
+        let c = &mut self.tcp.conns[idx as usize];
+        Self::tcp_note_ts_recent(c, seg, seg.len);
+        Self::tcp_snd_wnd_update(c, seg);
+        self.tcp_rcv_in_order(idx, frame, 1, seg.len, now, true);
+        self.tcp_mem_sync_in(idx, &limits);
+        if self.tcp.conns[idx as usize].has(F_KEEPALIVE) {
+            self.tcp_keepalive_touch(idx, now);
+        }
+        true
     }
 
     /// A D-SACK from the peer (RFC 2883): widens RACK's reordering window (RFC 8985 6.2 step
@@ -1108,35 +1205,7 @@ impl Stack {
         }
         let c = &mut self.tcp.conns[idx as usize];
         if seq == c.rcv_nxt {
-            let had_ooo = !c.ooo.is_empty();
-            c.rx_frames += nf as u32;
-            c.rxq.push_back(frame);
-            c.rcv_queued += len;
-            c.rcv_nxt = c.rcv_nxt.wrapping_add(len);
-            c.stats.bytes_received += u64::from(len);
-            while let Some((f, l)) = c.ooo.pop_ready(&mut self.pool, c.rcv_nxt) {
-                c.rx_frames += self.pool.chain_count(&f) as u32;
-                c.rxq.push_back(f);
-                c.rcv_queued += l;
-                c.rcv_nxt = c.rcv_nxt.wrapping_add(l);
-                c.stats.bytes_received += u64::from(l);
-            }
-            self.counters.add(Event::TcpBytesReceived, u64::from(len));
-            // Progress: the out-of-order timeout starts again (or stops with nothing held).
-            c.t_ooo = if c.ooo.is_empty() {
-                Instant::MAX
-            } else {
-                now + Duration::from_millis(self.cfg.tcp_ooo_timeout_ms)
-            };
-            if had_ooo {
-                // RFC 5681 4.2: an ACK at once when a segment fills (part of) a gap.
-                c.flags |= F_ACK_NOW;
-                if c.ooo.fin == Some(c.rcv_nxt) {
-                    self.tcp_fin(idx, now);
-                }
-            } else {
-                self.tcp_schedule_ack(idx, now);
-            }
+            self.tcp_rcv_in_order(idx, frame, nf, len, now, false);
         } else {
             // RFC 5681 4.2 / RFC 2018: out of order: an immediate duplicate ACK with SACK.
             c.flags |= F_ACK_NOW;
@@ -1162,8 +1231,84 @@ impl Stack {
         }
     }
 
+    /// In-order data at RCV.NXT (`len` bytes in `nf` frames, admitted) to the receive queue,
+    /// then what the out-of-order queue holds from there on; the ACK decision.
+    ///
+    /// Software GRO (unless turned off, `Stack::tcp_set_rx_coalesce`): on the fast path (`fast`), a segment
+    /// of more than [`memory::COALESCE_MAX`] bytes that follows another such segment of the same
+    /// connection in the same burst is linked to the end of that segment's receive-queue entry
+    /// (one chain, one entry) instead of taking an entry of its own. The accounting stays per frame
+    /// (`rx_frames`, `rcv_queued`, the memory totals), so budgets and admissions are what they
+    /// are without it; small segments keep entries of their own so that `tcp_collapse_rxq` can
+    /// still copy them together.
+    #[inline(always)]
+    fn tcp_rcv_in_order(
+        &mut self,
+        idx: u32,
+        frame: Frame,
+        nf: usize,
+        len: u32,
+        now: Instant,
+        fast: bool,
+    ) {
+        let c = &mut self.tcp.conns[idx as usize];
+        let had_ooo = !c.ooo.is_empty();
+        c.rx_frames += nf as u32;
+        let big = self.tcp.rx_coalesce && len as usize > memory::COALESCE_MAX;
+        match self.tcp.rx_burst.tail {
+            Some((i, tail)) if fast && big && i == idx => {
+                // The chain's last frame: `tail` is the end of `rxq.back()` (see `RxBurst`).
+                let t = Frame::from_index(tail);
+                let fi = frame.index();
+                self.pool.chain_append(&t, frame);
+                let _ = t.into_index();
+                self.tcp.rx_burst.tail = Some((idx, fi));
+            }
+            _ => {
+                if fast && big {
+                    self.pool.set_flags(&frame, RX_GRO);
+                    self.tcp.rx_burst.tail = Some((idx, frame.index()));
+                } else {
+                    self.tcp.rx_burst.tail = None;
+                }
+                c.rxq.push_back(frame);
+            }
+        }
+        c.rcv_queued += len;
+        c.rcv_nxt = c.rcv_nxt.wrapping_add(len);
+        c.stats.bytes_received += u64::from(len);
+        // What the out-of-order queue held and this segment made contiguous.
+        while let Some((f, l)) = had_ooo
+            .then(|| c.ooo.pop_ready(&mut self.pool, c.rcv_nxt))
+            .flatten()
+        {
+            c.rx_frames += self.pool.chain_count(&f) as u32;
+            c.rxq.push_back(f);
+            c.rcv_queued += l;
+            c.rcv_nxt = c.rcv_nxt.wrapping_add(l);
+            c.stats.bytes_received += u64::from(l);
+        }
+        self.counters.add(Event::TcpBytesReceived, u64::from(len));
+        // Progress: the out-of-order timeout starts again (or stops with nothing held).
+        c.t_ooo = if c.ooo.is_empty() {
+            Instant::MAX
+        } else {
+            now + Duration::from_millis(self.cfg.tcp_ooo_timeout_ms)
+        };
+        if had_ooo {
+            // RFC 5681 4.2: an ACK at once when a segment fills (part of) a gap.
+            c.flags |= F_ACK_NOW;
+            if c.ooo.fin == Some(c.rcv_nxt) {
+                self.tcp_fin(idx, now);
+            }
+        } else {
+            self.tcp_schedule_ack(idx, now);
+        }
+    }
+
     /// Delayed ACK (RFC 9293 3.8.6.3, RFC 5681 4.2): at least every second full-sized segment,
     /// at most `tcp_delack_ms` later; quick-ack mode acknowledges the first segments at once.
+    #[inline(always)]
     fn tcp_schedule_ack(&mut self, idx: u32, now: Instant) {
         let delack_ms = self.cfg.tcp_delack_ms;
         let c = &mut self.tcp.conns[idx as usize];

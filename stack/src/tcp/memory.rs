@@ -115,6 +115,13 @@ impl Stack {
 
     /// Brings the stack-wide totals up to date with a connection's queues; O(1).
     pub(crate) fn tcp_mem_sync(&mut self, idx: u32) {
+        let l = self.tcp_mem_limits();
+        self.tcp_mem_sync_in(idx, &l);
+    }
+
+    /// [`Stack::tcp_mem_sync`] with the thresholds in force (`l`, from `tcp_mem_limits`).
+    #[inline(always)]
+    pub(crate) fn tcp_mem_sync_in(&mut self, idx: u32, l: &TcpMemLimits) {
         let Some(c) = self.tcp.conns.get_mut(idx as usize) else {
             return;
         };
@@ -132,8 +139,8 @@ impl Stack {
             (false, true) => m.holders -= 1,
             _ => {}
         }
-        self.tcp_mem_level_changed();
-        if clamped && (!self.tcp.mem.pressure || now as usize <= self.tcp_mem_fair_share()) {
+        self.tcp_mem_level_changed_in(l);
+        if clamped && (!self.tcp.mem.pressure || now as usize <= self.tcp_mem_share_in(l)) {
             self.tcp.conns[idx as usize].flags &= !F_MEM_CLAMP;
         }
     }
@@ -151,6 +158,10 @@ impl Stack {
 
     fn tcp_mem_level_changed(&mut self) {
         let l = self.tcp_mem_limits();
+        self.tcp_mem_level_changed_in(&l);
+    }
+
+    fn tcp_mem_level_changed_in(&mut self, l: &TcpMemLimits) {
         let m = &mut self.tcp.mem;
         if !m.pressure && m.frames >= l.pressure {
             m.pressure = true;
@@ -164,14 +175,23 @@ impl Stack {
     /// The fair share of a connection under pressure: `high` over the connections holding
     /// frames, at least [`MIN_SHARE`].
     pub(crate) fn tcp_mem_fair_share(&self) -> usize {
-        (self.tcp_mem_limits().high / self.tcp.mem.holders.max(1)).max(MIN_SHARE)
+        self.tcp_mem_share_in(&self.tcp_mem_limits())
+    }
+
+    fn tcp_mem_share_in(&self, l: &TcpMemLimits) -> usize {
+        (l.high / self.tcp.mem.holders.max(1)).max(MIN_SHARE)
     }
 
     /// May connection `idx` take `n` more frames?
     pub(crate) fn tcp_mem_admit(&self, idx: u32, n: usize) -> Admit {
+        self.tcp_mem_admit_in(idx, n, &self.tcp_mem_limits())
+    }
+
+    /// [`Stack::tcp_mem_admit`] with the thresholds in force (`l`, from `tcp_mem_limits`).
+    #[inline(always)]
+    pub(crate) fn tcp_mem_admit_in(&self, idx: u32, n: usize, l: &TcpMemLimits) -> Admit {
         let c = &self.tcp.conns[idx as usize];
         let m = &self.tcp.mem;
-        let l = self.tcp_mem_limits();
         let held = c.mem as usize;
         // The pool's own reserve, for everything that is not TCP (and the driver's fill
         // ring): never taken.
@@ -188,7 +208,7 @@ impl Stack {
                 Admit::OverShare
             };
         }
-        if !m.pressure || held + n <= self.tcp_mem_fair_share() {
+        if !m.pressure || held + n <= self.tcp_mem_share_in(l) {
             Admit::Yes
         } else {
             Admit::OverShare
@@ -224,22 +244,37 @@ impl Stack {
 
     /// Linux `tcp_collapse`: copies small in-order segments into the frame of the segment
     /// before them when it has room, freeing theirs. In place, bounded by the receive queue.
+    /// The segment before may be the last frame of a chain of coalesced segments (GRO, which
+    /// links only segments larger than [`COALESCE_MAX`]): the same frame it would be without.
     pub(crate) fn tcp_collapse_rxq(&mut self, idx: u32) {
         let c = &mut self.tcp.conns[idx as usize];
         let mut collapsed = 0u32;
         let mut i = 0;
         while i + 1 < c.rxq.len() {
-            let (a, b) = (&c.rxq[i], &c.rxq[i + 1]);
+            // The frame the bytes would go to: the entry, or its last frame for a GRO chain.
+            let head = &c.rxq[i];
+            let ai = if self.pool.flags(head) & RX_GRO != 0 {
+                chain_last(&mut self.pool, head)
+            } else {
+                head.index()
+            };
+            let (a, b) = (Frame::from_index(ai), &c.rxq[i + 1]);
             let single = |f: &Frame| self.pool.chain_count(f) == 1 && self.pool.refs(f) == 1;
-            let (la, lb) = (self.pool.len(a), self.pool.len(b));
-            if single(a) && single(b) && lb <= COALESCE_MAX && self.pool.push_back(a, lb).is_some()
-            {
-                let ok = self.pool.copy_between(b, 0, a, la, lb);
+            let (la, lb) = (self.pool.len(&a), self.pool.len(b));
+            let fits = single(&a)
+                && single(b)
+                && lb <= COALESCE_MAX
+                && self.pool.push_back(&a, lb).is_some();
+            if fits {
+                let ok = self.pool.copy_between(b, 0, &a, la, lb);
                 debug_assert!(ok, "both ranges are inside their windows");
+                // `a` aliases a frame the queue owns.
+                let _ = a.into_index();
                 let b = c.rxq.remove(i + 1).expect("index checked");
                 self.pool.free(b);
                 collapsed += 1;
             } else {
+                let _ = a.into_index();
                 i += 1;
             }
         }

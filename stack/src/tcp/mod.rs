@@ -17,9 +17,9 @@
 //! | `memory` | stack-wide memory accounting and pressure (Linux `tcp_mem`), shared frames for small payloads; see `docs/HARDENING.md` |
 //! | `syncookie`, `isn` | SYN cookies; RFC 6528 ISNs with a keyed PRF |
 //!
-//! Costs: a segment costs one hash probe (two more for a listener), work on its own connection,
-//! and O(1) timer-wheel updates; nothing walks the connection table on a per-packet or per-poll
-//! path. Segments of one burst are processed first and each touched connection emits output
+//! Costs: a segment costs one hash probe (none after a segment of the same flow in its burst;
+//! two more for a listener), work on its own connection, and O(1) timer-wheel updates; nothing
+//! walks the connection table on a per-packet or per-poll path. Segments of one burst are processed first and each touched connection emits output
 //! once at the end of the burst (one ACK can cover several segments).
 //!
 //! Frame ownership: a frame handed to `tcp_send` stays in the send queue until acknowledged. A
@@ -115,6 +115,19 @@ pub(crate) fn trim_front(pool: &mut Pool, head: &Frame, mut n: usize) {
     }
     // `cur` aliases a frame owned by the chain: forget it without freeing.
     let _ = cur.into_index();
+}
+
+/// Index of the last frame of a chain (the head's own for a single frame); O(chain length).
+pub(crate) fn chain_last(pool: &mut Pool, head: &Frame) -> u32 {
+    let mut cur = Frame::from_index(head.index());
+    while let Some(next) = pool.chain_split(&cur) {
+        // Peek only: the link is put back at once (`chain_append` from a chain's last frame).
+        let idx = next.index();
+        pool.chain_append(&cur, next);
+        let _ = cur.into_index();
+        cur = Frame::from_index(idx);
+    }
+    cur.into_index()
 }
 
 /// Keeps the first `keep` bytes of a frame or chain, freeing frames that end up empty.
@@ -387,6 +400,11 @@ pub(crate) const F_ACK_DEFER: u32 = 1 << 19;
 
 const NONE: u32 = u32::MAX;
 
+/// Pool flag of a receive-queue entry that is a chain of coalesced segments (software GRO, see
+/// `input::tcp_rcv_in_order`), as opposed to one segment reassembled from IPv4 fragments (whose
+/// head's flags hold a header length, below this bit). Cleared when the frame is handed out.
+pub(crate) const RX_GRO: u32 = 1 << 31;
+
 /// One connection. Compact on purpose: an idle established connection is this struct, its map
 /// entry and one wheel node (buffers apart).
 #[derive(Debug)]
@@ -569,6 +587,46 @@ pub(crate) struct TcpTable {
     pub rx_full: bool,
     /// Connections with `F_ACK_DEFER`, each at most once per pass (see `rx_full`).
     pub ack_deferred: Vec<u32>,
+    /// Per-burst receive state (reset at the start and end of each TCP sub-burst).
+    pub rx_burst: RxBurst,
+    /// Software GRO on (the default; see [`Stack::tcp_set_rx_coalesce`]).
+    pub rx_coalesce: bool,
+    /// Tests: every segment takes the full receive path (the fast path's reference).
+    #[cfg(test)]
+    pub rx_fast_off: bool,
+}
+
+/// What the receive fast path remembers within one TCP sub-burst (`input`). `last` and `tail`
+/// are set by the fast path only and forgotten before any segment takes the full path, which is
+/// the only one that can change the 4-tuple map, free a connection or touch a receive queue
+/// other than by appending.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RxBurst {
+    /// The last connection a segment went to, with its tuple (one hash probe per run of
+    /// segments of one flow).
+    pub last: Option<(Tuple, u32)>,
+    /// (connection, frame index): the last frame of the chain at the back of that connection's
+    /// receive queue, which the next large in-order segment is linked to (software GRO).
+    pub tail: Option<(u32, u32)>,
+    /// The memory thresholds in force, computed once per sub-burst (configuration and pool do
+    /// not change within one).
+    pub limits: TcpMemLimits,
+}
+
+impl RxBurst {
+    pub fn new(limits: TcpMemLimits) -> RxBurst {
+        RxBurst {
+            last: None,
+            tail: None,
+            limits,
+        }
+    }
+
+    /// Forgets the connection and the chain remembered (see the type's doc).
+    pub fn forget(&mut self) {
+        self.last = None;
+        self.tail = None;
+    }
 }
 
 impl TcpTable {
@@ -595,6 +653,10 @@ impl TcpTable {
             orphans: 0,
             rx_full: false,
             ack_deferred: Vec::new(),
+            rx_burst: RxBurst::new(TcpMemLimits::for_pool(0)),
+            rx_coalesce: true,
+            #[cfg(test)]
+            rx_fast_off: false,
         }
     }
 
@@ -660,6 +722,7 @@ impl TcpTable {
         self.orphans = 0;
         self.rx_full = false;
         self.ack_deferred.clear();
+        self.rx_burst.forget();
         self.by_tuple.clear();
         self.listeners.clear();
         self.by_local.clear();
@@ -1331,11 +1394,47 @@ impl Stack {
         Ok(taken)
     }
 
-    /// Takes the next received in-order data: a frame whose window (or chain) is payload only.
+    /// Takes the next received in-order data: a frame whose window is payload only (a chain for
+    /// a segment that came in IPv4 fragments). Segments coalesced on receive (software GRO, see
+    /// [`Stack::tcp_recv_chain`]) are handed out one frame at a time, as they arrived.
     pub fn tcp_recv(&mut self, h: TcpHandle) -> Option<Frame> {
+        self.tcp_recv_take(h, false)
+    }
+
+    /// Takes the next received in-order data whole: a frame or a chain whose windows are payload
+    /// only. With software GRO ([`Stack::tcp_set_rx_coalesce`], on by default), in-order
+    /// segments of one connection that arrived in one burst come as one chain, so a reader takes
+    /// them in one call.
+    pub fn tcp_recv_chain(&mut self, h: TcpHandle) -> Option<Frame> {
+        self.tcp_recv_take(h, true)
+    }
+
+    /// Software GRO on (the default) or off: in-order segments of more than 256 bytes of one
+    /// connection that arrive in one burst are linked into one receive-queue entry, which
+    /// [`Stack::tcp_recv_chain`] hands out whole (`tcp_recv` still one segment per call,
+    /// `tcp_recv_slice` reads the same bytes either way). Accounting, budgets and ACKs are the
+    /// same either way; off, every segment keeps an entry of its own, as before GRO.
+    pub fn tcp_set_rx_coalesce(&mut self, on: bool) {
+        self.tcp.rx_coalesce = on;
+    }
+
+    fn tcp_recv_take(&mut self, h: TcpHandle, whole: bool) -> Option<Frame> {
         let idx = self.conn_of(h)?;
         let c = &mut self.tcp.conns[idx as usize];
-        let f = c.rxq.pop_front()?;
+        let front = c.rxq.front_mut()?;
+        // A coalesced chain's frames are segments of their own; a segment reassembled from
+        // fragments is never coalesced, so it stays whole.
+        let rest = (!whole && self.pool.flags(front) & RX_GRO != 0)
+            .then(|| self.pool.chain_split(front))
+            .flatten();
+        let f = match rest {
+            Some(rest) => {
+                self.pool.set_flags(&rest, RX_GRO);
+                core::mem::replace(front, rest)
+            }
+            None => c.rxq.pop_front().expect("front exists"),
+        };
+        self.pool.set_flags(&f, 0);
         c.rcv_queued -= self.pool.chain_len(&f) as u32;
         c.rx_frames -= self.pool.chain_count(&f) as u32;
         self.tcp_mem_sync(idx);
@@ -1343,29 +1442,38 @@ impl Stack {
         Some(f)
     }
 
-    /// Copies received data into `buf`; returns the bytes copied.
+    /// Copies received data into `buf`; returns the bytes copied. Frames are freed as soon as
+    /// they are read whole, one at a time, also from the middle of a coalesced chain.
     pub fn tcp_recv_slice(&mut self, h: TcpHandle, buf: &mut [u8]) -> usize {
         let Some(idx) = self.conn_of(h) else { return 0 };
+        let c = &mut self.tcp.conns[idx as usize];
         let mut n = 0;
-        loop {
-            let c = &mut self.tcp.conns[idx as usize];
-            if n == buf.len() {
-                break;
-            }
-            let Some(f) = c.rxq.front() else { break };
-            let got = self.pool.chain_copy_to(f, &mut buf[n..]);
-            let total = self.pool.chain_len(f);
+        let mut freed = 0u32;
+        while n < buf.len() {
+            let Some(f) = c.rxq.front_mut() else { break };
+            let d = self.pool.data(f);
+            let got = d.len().min(buf.len() - n);
+            buf[n..n + got].copy_from_slice(&d[..got]);
             n += got;
-            c.rcv_queued -= got as u32;
-            if got == total {
-                let f = c.rxq.pop_front().expect("front exists");
-                c.rx_frames -= self.pool.chain_count(&f) as u32;
-                self.pool.free(f);
-            } else {
-                trim_front(&mut self.pool, f, got);
+            if got < d.len() {
+                self.pool.pull_front(f, got);
                 break;
             }
+            // The first frame is read: unlink it and free it alone.
+            let head = match self.pool.chain_split(f) {
+                Some(rest) => {
+                    let fl = self.pool.flags(f);
+                    self.pool.set_flags(&rest, fl);
+                    core::mem::replace(f, rest)
+                }
+                None => c.rxq.pop_front().expect("front exists"),
+            };
+            // (A freed frame's flags are reset when it is allocated again.)
+            self.pool.free(head);
+            freed += 1;
         }
+        c.rcv_queued -= n as u32;
+        c.rx_frames -= freed;
         if n > 0 {
             self.tcp_mem_sync(idx);
             self.tcp_after_read(idx);

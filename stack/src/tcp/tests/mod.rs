@@ -6,6 +6,7 @@
 
 mod close;
 mod data;
+mod gro;
 mod handshake;
 mod icmp;
 mod lifetimes;
