@@ -35,6 +35,8 @@ pub struct Host<P> {
     tx: Batch,
     /// The stack's addresses as last told to the port ([`Port::local_addrs_changed`]).
     told_addrs: Vec<IfAddr>,
+    /// The stack's configuration generation when `told_addrs` was last compared.
+    told_gen: u64,
 }
 
 /// Bursts taken per `poll` at most, so application work is not starved under load.
@@ -50,14 +52,26 @@ impl<P: Port> Host<P> {
             rx: Batch::new(),
             tx: Batch::new(),
             told_addrs: Vec::new(),
+            told_gen: 0,
         };
-        h.tell_addrs();
+        h.tell_addrs_now();
         h
     }
 
-    /// Tells the port the stack's addresses if they changed since last told (a slice compare
-    /// per poll; an allocation only on change).
+    /// Tells the port the stack's addresses if they may have changed since last told: one word
+    /// compared per poll (addresses change only with a configuration event, which moves
+    /// [`Stack::config_generation`]).
+    #[inline]
     fn tell_addrs(&mut self) {
+        if self.stack.config_generation() != self.told_gen {
+            self.tell_addrs_now();
+        }
+    }
+
+    /// Tells the port the stack's addresses if they differ from those last told (an allocation
+    /// only on change).
+    fn tell_addrs_now(&mut self) {
+        self.told_gen = self.stack.config_generation();
         if self.told_addrs.as_slice() != self.stack.addrs() {
             self.told_addrs = self.stack.addrs().to_vec();
             self.port.local_addrs_changed(&self.told_addrs);
@@ -88,7 +102,7 @@ impl<P: Port> Host<P> {
         self.stack.tcp_rx_done();
         // What is left, and the timers: `poll_tx` only if it has something to do (the same test
         // it makes itself: frames or touched connections, or a deadline at or before `now`).
-        if self.work_pending() || self.stack.poll_timeout().is_some_and(|t| t <= now) {
+        if self.work_pending() || self.stack.timers_due(now) {
             stats.tx += self.flush(now)?;
         }
         Ok(stats)
@@ -156,6 +170,7 @@ impl<P: Port> Host<P> {
             rx: self.rx,
             tx: self.tx,
             told_addrs: self.told_addrs,
+            told_gen: self.told_gen,
         }
     }
 
@@ -164,5 +179,92 @@ impl<P: Port> Host<P> {
         self.stack.release_all();
         self.tx.free_all(self.stack.pool_mut());
         self.rx.free_all(self.stack.pool_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::PortInfo;
+    use cnet_stack::{ConfigEvent, MacAddr, Pool, Route, StackConfig};
+    use core::net::Ipv4Addr;
+
+    /// A port with no traffic that records what it is told of the stack's addresses.
+    #[derive(Default)]
+    struct Recorder {
+        told: Vec<Vec<IfAddr>>,
+    }
+
+    impl Port for Recorder {
+        fn rx_burst(
+            &mut self,
+            _: &mut Pool,
+            _: &mut Batch,
+            _: Instant,
+        ) -> Result<usize, PortError> {
+            Ok(0)
+        }
+        /// Takes everything (the gratuitous ARP of an added address) and frees it.
+        fn tx_burst(
+            &mut self,
+            p: &mut Pool,
+            b: &mut Batch,
+            _: Instant,
+        ) -> Result<usize, PortError> {
+            let n = b.len();
+            b.free_all(p);
+            Ok(n)
+        }
+        fn info(&self) -> PortInfo {
+            PortInfo {
+                name: "rec".into(),
+                mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                mtu: 1500,
+            }
+        }
+        fn local_addrs_changed(&mut self, addrs: &[IfAddr]) {
+            self.told.push(addrs.to_vec());
+        }
+    }
+
+    fn addr(last: u8) -> IfAddr {
+        IfAddr {
+            addr: Ipv4Addr::new(198, 18, 0, last),
+            prefix_len: 24,
+        }
+    }
+
+    #[test]
+    fn the_port_is_told_the_addresses_once_per_change() {
+        let pool = Pool::new(64, Pool::DEFAULT_FRAME_SIZE, Pool::DEFAULT_HEADROOM).unwrap();
+        let mut h = Host::new(
+            Stack::new(StackConfig::new(MacAddr([2, 0, 0, 0, 0, 1])), pool),
+            Recorder::default(),
+        );
+        let now = Instant::ZERO;
+        // Told at start only if there is something to tell (none yet: the slices are equal).
+        assert!(h.port.told.is_empty());
+        h.stack.apply_config(ConfigEvent::AddrAdd(addr(1)), now);
+        h.poll(now).unwrap();
+        h.poll(now).unwrap();
+        assert_eq!(h.port.told, vec![vec![addr(1)]]);
+        // A configuration event that leaves the addresses alone tells nothing.
+        h.stack.apply_config(
+            ConfigEvent::RouteAdd(Route {
+                dst: Ipv4Addr::new(198, 19, 0, 0),
+                prefix_len: 16,
+                gateway: Some(Ipv4Addr::new(198, 18, 0, 254)),
+                metric: 0,
+            }),
+            now,
+        );
+        h.poll(now).unwrap();
+        assert_eq!(h.port.told.len(), 1);
+        // Two changes between polls: told once, the final set.
+        h.stack.apply_config(ConfigEvent::AddrAdd(addr(2)), now);
+        h.stack.apply_config(ConfigEvent::AddrDel(addr(1)), now);
+        h.poll(now).unwrap();
+        h.poll(now).unwrap();
+        assert_eq!(h.port.told, vec![vec![addr(1)], vec![addr(2)]]);
     }
 }

@@ -120,6 +120,8 @@ pub struct Stack {
     pub(crate) arp_actions: Vec<crate::arp::table::TimerAction>,
     /// Output decisions per destination (route, source, neighbour); see `ipv4::flow`.
     pub(crate) flows: crate::ipv4::flow::FlowCache,
+    /// Configuration events applied so far ([`Stack::config_generation`]).
+    pub(crate) config_gen: u64,
 }
 
 impl core::fmt::Debug for Stack {
@@ -171,6 +173,7 @@ impl Stack {
             rng,
             arp_actions: Vec::with_capacity(16),
             flows: Default::default(),
+            config_gen: 0,
             counters: Counters::default(),
             pool,
             cfg,
@@ -210,6 +213,15 @@ impl Stack {
     /// The interface's addresses.
     pub fn addrs(&self) -> &[IfAddr] {
         &self.iface.addrs
+    }
+
+    /// A number that changes whenever a configuration event is applied
+    /// ([`Stack::apply_config`]), the only way the interface, its addresses or the routes change:
+    /// a caller that keeps something derived from them (a driver's address map) compares one word
+    /// per poll instead of the data.
+    #[inline]
+    pub fn config_generation(&self) -> u64 {
+        self.config_gen
     }
 
     /// The routing table.
@@ -341,11 +353,12 @@ impl Stack {
         .min()
     }
 
-    /// True if a timer of any subsystem is due at `now`. Each check is O(1) when its subsystem
-    /// has nothing armed (the common case for neighbours and reassembly), and the TCP wheel caches
-    /// its answer between changes, so this is cheap enough for every `poll_tx`.
+    /// True if a timer of any subsystem is due at `now` (`poll_timeout() <= now`, without
+    /// taking the minimum). Each check is O(1) when its subsystem has nothing armed (the common
+    /// case for neighbours and reassembly), and the TCP wheel caches its answer between changes,
+    /// so this is cheap enough for every `poll_tx` and every driver poll.
     #[inline]
-    fn timers_due(&self, now: Instant) -> bool {
+    pub fn timers_due(&self, now: Instant) -> bool {
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         due(self.tcp_next_deadline())
             || due(self.neighbors.next_deadline())
@@ -377,6 +390,7 @@ impl Stack {
     /// Applies a configuration change (from the service config or netlink), between bursts.
     pub fn apply_config(&mut self, ev: ConfigEvent, now: Instant) {
         self.counters.add(Event::ConfigEvents, 1);
+        self.config_gen = self.config_gen.wrapping_add(1);
         // Any event may change a route, an address, the link or a neighbour.
         self.flows.invalidate();
         match ev {
