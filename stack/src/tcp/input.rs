@@ -830,9 +830,7 @@ impl Stack {
                 } else if !c.has(F_SACK) {
                     // RFC 6582 3.2 step 4: partial ACK: retransmit the next hole, deflate.
                     c.cc.cwnd = c.cc.cwnd.saturating_sub(acked).saturating_add(mss).max(mss);
-                    if let Some(s) = c.sndq.segs.front_mut() {
-                        s.flags = (s.flags & !sack::RETRANS) | sack::LOST;
-                    }
+                    c.sndq.mark_lost(0);
                 }
             } else if a.bytes > 0 && cwnd_limited {
                 let srtt = c.rtt.srtt;
@@ -1080,10 +1078,12 @@ impl Stack {
             c.cc.cwnd = c.cc.ssthresh + 3 * mss;
         }
         if dupthresh && !rack_lost {
-            if let Some(s) = c.sndq.segs.front_mut() {
-                if s.flags & sack::SACKED == 0 {
-                    s.flags = (s.flags & !sack::RETRANS) | sack::LOST;
-                }
+            if c.sndq
+                .segs
+                .front()
+                .is_some_and(|s| s.flags & sack::SACKED == 0)
+            {
+                c.sndq.mark_lost(0);
             }
         }
         self.counters.add(Event::TcpFastRecoveries, 1);

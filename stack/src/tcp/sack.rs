@@ -113,6 +113,11 @@ pub(crate) struct SendQueue {
     pub high_sacked: u32,
     /// Entries flagged `COALESCED`.
     pub coalesced: u32,
+    /// False only when no entry carries `LOST` (set wherever `LOST` is, cleared by a cumulative
+    /// ACK that leaves no `LOST` entry): [`SendQueue::next_lost`] then answers without walking
+    /// the queue, which it would otherwise do on every ACK of a loss-free transfer (the whole
+    /// flight, thousands of entries with large windows).
+    pub maybe_lost: bool,
 }
 
 /// What a cumulative ACK freed.
@@ -188,7 +193,19 @@ impl SendQueue {
         if tainted {
             out.rtt_us = None;
         }
+        if self.maybe_lost && out.bytes > 0 {
+            // Usually stops at the first entry (the oldest is the one lost).
+            self.maybe_lost = self.segs.iter().any(|s| s.flags & LOST != 0);
+        }
         out
+    }
+
+    /// Marks entry `i` lost (to be retransmitted: a retransmission in flight no longer counts).
+    pub fn mark_lost(&mut self, i: usize) {
+        if let Some(s) = self.segs.get_mut(i) {
+            s.flags = (s.flags & !RETRANS) | LOST;
+            self.maybe_lost = true;
+        }
     }
 
     /// Applies SACK blocks (RFC 2018); only blocks inside `(snd_una, snd_max]` count.
@@ -273,6 +290,7 @@ impl SendQueue {
                 timeout = timeout.max(remaining as u32);
             }
         }
+        self.maybe_lost |= any;
         (any, timeout)
     }
 
@@ -303,6 +321,13 @@ impl SendQueue {
 
     /// RFC 6675 NextSeg rule 1: the first lost, not yet retransmitted entry below `snd_nxt`.
     pub fn next_lost(&self, snd_nxt: u32) -> Option<usize> {
+        if !self.maybe_lost {
+            debug_assert!(
+                self.segs.iter().all(|s| s.flags & LOST == 0),
+                "an entry is LOST without maybe_lost"
+            );
+            return None;
+        }
         self.segs
             .iter()
             .take_while(|s| seq_lt(s.seq, snd_nxt))
@@ -322,6 +347,7 @@ impl SendQueue {
                 s.flags |= LOST;
             }
         }
+        self.maybe_lost = true;
         self.sacked_bytes = 0;
         was
     }
