@@ -1077,14 +1077,14 @@ impl Stack {
             // RFC 6582 3.2 step 2: cwnd = ssthresh + 3 * SMSS.
             c.cc.cwnd = c.cc.ssthresh + 3 * mss;
         }
-        if dupthresh && !rack_lost {
-            if c.sndq
+        if dupthresh
+            && !rack_lost
+            && c.sndq
                 .segs
                 .front()
                 .is_some_and(|s| s.flags & sack::SACKED == 0)
-            {
-                c.sndq.mark_lost(0);
-            }
+        {
+            c.sndq.mark_lost(0);
         }
         self.counters.add(Event::TcpFastRecoveries, 1);
     }

@@ -2,10 +2,10 @@
 //! computed in either order and byte-swapped once at the end.
 //!
 //! Two ways to add the words up, chosen once per call by length and CPU:
-//! - **wide** (x86-64 with AVX2, detected at run time; inputs of 256 bytes or more): every 32-bit
-//!   word is zero-extended into a 64-bit vector lane and added (`vpmovzxdq` + `vpaddq`, what LLVM
-//!   makes of [`sum_u32_lanes`]), 64 bytes per iteration in 11 instructions, no carries to fold
-//!   until the end (a lane overflows only after 2^32 words);
+//! - **wide** (x86-64 with AVX2, detected at run time; inputs of 256 bytes or more): 16-bit
+//!   words biased to signed and added pairwise into 32-bit lanes by `vpmaddwd` (`madd_sum`),
+//!   three instructions per 32 bytes, the lanes widened to 64 bits every 512 KiB and at the end;
+//!   `copy_sum` stores each loaded vector on the way, so the bytes are read once;
 //! - **portable** (any CPU, and every input under 256 bytes): 64-bit words added with end-around
 //!   carry (`add` + `adc 0`), into four independent accumulators, 32 bytes per iteration, from 32
 //!   bytes on.
@@ -160,29 +160,6 @@ fn word64(b: &[u8]) -> u64 {
     u64::from_ne_bytes(w)
 }
 
-/// The native-order sum of the 32-bit words of `data` (not folded), the tail zero-padded, as a
-/// plain reduction over zero-extended words: the shape LLVM's loop vectoriser turns into
-/// `vpmovzxdq` + `vpaddq` over four vector accumulators when AVX2 is enabled. Cannot overflow for
-/// inputs under 2^34 bytes.
-#[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn sum_u32_lanes(data: &[u8]) -> u64 {
-    let mut words = data.chunks_exact(4);
-    let mut s = 0u64;
-    for w in &mut words {
-        s += u64::from(word32(w));
-    }
-    // The last 0..3 bytes, as in `sum_portable`.
-    match words.remainder() {
-        [a, b, c] => {
-            s + u64::from(u16::from_ne_bytes([*a, *b])) + u64::from(u16::from_ne_bytes([*c, 0]))
-        }
-        [a, b] => s + u64::from(u16::from_ne_bytes([*a, *b])),
-        [a] => s + u64::from(u16::from_ne_bytes([*a, 0])),
-        _ => s,
-    }
-}
-
 /// Bytes copied and then summed at a time by [`copy_sum_blocks`]: small enough to be in L1 when
 /// summed right after the copy, large enough that the per-block reduction is cheap.
 const BLOCK: usize = 256;
@@ -213,24 +190,147 @@ fn word32(b: &[u8]) -> u32 {
     u32::from_ne_bytes(w)
 }
 
-/// [`sum_u32_lanes`] compiled for AVX2.
+/// Bytes per iteration of [`madd_sum`]: four 32-byte vectors, four independent accumulators.
+#[cfg(target_arch = "x86_64")]
+const MADD_STEP: usize = 128;
+
+/// Iterations of [`madd_sum`] between two widenings of its 32-bit lanes into the 64-bit total.
+/// Each `vpmaddwd` lane result lies in [-65,536, 65,534], so after 4,096 iterations a lane is
+/// within 2^28 in magnitude, and the four accumulators add up to within 2^30: no `i32` overflow.
+#[cfg(target_arch = "x86_64")]
+const MADD_FLUSH: usize = 4096;
+
+/// The native-order sum of the 16-bit words of `src` (not folded; the tail zero-padded on the
+/// right), copying `src` to `dst` on the way when `COPY` (`dst` is then valid for `src.len()`
+/// bytes of writes and does not overlap `src`; otherwise it is unused).
+///
+/// Per 32 bytes: one load, the words' top bits flipped (`vpxor` with 0x8000, so an unsigned word
+/// `w` reads as the signed `w - 32,768`), one `vpmaddwd` by ones (adds neighbouring words into a
+/// 32-bit lane), one `vpaddd`; with `COPY`, one store of the loaded vector. The bias comes back
+/// at the end as 32,768 per word. Three instructions per 32 bytes against the five of
+/// zero-extending 32-bit words into 64-bit lanes, and with `COPY` the bytes are read once.
+///
+/// # Safety
+/// The CPU must have AVX2; with `COPY`, `dst` must be valid for `src.len()` bytes of writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn madd_sum<const COPY: bool>(dst: *mut u8, src: &[u8]) -> u64 {
+    use core::arch::x86_64::{
+        __m256i, _mm256_add_epi32, _mm256_add_epi64, _mm256_castsi256_si128, _mm256_cvtepi32_epi64,
+        _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_set1_epi16,
+        _mm256_setzero_si256, _mm256_storeu_si256, _mm256_xor_si256,
+    };
+    let bias = _mm256_set1_epi16(i16::MIN);
+    let ones = _mm256_set1_epi16(1);
+    // One 32-byte vector at `at` (`at + 32 <= src.len()`, which every caller below keeps):
+    // loaded, stored when copying, biased, added pairwise into `acc`.
+    let step = |acc: &mut __m256i, at: usize| {
+        // SAFETY: `at + 32 <= src.len()` (callers); unaligned loads.
+        let v = unsafe { _mm256_loadu_si256(src.as_ptr().add(at).cast::<__m256i>()) };
+        if COPY {
+            // An opaque store: as a plain store, LLVM turns the loop's stores into a `memcpy`
+            // call ahead of the sums (loop idiom recognition), and the bytes are read twice.
+            // SAFETY: `dst` is valid for `src.len()` bytes of writes (this function's contract)
+            // and `at + 32 <= src.len()`; `vmovdqu` has no alignment requirement, touches no
+            // stack and no flags.
+            unsafe {
+                core::arch::asm!(
+                    "vmovdqu ymmword ptr [{p}], {v}",
+                    p = in(reg) dst.add(at),
+                    v = in(ymm_reg) v,
+                    options(nostack, preserves_flags),
+                );
+            }
+        }
+        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(_mm256_xor_si256(v, bias), ones));
+    };
+    // The four accumulators (within 2^30 together, see MADD_FLUSH) as one i64: 8 lanes of i32
+    // into 4 of i64, then a scalar sum.
+    let widen = |acc: &[__m256i; 4]| -> i64 {
+        let s = _mm256_add_epi32(
+            _mm256_add_epi32(acc[0], acc[1]),
+            _mm256_add_epi32(acc[2], acc[3]),
+        );
+        let wide = _mm256_add_epi64(
+            _mm256_cvtepi32_epi64(_mm256_castsi256_si128(s)),
+            _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(s)),
+        );
+        let mut lanes = [0i64; 4];
+        // SAFETY: `lanes` is 32 bytes of writable memory.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast::<__m256i>(), wide) };
+        lanes.iter().sum()
+    };
+    let vectors = src.len() / 32 * 32;
+    let blocks = vectors / MADD_STEP;
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let mut total: i64 = 0;
+    let mut b = 0;
+    while b < blocks {
+        let end = (b + MADD_FLUSH).min(blocks);
+        for i in b..end {
+            for (k, a) in acc.iter_mut().enumerate() {
+                step(a, i * MADD_STEP + k * 32);
+            }
+        }
+        if end < blocks {
+            total += widen(&acc);
+            acc = [_mm256_setzero_si256(); 4];
+        }
+        b = end;
+    }
+    // Up to three more whole vectors (at most 3 more iterations on one lane: still in range).
+    let mut at = blocks * MADD_STEP;
+    while at < vectors {
+        step(&mut acc[0], at);
+        at += 32;
+    }
+    total += widen(&acc);
+    // Undo the bias: every word was read as itself minus 32,768. The result is the plain sum of
+    // the words, at most 32,767 per byte: no overflow below 2^48 bytes.
+    let body = (total + (vectors / 2) as i64 * 32_768) as u64;
+    let tail = &src[vectors..];
+    if COPY && !tail.is_empty() {
+        // The last 32 bytes in one vector (the caller's inputs are at least WIDE_MIN long),
+        // rewriting bytes already copied with the same values.
+        let end = src.len() - 32;
+        // SAFETY: `end + 32 == src.len()`, and `dst` is valid for `src.len()` bytes of writes.
+        unsafe {
+            let v = _mm256_loadu_si256(src.as_ptr().add(end).cast::<__m256i>());
+            _mm256_storeu_si256(dst.add(end).cast::<__m256i>(), v);
+        }
+    }
+    // Under 32 bytes, from an even offset (the words line up with the body's).
+    add_carry(body, sum_portable(tail))
+}
+
+/// The native-order sum of `data` with the vector code ([`madd_sum`]).
 ///
 /// # Safety
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn sum_avx2(data: &[u8]) -> u64 {
-    sum_u32_lanes(data)
+    // SAFETY: AVX2 (this function's contract); `dst` is unused without COPY.
+    unsafe { madd_sum::<false>(core::ptr::null_mut(), data) }
 }
 
-/// [`copy_sum_blocks`] with [`sum_u32_lanes`], compiled for AVX2.
+/// Copies `src` into `dst` (same length, checked by the caller) and returns the native-order sum
+/// of `src`, with the vector code ([`madd_sum`]): each byte is loaded once.
 ///
 /// # Safety
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn copy_sum_avx2(dst: &mut [u8], src: &[u8]) -> u64 {
-    copy_sum_blocks(dst, src, sum_u32_lanes)
+    assert_eq!(dst.len(), src.len(), "copy_sum: lengths differ");
+    if src.len() < 32 {
+        // The tail copy below takes one whole vector.
+        dst.copy_from_slice(src);
+        return sum_portable(src);
+    }
+    // SAFETY: AVX2 (this function's contract); `dst` is an exclusive borrow of `src.len()`
+    // bytes, so valid for those writes and not overlapping `src`.
+    unsafe { madd_sum::<true>(dst.as_mut_ptr(), src) }
 }
 
 /// Folds a 64-bit one's-complement sum into 16 bits (not yet inverted), in whatever byte order it
@@ -320,14 +420,14 @@ mod tests {
 
     /// RFC 1071's reference algorithm, for differential testing.
     fn reference(data: &[u8]) -> u16 {
-        let mut s: u32 = 0;
+        let mut s: u64 = 0;
         for c in data.chunks(2) {
             let w = if c.len() == 2 {
                 u16::from_be_bytes([c[0], c[1]])
             } else {
                 u16::from_be_bytes([c[0], 0])
             };
-            s += w as u32;
+            s += w as u64;
         }
         while s >> 16 != 0 {
             s = (s & 0xffff) + (s >> 16);
@@ -459,11 +559,6 @@ mod tests {
                 want,
                 "portable len {len}"
             );
-            assert_eq!(
-                !fold(to_network(sum_u32_lanes(data))),
-                want,
-                "lanes len {len}"
-            );
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 checked just above.
@@ -482,10 +577,26 @@ mod tests {
                 dst[dat + len..].iter().all(|&b| b == 0xa5),
                 "copy_sum wrote after"
             );
-            for f in [sum_portable, sum_u32_lanes] {
-                let mut d2 = vec![0u8; len];
-                let c2 = !fold(to_network(copy_sum_blocks(&mut d2, data, f)));
-                assert_eq!((c2, &d2[..]), (want, data), "copy blocks len {len}");
+            let mut d2 = vec![0u8; len];
+            let c2 = !fold(to_network(copy_sum_blocks(&mut d2, data, sum_portable)));
+            assert_eq!((c2, &d2[..]), (want, data), "copy blocks len {len}");
+        }
+    }
+
+    /// Inputs long enough for the vector code to widen its 32-bit lanes more than once (every
+    /// `MADD_FLUSH` iterations), at both extremes of a lane (all ones: every biased word is
+    /// +32,767; all zeros: -32,768) and with noise, odd lengths included.
+    #[test]
+    fn long_inputs_cross_the_lane_widening() {
+        let len = 3 * 4096 * 128 + 77;
+        for data in [vec![0xffu8; len], vec![0u8; len], noise(len, 0x51ed_270b)] {
+            for l in [len, len - 77, 4096 * 128, 4096 * 128 + 1] {
+                let d = &data[..l];
+                let want = reference(d);
+                assert_eq!(checksum(d), want, "sum len {l}");
+                let mut dst = vec![0u8; l];
+                assert_eq!(!fold(copy_sum(&mut dst, d)), want, "copy_sum len {l}");
+                assert_eq!(&dst[..], d);
             }
         }
     }
