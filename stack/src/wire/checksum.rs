@@ -211,7 +211,8 @@ const MADD_FLUSH: usize = 4096;
 /// zero-extending 32-bit words into 64-bit lanes, and with `COPY` the bytes are read once.
 ///
 /// # Safety
-/// The CPU must have AVX2; with `COPY`, `dst` must be valid for `src.len()` bytes of writes.
+/// The CPU must have AVX2; with `COPY`, `dst` must be valid for `src.len()` bytes of writes and
+/// `src` at least 32 bytes long (the tail is copied as the last whole vector).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn madd_sum<const COPY: bool>(dst: *mut u8, src: &[u8]) -> u64 {
@@ -290,10 +291,11 @@ unsafe fn madd_sum<const COPY: bool>(dst: *mut u8, src: &[u8]) -> u64 {
     let body = (total + (vectors / 2) as i64 * 32_768) as u64;
     let tail = &src[vectors..];
     if COPY && !tail.is_empty() {
-        // The last 32 bytes in one vector (the caller's inputs are at least WIDE_MIN long),
-        // rewriting bytes already copied with the same values.
+        // The last 32 bytes in one vector (`copy_sum_avx2` passes at least 32 bytes), rewriting
+        // bytes already copied with the same values.
         let end = src.len() - 32;
-        // SAFETY: `end + 32 == src.len()`, and `dst` is valid for `src.len()` bytes of writes.
+        // SAFETY: `src.len() >= 32` (contract), so `end + 32 == src.len()` is in bounds, and `dst`
+        // is valid for `src.len()` bytes of writes.
         unsafe {
             let v = _mm256_loadu_si256(src.as_ptr().add(end).cast::<__m256i>());
             _mm256_storeu_si256(dst.add(end).cast::<__m256i>(), v);
@@ -329,7 +331,7 @@ unsafe fn copy_sum_avx2(dst: &mut [u8], src: &[u8]) -> u64 {
         return sum_portable(src);
     }
     // SAFETY: AVX2 (this function's contract); `dst` is an exclusive borrow of `src.len()`
-    // bytes, so valid for those writes and not overlapping `src`.
+    // bytes, so valid for those writes and not overlapping `src`; `src.len() >= 32` (above).
     unsafe { madd_sum::<true>(dst.as_mut_ptr(), src) }
 }
 
