@@ -120,8 +120,6 @@ pub struct Stack {
     pub(crate) arp_actions: Vec<crate::arp::table::TimerAction>,
     /// Output decisions per destination (route, source, neighbour); see `ipv4::flow`.
     pub(crate) flows: crate::ipv4::flow::FlowCache,
-    /// Configuration events applied so far ([`Stack::config_generation`]).
-    pub(crate) config_gen: u64,
 }
 
 impl core::fmt::Debug for Stack {
@@ -173,7 +171,6 @@ impl Stack {
             rng,
             arp_actions: Vec::with_capacity(16),
             flows: Default::default(),
-            config_gen: 0,
             counters: Counters::default(),
             pool,
             cfg,
@@ -218,10 +215,10 @@ impl Stack {
     /// A number that changes whenever a configuration event is applied
     /// ([`Stack::apply_config`]), the only way the interface, its addresses or the routes change:
     /// a caller that keeps something derived from them (a driver's address map) compares one word
-    /// per poll instead of the data.
+    /// per poll instead of the data. It is the `config_events` counter, which nothing resets.
     #[inline]
     pub fn config_generation(&self) -> u64 {
-        self.config_gen
+        self.counters.get(Event::ConfigEvents)
     }
 
     /// The routing table.
@@ -390,7 +387,6 @@ impl Stack {
     /// Applies a configuration change (from the service config or netlink), between bursts.
     pub fn apply_config(&mut self, ev: ConfigEvent, now: Instant) {
         self.counters.add(Event::ConfigEvents, 1);
-        self.config_gen = self.config_gen.wrapping_add(1);
         // Any event may change a route, an address, the link or a neighbour.
         self.flows.invalidate();
         match ev {
