@@ -91,10 +91,11 @@ pub fn copy_sum(dst: &mut [u8], src: &[u8]) -> u64 {
     assert_eq!(dst.len(), src.len(), "copy_sum: lengths differ");
     #[cfg(target_arch = "x86_64")]
     if src.len() >= WIDE_MIN && std::is_x86_feature_detected!("avx2") {
-        // SAFETY: `copy_sum_avx2` only needs AVX2, which the CPU has (checked just above).
+        // SAFETY: `copy_sum_avx2` needs AVX2, which the CPU has (checked just above), and equal
+        // lengths (asserted above) of at least 32 bytes (`WIDE_MIN`).
         return to_network(unsafe { copy_sum_avx2(dst, src) });
     }
-    to_network(copy_sum_blocks(dst, src, sum_portable))
+    to_network(copy_sum_blocks(dst, src))
 }
 
 /// A native-order 64-bit partial sum, folded and put in network order.
@@ -164,22 +165,23 @@ fn word64(b: &[u8]) -> u64 {
 /// summed right after the copy, large enough that the per-block reduction is cheap.
 const BLOCK: usize = 256;
 
-/// Copies `src` into `dst` (same length) block by block, summing each block with `sum_block`
-/// right after copying it (from L1), and adds the block sums with end-around carry: the bytes
-/// come from memory once. The result is a native-order partial sum for [`to_network`].
+/// Copies `src` into `dst` (same length) block by block, summing each block with
+/// [`sum_portable`] right after copying it (from L1), and adds the block sums with end-around
+/// carry: the bytes come from memory once. The result is a native-order partial sum for
+/// [`to_network`]. [`copy_sum`] without AVX2.
 #[inline(always)]
-fn copy_sum_blocks(dst: &mut [u8], src: &[u8], sum_block: impl Fn(&[u8]) -> u64) -> u64 {
+fn copy_sum_blocks(dst: &mut [u8], src: &[u8]) -> u64 {
     let mut s = 0u64;
     let mut d = dst.chunks_exact_mut(BLOCK);
     let mut w = src.chunks_exact(BLOCK);
     for (dc, sc) in (&mut d).zip(&mut w) {
         let sc: &[u8; BLOCK] = sc.try_into().expect("chunks_exact gives BLOCK bytes");
         dc.copy_from_slice(sc);
-        s = add_carry(s, sum_block(sc));
+        s = add_carry(s, sum_portable(sc));
     }
     let rest = w.remainder();
     d.into_remainder().copy_from_slice(rest);
-    add_carry(s, sum_block(rest))
+    add_carry(s, sum_portable(rest))
 }
 
 /// The 4 bytes of `b` as a native-order word (`b` is 4 long).
@@ -316,22 +318,18 @@ unsafe fn sum_avx2(data: &[u8]) -> u64 {
     unsafe { madd_sum::<false>(core::ptr::null_mut(), data) }
 }
 
-/// Copies `src` into `dst` (same length, checked by the caller) and returns the native-order sum
-/// of `src`, with the vector code ([`madd_sum`]): each byte is loaded once.
+/// Copies `src` into `dst` and returns the native-order sum of `src`, with the vector code
+/// ([`madd_sum`]): each byte is loaded once.
 ///
 /// # Safety
-/// The CPU must have AVX2.
+/// The CPU must have AVX2, and `dst.len() == src.len() >= 32` ([`copy_sum`] checks the lengths
+/// are equal and takes this path from [`WIDE_MIN`] bytes on).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn copy_sum_avx2(dst: &mut [u8], src: &[u8]) -> u64 {
-    assert_eq!(dst.len(), src.len(), "copy_sum: lengths differ");
-    if src.len() < 32 {
-        // The tail copy below takes one whole vector.
-        dst.copy_from_slice(src);
-        return sum_portable(src);
-    }
-    // SAFETY: AVX2 (this function's contract); `dst` is an exclusive borrow of `src.len()`
-    // bytes, so valid for those writes and not overlapping `src`; `src.len() >= 32` (above).
+    debug_assert!(dst.len() == src.len() && src.len() >= 32);
+    // SAFETY: AVX2 and the lengths (this function's contract); `dst` is an exclusive borrow, so
+    // valid for `src.len()` bytes of writes and not overlapping `src`.
     unsafe { madd_sum::<true>(dst.as_mut_ptr(), src) }
 }
 
@@ -580,7 +578,7 @@ mod tests {
                 "copy_sum wrote after"
             );
             let mut d2 = vec![0u8; len];
-            let c2 = !fold(to_network(copy_sum_blocks(&mut d2, data, sum_portable)));
+            let c2 = !fold(to_network(copy_sum_blocks(&mut d2, data)));
             assert_eq!((c2, &d2[..]), (want, data), "copy blocks len {len}");
         }
     }
